@@ -1,0 +1,438 @@
+"""Low-rank factorization of Linear layers (method.md section 3; Sun 2308.10839).
+
+A Linear ``W`` (out x in) becomes two thinner Linears, ``W ~ A @ B`` with ``A``
+(out x r) and ``B`` (r x in). Six ways to get the factors are provided so they can
+be compared at equal rank; SVD is the Frobenius-optimal one (Eckart-Young).
+
+Rank rules, in one place:
+
+- :func:`factorize` accepts ``1 <= rank <= min(out, in)``; full rank is allowed so
+  that every method can be checked to reproduce ``W`` exactly.
+- :func:`factorize_linear` and :class:`LowRankLinear` used for replacement reject
+  ``rank >= min(out, in)`` unless ``allow_full_rank=True``: such a layer is never
+  smaller than the dense one.
+- :func:`lowrank_model` replaces a layer only when :func:`worth_factorizing` holds,
+  i.e. ``r * (in + out) < in * out``. Ranks from an energy threshold or a budget
+  that do not pay off leave the layer dense (``replaced=False`` in the report);
+  an explicit rank outside ``[1, min(out, in) - 1]`` is an error.
+- :func:`apply_lowrank_structure` rebuilds exactly the replaced layers, so it
+  rejects ranks that :func:`lowrank_model` would never have applied.
+
+Computations run in float64 on the weight's device; results are cast back to the
+layer's dtype.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    'METHODS', 'TARGETS', 'LowRankLinear', 'factorize', 'factorize_linear',
+    'relative_error', 'worth_factorizing', 'rank_for_energy', 'ranks_for_budget',
+    'lowrank_model', 'apply_lowrank_structure', 'replaced_ranks',
+]
+
+METHODS = ('svd', 'qr', 'qr_pivoted', 'qr_rows', 'qr_randomized', 'lu')
+TARGETS = ('attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2')
+
+
+class LowRankLinear(nn.Module):
+    """``y = up(down(x))``: a rank-``rank`` replacement for ``nn.Linear(in, out)``.
+
+    The submodule names ``down`` (in -> rank, no bias) and ``up`` (rank -> out,
+    carries the bias) are part of the checkpoint format: a factorized checkpoint
+    stores ``<layer>.down.weight``, ``<layer>.up.weight`` and ``<layer>.up.bias``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        _check_rank(rank, 1, min(in_features, out_features), 'rank',
+                    f'in_features={in_features}, out_features={out_features}')
+        self.in_features = in_features
+        self.out_features = out_features
+        self.rank = rank
+        self.down = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+        self.up = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(self.down(x))
+
+    def extra_repr(self) -> str:
+        return (f'in_features={self.in_features}, out_features={self.out_features}, '
+                f'rank={self.rank}, bias={self.up.bias is not None}')
+
+
+def factorize(weight: Tensor, rank: int, method: str, *, generator: torch.Generator | None = None,
+              oversample: int = 10, power_iters: int = 2) -> tuple[Tensor, Tensor]:
+    """Factors ``A`` (out x rank) and ``B`` (rank x in) with ``A @ B ~ weight``.
+
+    ``rank`` may be anything in ``1..min(out, in)``; at ``min(out, in)`` every
+    method reproduces ``weight`` up to rounding. ``generator``, ``oversample`` and
+    ``power_iters`` only matter for ``qr_randomized``.
+    """
+    _check_method(method)
+    if weight.dim() != 2:
+        raise ValueError(f'weight must be a 2-D (out x in) matrix, got shape {tuple(weight.shape)}')
+    out_f, in_f = weight.shape
+    _check_rank(rank, 1, min(out_f, in_f), 'rank', f'a {out_f}x{in_f} weight')
+    if oversample < 0 or power_iters < 0:
+        raise ValueError(f'oversample and power_iters must be >= 0, got {oversample} and '
+                         f'{power_iters}')
+    w = weight.detach().to(torch.float64)
+    if method == 'svd':
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        # Splitting S evenly keeps both factors at the same scale.
+        root = s[:rank].sqrt()
+        a, b = u[:, :rank] * root, root[:, None] * vh[:rank]
+    elif method == 'qr':
+        q, r = torch.linalg.qr(w)
+        a, b = q[:, :rank], r[:rank]
+    elif method == 'qr_pivoted':
+        q, r, perm = _pivoted_qr(w, rank)
+        a, b = q, _unpermute_columns(r, perm)
+    elif method == 'qr_rows':
+        # W^T = Q R  =>  W = R^T Q^T: the factor that is cut is the row-space basis.
+        q, r = torch.linalg.qr(w.T)
+        a, b = r[:rank].T, q[:, :rank].T
+    elif method == 'qr_randomized':
+        a = _randomized_range(w, rank, generator, oversample, power_iters)
+        b = a.T @ w
+    else:  # lu
+        # torch's convention is W = P L U, i.e. P^T W = L U.
+        p, lower, upper = torch.linalg.lu(w)
+        a, b = p @ lower[:, :rank], upper[:rank]
+    return a.to(weight.dtype), b.to(weight.dtype)
+
+
+def factorize_linear(linear: nn.Linear, rank: int, method: str, *, allow_full_rank: bool = False,
+                     generator: torch.Generator | None = None) -> LowRankLinear:
+    """A :class:`LowRankLinear` approximating ``linear`` (bias, dtype, device, mode kept).
+
+    ``rank >= min(out, in)`` is rejected unless ``allow_full_rank`` because such a
+    layer cannot be smaller than ``linear``. Whether a smaller rank actually saves
+    parameters is :func:`worth_factorizing`'s call, not this function's.
+    """
+    if not isinstance(linear, nn.Linear):
+        raise ValueError(f'linear must be an nn.Linear, got {type(linear).__name__}')
+    in_f, out_f = linear.in_features, linear.out_features
+    high = min(in_f, out_f) if allow_full_rank else min(in_f, out_f) - 1
+    hint = '' if allow_full_rank else ' (pass allow_full_rank=True for rank min(out, in))'
+    _check_rank(rank, 1, high, 'rank', f'a Linear with out={out_f}, in={in_f}{hint}')
+    weight = linear.weight
+    a, b = factorize(weight, rank, method, generator=generator)
+    module = LowRankLinear(in_f, out_f, rank, bias=linear.bias is not None,
+                           device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        module.down.weight.copy_(b)
+        module.up.weight.copy_(a)
+        if linear.bias is not None:
+            module.up.bias.copy_(linear.bias)
+    return module.train(linear.training)
+
+
+def relative_error(weight: Tensor, a: Tensor, b: Tensor) -> float:
+    """``|W - A B|_F / |W|_F`` (0 for an all-zero ``W`` reproduced exactly)."""
+    w = weight.detach().to(torch.float64)
+    diff = torch.linalg.norm(w - a.detach().to(torch.float64) @ b.detach().to(torch.float64))
+    norm = torch.linalg.norm(w)
+    if norm == 0:
+        return 0.0 if diff == 0 else math.inf
+    return float(diff / norm)
+
+
+def worth_factorizing(in_features: int, out_features: int, rank: int) -> bool:
+    """True when rank ``rank`` has fewer weights than the dense layer.
+
+    The bias is the same size both ways, so it does not enter the comparison.
+    """
+    return rank * (in_features + out_features) < in_features * out_features
+
+
+def rank_for_energy(weight: Tensor, energy: float) -> int:
+    """Smallest ``r`` whose top ``r`` singular values keep ``energy`` of ``sum sigma^2``."""
+    _check_energy(energy)
+    s = torch.linalg.svdvals(weight.detach().to(torch.float64))
+    cum = torch.cumsum(s * s, dim=0)
+    # Compare against the cumsum's own last entry so that energy=1.0 is met exactly.
+    rank = int(torch.searchsorted(cum, energy * cum[-1]).item()) + 1
+    return min(rank, s.numel())
+
+
+def ranks_for_budget(weights: dict[str, Tensor], params_budget: float, *, fixed_params: int = 0,
+                     normalize: bool = True) -> dict[str, int]:
+    """Per-layer ranks so that all layers together cost at most ``params_budget``.
+
+    Cost of a layer (out x in) at rank r is ``r * (in + out)`` while that is below
+    ``in * out``, otherwise the layer stays dense at ``in * out``; ``fixed_params``
+    (e.g. the biases, which factorization does not change) is added to the total.
+
+    Rule (greedy, global): every layer starts at rank 1. Each further singular
+    value of a layer costs ``in + out`` parameters and is worth ``sigma^2``
+    (divided by ``|W|_F^2`` when ``normalize``, so layers of different scale
+    compete on the relative error that is reported). Repeatedly take the
+    candidate with the highest worth per parameter that still fits the budget;
+    candidates of one layer come in order (largest sigma first). Once a layer's
+    next singular value would no longer save parameters, its next candidate is
+    "go dense": all remaining sigma^2 for the rest of ``in * out``. A layer whose
+    candidate does not fit is closed (its later candidates are worth less).
+
+    Returns ``{name: rank}``; a rank equal to ``min(out, in)`` means "keep dense".
+    Raises ``ValueError`` if the budget is below rank 1 everywhere.
+    """
+    if not weights:
+        raise ValueError('weights must name at least one layer, got an empty dict')
+    spectra, shapes = {}, {}
+    for name, w in weights.items():
+        if w.dim() != 2:
+            raise ValueError(f'weights[{name!r}] must be 2-D (out x in), got shape '
+                             f'{tuple(w.shape)}')
+        s2 = torch.linalg.svdvals(w.detach().to(torch.float64)) ** 2
+        total = float(s2.sum())
+        scale = total if normalize and total > 0 else 1.0
+        spectra[name] = (s2 / scale).tolist()
+        shapes[name] = tuple(w.shape)
+
+    def cost(name: str, rank: int) -> int:
+        out_f, in_f = shapes[name]
+        return rank * (in_f + out_f) if worth_factorizing(in_f, out_f, rank) else in_f * out_f
+
+    def candidate(idx: int):
+        name = names[idx]
+        rank, s2 = ranks[name], spectra[name]
+        out_f, in_f = shapes[name]
+        if cost(name, rank) == in_f * out_f:  # already dense
+            return None
+        if worth_factorizing(in_f, out_f, rank + 1):
+            gain, new_rank = s2[rank], rank + 1
+        else:
+            gain, new_rank = sum(s2[rank:]), len(s2)
+        extra = cost(name, new_rank) - cost(name, rank)
+        # idx breaks ties deterministically (in dict order).
+        return (-gain / extra, idx, new_rank, extra)
+
+    names = list(weights)
+    ranks = {name: 1 if worth_factorizing(shapes[name][1], shapes[name][0], 1)
+             else min(shapes[name]) for name in names}
+    used = fixed_params + sum(cost(name, ranks[name]) for name in names)
+    if used > params_budget:
+        raise ValueError(f'params_budget={params_budget} is below the minimum achievable {used} '
+                         f'(rank 1 for every layer, {fixed_params} fixed params included)')
+    heap = [c for c in map(candidate, range(len(names))) if c is not None]
+    heapq.heapify(heap)
+    while heap:
+        _, idx, new_rank, extra = heapq.heappop(heap)
+        if used + extra > params_budget:
+            continue  # closes this layer: its later candidates are worth less per param
+        used += extra
+        ranks[names[idx]] = new_rank
+        nxt = candidate(idx)
+        if nxt is not None:
+            heapq.heappush(heap, nxt)
+    return ranks
+
+
+def lowrank_model(model: nn.Module, method: str, energy: float | None = None,
+                  params_budget: float | None = None, ranks: dict[str, int] | None = None,
+                  targets: tuple[str, ...] = TARGETS, *,
+                  generator: torch.Generator | None = None) -> dict[str, dict]:
+    """Replace, in place, target ``nn.Linear`` layers by :class:`LowRankLinear`.
+
+    Exactly one way to choose ranks must be given:
+
+    - ``energy``: per layer, :func:`rank_for_energy`;
+    - ``params_budget``: the matched layers' parameters after factorization
+      (weights and biases) are at most this, ranks from :func:`ranks_for_budget`;
+    - ``ranks``: ``{qualified_name: rank}``; these layers are used as they are
+      and ``targets`` is ignored.
+
+    A layer is matched when its qualified name ends with a target as a dotted
+    suffix (``blocks.3.attn.qkv`` matches ``attn.qkv``). It is replaced only if
+    :func:`worth_factorizing`. Returns, per matched layer, ``rank``, ``in``,
+    ``out``, ``params_before``, ``params_after``, ``rel_error`` (0 when left dense)
+    and ``replaced``; :func:`replaced_ranks` extracts what a subnet file records.
+    """
+    _check_method(method)
+    given = [k for k, v in (('energy', energy), ('params_budget', params_budget),
+                            ('ranks', ranks)) if v is not None]
+    if len(given) != 1:
+        raise ValueError('exactly one of energy, params_budget or ranks must be given, got '
+                         + (', '.join(given) if given else 'none'))
+    if energy is not None:
+        _check_energy(energy)
+    if ranks is not None:
+        layers = {name: _get_linear(model, name) for name in ranks}
+    else:
+        layers = _match_targets(model, targets)
+
+    if energy is not None:
+        chosen = {name: rank_for_energy(m.weight, energy) for name, m in layers.items()}
+    elif params_budget is not None:
+        biases = sum(m.bias.numel() for m in layers.values() if m.bias is not None)
+        chosen = ranks_for_budget({name: m.weight for name, m in layers.items()}, params_budget,
+                                  fixed_params=biases)
+    else:
+        chosen = {}
+        for name, m in layers.items():
+            _check_rank(ranks[name], 1, min(m.in_features, m.out_features) - 1,
+                        f'ranks[{name!r}]', f'a Linear with out={m.out_features}, '
+                        f'in={m.in_features}')
+            chosen[name] = ranks[name]
+
+    report = {}
+    for name, linear in layers.items():
+        rank, in_f, out_f = chosen[name], linear.in_features, linear.out_features
+        bias = out_f if linear.bias is not None else 0
+        entry = {'rank': rank, 'in': in_f, 'out': out_f, 'params_before': in_f * out_f + bias,
+                 'params_after': in_f * out_f + bias, 'rel_error': 0.0, 'replaced': False}
+        if worth_factorizing(in_f, out_f, rank):
+            new = factorize_linear(linear, rank, method, generator=generator)
+            entry.update(params_after=rank * (in_f + out_f) + bias, replaced=True,
+                         rel_error=relative_error(linear.weight, new.up.weight,
+                                                  new.down.weight))
+            _set_submodule(model, name, new)
+        report[name] = entry
+    return report
+
+
+def apply_lowrank_structure(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
+    """Swap the named ``nn.Linear`` layers for shape-correct :class:`LowRankLinear`.
+
+    Used before loading a factorized checkpoint: the values are placeholders that
+    the checkpoint overwrites. ``ranks`` is what :func:`replaced_ranks` recorded,
+    so every rank must be one :func:`lowrank_model` would have applied.
+    """
+    for name, rank in ranks.items():
+        linear = _get_linear(model, name)
+        in_f, out_f = linear.in_features, linear.out_features
+        _check_rank(rank, 1, min(in_f, out_f) - 1, f'ranks[{name!r}]',
+                    f'a Linear with out={out_f}, in={in_f}')
+        if not worth_factorizing(in_f, out_f, rank):
+            raise ValueError(f'ranks[{name!r}]={rank} does not save parameters for a Linear with '
+                             f'out={out_f}, in={in_f} (needs rank*(in+out) < in*out), so '
+                             f'lowrank_model never replaces it; record only replaced layers')
+        weight = linear.weight
+        new = LowRankLinear(in_f, out_f, rank, bias=linear.bias is not None,
+                            device=weight.device, dtype=weight.dtype)
+        _set_submodule(model, name, new.train(linear.training))
+    return model
+
+
+def replaced_ranks(report: dict[str, dict]) -> dict[str, int]:
+    """``{name: rank}`` of the layers :func:`lowrank_model` actually replaced."""
+    return {name: e['rank'] for name, e in report.items() if e['replaced']}
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f'method must be one of {", ".join(METHODS)}; got {method!r}')
+
+
+def _check_energy(energy: float) -> None:
+    if not 0 < energy <= 1:  # also rejects NaN
+        raise ValueError(f'energy must be in (0, 1], got {energy}')
+
+
+def _check_rank(rank: int, low: int, high: int, arg: str, what: str) -> None:
+    # bool is an int subclass; True as a rank is always a bug.
+    if isinstance(rank, bool) or not isinstance(rank, int) or not low <= rank <= high:
+        raise ValueError(f'{arg} must be an integer in [{low}, {high}] for {what}, got {rank!r}')
+
+
+def _match_targets(model: nn.Module, targets: tuple[str, ...]) -> dict[str, nn.Linear]:
+    if isinstance(targets, str):
+        targets = (targets,)
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        raise ValueError(f'targets must be a non-empty subset of {", ".join(TARGETS)}; '
+                         f'unknown: {", ".join(map(repr, unknown)) or "none given"}')
+    layers = {name: m for name, m in model.named_modules()
+              if isinstance(m, nn.Linear)
+              and any(name == t or name.endswith('.' + t) for t in targets)}
+    if not layers:
+        raise ValueError(f'no nn.Linear in {type(model).__name__} has a name ending with any of '
+                         f'targets={tuple(targets)}')
+    return layers
+
+
+def _get_linear(model: nn.Module, name: str) -> nn.Linear:
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f'no module named {name!r} in {type(model).__name__}') from None
+    if not isinstance(module, nn.Linear):
+        raise ValueError(f'module {name!r} is a {type(module).__name__}, expected nn.Linear')
+    return module
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition('.')
+    setattr(model.get_submodule(parent), child, module)
+
+
+def _unpermute_columns(r: Tensor, perm: Tensor) -> Tensor:
+    # W P = Q R means column j of R belongs to column perm[j] of W.
+    b = torch.empty_like(r)
+    b[:, perm] = r
+    return b
+
+
+def _pivoted_qr(w: Tensor, steps: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Householder QR with column pivoting, stopped after ``steps`` columns.
+
+    Returns ``Q`` (m x steps), ``R`` (steps x n) and ``perm`` with
+    ``W[:, perm] ~ Q R``, exact when ``steps = min(m, n)``. torch has no pivoted QR
+    (LAPACK geqp3) and scipy is not a dependency; stopping early makes a rank-r
+    factorization cost O(r m n) instead of a full decomposition. Column norms
+    are recomputed at each step rather than downdated, which costs the same
+    order as the update and avoids the cancellation downdating suffers from.
+    """
+    m, n = w.shape
+    r = w.clone()
+    perm = torch.arange(n, device=w.device)
+    reflectors = []
+    for j in range(steps):
+        p = j + int(torch.argmax(torch.linalg.vector_norm(r[j:, j:], dim=0)))
+        if p != j:
+            r[:, [j, p]] = r[:, [p, j]]
+            perm[[j, p]] = perm[[p, j]]
+        v = r[j:, j].clone()
+        norm_x = torch.linalg.vector_norm(v)
+        # Reflect onto -sign(x0)|x| so that v[0] never cancels.
+        v[0] += norm_x if v[0] >= 0 else -norm_x
+        norm_v = torch.linalg.vector_norm(v)
+        if norm_v > 0:
+            v /= norm_v
+            r[j:, j:] -= 2 * torch.outer(v, v @ r[j:, j:])
+        reflectors.append(v)
+    q = torch.eye(m, steps, dtype=w.dtype, device=w.device)
+    for j in reversed(range(steps)):
+        v = reflectors[j]
+        q[j:] -= 2 * torch.outer(v, v @ q[j:])
+    return q, torch.triu(r[:steps]), perm
+
+
+def _randomized_range(w: Tensor, rank: int, generator: torch.Generator | None,
+                      oversample: int, power_iters: int) -> Tensor:
+    """Orthonormal ``m x rank`` basis for the dominant range of ``w`` (Halko et al.).
+
+    Sketch with ``rank + oversample`` Gaussian columns, sharpen with power
+    iterations (re-orthonormalised each half-step so small singular values are
+    not lost to rounding), then cut the sketch basis to ``rank`` with a pivoted
+    QR of ``Q^T W``. Taking the first ``rank`` columns of the sketch's QR instead
+    would throw the oversampling away: those columns depend only on the first
+    ``rank`` random vectors.
+    """
+    m, n = w.shape
+    width = min(rank + oversample, m, n)
+    gen_device = generator.device if generator is not None else w.device
+    omega = torch.randn(n, width, generator=generator, dtype=w.dtype, device=gen_device)
+    q = torch.linalg.qr(w @ omega.to(w.device)).Q
+    for _ in range(power_iters):
+        q = torch.linalg.qr(w.T @ q).Q
+        q = torch.linalg.qr(w @ q).Q
+    q_small, _, _ = _pivoted_qr(q.T @ w, rank)
+    return q @ q_small
