@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from numbers import Integral
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +53,7 @@ class LowRankLinear(nn.Module):
         super().__init__()
         _check_rank(rank, 1, min(in_features, out_features), 'rank',
                     f'in_features={in_features}, out_features={out_features}')
+        rank = int(rank)
         self.in_features = in_features
         self.out_features = out_features
         self.rank = rank
@@ -79,6 +81,7 @@ def factorize(weight: Tensor, rank: int, method: str, *, generator: torch.Genera
         raise ValueError(f'weight must be a 2-D (out x in) matrix, got shape {tuple(weight.shape)}')
     out_f, in_f = weight.shape
     _check_rank(rank, 1, min(out_f, in_f), 'rank', f'a {out_f}x{in_f} weight')
+    rank = int(rank)
     if oversample < 0 or power_iters < 0:
         raise ValueError(f'oversample and power_iters must be >= 0, got {oversample} and '
                          f'{power_iters}')
@@ -280,7 +283,7 @@ def lowrank_model(model: nn.Module, method: str, energy: float | None = None,
             _check_rank(ranks[name], 1, min(m.in_features, m.out_features) - 1,
                         f'ranks[{name!r}]', f'a Linear with out={m.out_features}, '
                         f'in={m.in_features}')
-            chosen[name] = ranks[name]
+            chosen[name] = int(ranks[name])  # report and subnet file are JSON
 
     report = {}
     for name, linear in layers.items():
@@ -337,8 +340,9 @@ def _check_energy(energy: float) -> None:
 
 
 def _check_rank(rank: int, low: int, high: int, arg: str, what: str) -> None:
-    # bool is an int subclass; True as a rank is always a bug.
-    if isinstance(rank, bool) or not isinstance(rank, int) or not low <= rank <= high:
+    # Integral admits numpy ints from rank arithmetic; bool is one too, but True as a
+    # rank is always a bug.
+    if isinstance(rank, bool) or not isinstance(rank, Integral) or not low <= rank <= high:
         raise ValueError(f'{arg} must be an integer in [{low}, {high}] for {what}, got {rank!r}')
 
 

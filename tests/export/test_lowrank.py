@@ -1,6 +1,7 @@
 import io
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -123,6 +124,7 @@ def test_param_counts_exact(bias):
         assert f'rank={rank}' in repr(low)
         assert set(low.state_dict()) == {'down.weight', 'up.weight'} | (
             {'up.bias'} if bias else set())
+    assert LowRankLinear(23, 37, np.int64(5)).rank == 5
 
 
 def test_factorize_linear_keeps_dtype_and_mode():
@@ -283,6 +285,8 @@ def test_bad_inputs():
         factorize(w, 24, 'svd')
     with pytest.raises(ValueError, match=r'rank must be an integer.*got 2.5'):
         factorize(w, 2.5, 'svd')
+    with pytest.raises(ValueError, match=r'rank must be an integer.*got True'):
+        factorize(w, True, 'svd')
     with pytest.raises(ValueError, match=r'rank must be an integer in \[1, 22\].*allow_full_rank'):
         factorize_linear(linear, 23, 'svd')
     with pytest.raises(ValueError, match=r'rank must be an integer in \[1, 22\].*got -1'):
