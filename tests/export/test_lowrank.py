@@ -25,6 +25,15 @@ SHAPES = [(37, 23), (23, 37), (64, 64)]  # (out, in)
 QR_LIKE = [m for m in METHODS if m != 'svd']
 
 
+
+@pytest.fixture(autouse=True, scope='module')
+def single_thread():
+    """The matrices here are tiny: extra OpenMP threads only stall on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
@@ -134,6 +143,20 @@ def test_factorize_linear_keeps_dtype_and_mode():
     assert not low.training
     assert torch.equal(low.up.bias, linear.bias)
 
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_qr_pivoted_matches_lapack(shape):
+    """Our torch pivoted QR picks the same columns as LAPACK geqp3 (via scipy)."""
+    scipy_linalg = pytest.importorskip('scipy.linalg')
+    w = torch.randn(*shape, generator=gen(11), dtype=torch.float64)
+    _, r_ref, perm_ref = scipy_linalg.qr(w.numpy(), mode='economic', pivoting=True)
+    rank = min(shape) // 2
+    a, b = factorize(w, rank, 'qr_pivoted')
+    # B = R[:rank] with the columns put back; signs of Householder rows may differ.
+    r = b[:, torch.from_numpy(perm_ref)]
+    assert torch.allclose(r.abs(), torch.from_numpy(r_ref[:rank]).abs(), atol=1e-12)
+    assert torch.allclose(a.T @ a, torch.eye(rank, dtype=torch.float64), atol=1e-12)
 
 @pytest.mark.parametrize('kind', ['random', 'decaying'])
 @pytest.mark.parametrize('shape', [(48, 96), (96, 48), (64, 64)])
