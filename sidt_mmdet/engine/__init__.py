@@ -1,1 +1,3 @@
+from .layer_decay import SIDTLayerDecayOptimWrapperConstructor
 
+__all__ = ['SIDTLayerDecayOptimWrapperConstructor']

@@ -1,1 +1,3 @@
+from .sidt_vit import SIDTViT
 
+__all__ = ['SIDTViT']

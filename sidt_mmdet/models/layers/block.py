@@ -1,0 +1,54 @@
+"""Pre-norm transformer block with optional window attention (ViTDet) and an embedding mask."""
+from __future__ import annotations
+
+import torch
+from mmcv.cnn import build_norm_layer
+from timm.layers import DropPath
+from timm.models.vision_transformer_sam import window_partition, window_unpartition
+from torch import nn
+
+from .attention import SIDTAttention
+from .mlp import SIDTMlp
+
+__all__ = ['SIDTBlock']
+
+
+def _scale(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x if mask is None else x * mask
+
+
+class SIDTBlock(nn.Module):
+    """norm1 -> attention (global or windowed) -> residual; norm2 -> MLP -> residual.
+
+    ``embed_mask`` (search mode) multiplies every write into the residual stream and
+    every normalised read from it, so a zeroed channel is zero everywhere except in the
+    LayerNorm statistics (which is why embedding pruning is not exact).
+    """
+
+    def __init__(self, dim: int, attn: SIDTAttention, mlp: SIDTMlp, window_size: int = 0,
+                 drop_path: float = 0., norm_cfg: dict | None = None):
+        super().__init__()
+        norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
+        self.window_size = window_size
+        self.norm1 = build_norm_layer(norm_cfg, dim)[1]
+        self.attn = attn
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = build_norm_layer(norm_cfg, dim)[1]
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int],
+                embed_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, P + h*w, C) with P prefix tokens (class token) before the patch grid."""
+        y = _scale(self.norm1(x), embed_mask)
+        if self.window_size > 0:
+            B, _, C = y.shape
+            h, w = hw
+            y, pad_hw = window_partition(y.view(B, h, w, C), self.window_size)
+            ws = self.window_size
+            y = self.attn(y.view(-1, ws * ws, C), (ws, ws))
+            y = window_unpartition(y.view(-1, ws, ws, C), ws, hw, pad_hw).view(B, h * w, C)
+        else:
+            y = self.attn(y, hw)
+        x = x + self.drop_path(_scale(y, embed_mask))
+        y = self.mlp(_scale(self.norm2(x), embed_mask))
+        return x + self.drop_path(_scale(y, embed_mask))

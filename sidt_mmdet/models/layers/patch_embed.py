@@ -1,0 +1,29 @@
+"""Patch embedding that accepts any input size (timm ``PatchEmbed`` with dynamic padding)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ['PatchEmbed']
+
+
+class PatchEmbed(nn.Module):
+    """Conv patchify; sides that are not a multiple of the patch are zero-padded at the
+    bottom/right (as timm's ``dynamic_img_pad``) so no pixel is dropped."""
+
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Returns tokens (B, h*w, C) and the grid (h, w)."""
+        p = self.patch_size
+        H, W = x.shape[-2:]
+        pad_h, pad_w = (-H) % p, (-W) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.proj(x)
+        hw = (x.shape[2], x.shape[3])
+        return x.flatten(2).transpose(1, 2), hw

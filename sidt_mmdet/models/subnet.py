@@ -1,0 +1,226 @@
+"""The subnet file: which dimensions of a SIDTViT survive pruning.
+
+It lives next to the models (not in ``search/``) because the pruned backbone is
+built from it and must not import the search code. A subnet is plain data
+(JSON), versioned, validated on load, and written atomically.
+
+Layout (version 1)::
+
+    {"format": "sidt-subnet", "version": 1,
+     "arch": {"embed_dims": 768, "num_layers": 12, "num_heads": 12, "mlp_hidden": 3072},
+     "embed": [kept residual channels] or null (all kept),
+     "blocks": [{"qk": [[kept q/k dims of head 0], ...], "v": [[kept v dims of head 0], ...],
+                 "mlp": [kept hidden units]}, ...],
+     "lowrank": null or {"method": "svd", "ranks": {"blocks.0.attn.qkv": 64, ...}},
+     "budget": {...}, "stats": {...}, "source": {...}}
+
+Indices are within the dense layer: head dims in ``[0, head_dim)``, MLP units in
+``[0, mlp_hidden)``, embedding channels in ``[0, embed_dims)``; sorted, unique.
+A head whose ``v`` list is empty contributes nothing and is dropped together with
+its q/k dims (normalised on construction, so counts stay exact).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ['Subnet', 'SubnetError', 'SUBNET_VERSION']
+
+SUBNET_FORMAT = 'sidt-subnet'
+SUBNET_VERSION = 1
+
+
+class SubnetError(ValueError):
+    """A subnet that is malformed or does not fit the architecture."""
+
+
+def _index_list(value: Any, upper: int, where: str) -> list[int]:
+    if not isinstance(value, (list, tuple)):
+        raise SubnetError(f'{where}: expected a list of indices, got {type(value).__name__}')
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise SubnetError(f'{where}: indices must be integers, got {v!r}')
+        out.append(v)
+    if len(set(out)) != len(out):
+        raise SubnetError(f'{where}: indices must be unique')
+    if out and (min(out) < 0 or max(out) >= upper):
+        raise SubnetError(f'{where}: indices must lie in [0, {upper}), '
+                          f'got range [{min(out)}, {max(out)}]')
+    return sorted(out)
+
+
+@dataclass
+class Subnet:
+    """Kept indices per block of a SIDTViT, plus the record of how they were chosen."""
+
+    embed_dims: int
+    num_layers: int
+    num_heads: int
+    mlp_hidden: int
+    blocks: list[dict]
+    embed: list[int] | None = None
+    lowrank: dict | None = None
+    budget: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ('embed_dims', 'num_layers', 'num_heads', 'mlp_hidden'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise SubnetError(f'arch.{name}: expected a positive integer, got {value!r}')
+        if self.embed_dims % self.num_heads:
+            raise SubnetError(f'arch: num_heads={self.num_heads} does not divide '
+                              f'embed_dims={self.embed_dims}')
+        if not isinstance(self.blocks, (list, tuple)) or len(self.blocks) != self.num_layers:
+            got = len(self.blocks) if isinstance(self.blocks, (list, tuple)) else self.blocks
+            raise SubnetError(f'blocks: expected {self.num_layers} blocks (arch.num_layers), '
+                              f'got {got}')
+        if self.embed is not None:
+            self.embed = _index_list(self.embed, self.embed_dims, 'embed')
+            if not self.embed:
+                raise SubnetError('embed: keeps no embedding channel')
+        head_dim = self.head_dim
+        blocks = []
+        for i, blk in enumerate(self.blocks):
+            where = f'blocks[{i}]'
+            if not isinstance(blk, dict) or not {'qk', 'v', 'mlp'} <= set(blk):
+                raise SubnetError(f'{where}: expected a dict with keys "qk", "v", "mlp"')
+            qk, v = blk['qk'], blk['v']
+            for key, lists in (('qk', qk), ('v', v)):
+                if not isinstance(lists, (list, tuple)) or len(lists) != self.num_heads:
+                    raise SubnetError(f'{where}.{key}: expected one index list per head '
+                                      f'({self.num_heads} heads)')
+            qk = [_index_list(q, head_dim, f'{where}.qk[{h}]') for h, q in enumerate(qk)]
+            v = [_index_list(x, head_dim, f'{where}.v[{h}]') for h, x in enumerate(v)]
+            # A head without v dims outputs exactly zero: its q/k dims are dead weight.
+            qk = [q if x else [] for q, x in zip(qk, v)]
+            if not any(v):
+                raise SubnetError(f'{where}: keeps no attention head (every v list is empty)')
+            mlp = _index_list(blk['mlp'], self.mlp_hidden, f'{where}.mlp')
+            if not mlp:
+                raise SubnetError(f'{where}.mlp: keeps no MLP hidden unit')
+            blocks.append(dict(qk=qk, v=v, mlp=mlp))
+        self.blocks = blocks
+        if self.lowrank is not None:
+            if (not isinstance(self.lowrank, dict)
+                    or not isinstance(self.lowrank.get('ranks'), dict)):
+                raise SubnetError('lowrank: expected {"method": ..., "ranks": {name: rank}}')
+            for name, rank in self.lowrank['ranks'].items():
+                if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+                    raise SubnetError(f'lowrank.ranks[{name!r}]: expected a positive integer, '
+                                      f'got {rank!r}')
+
+    # ------------------------------------------------------------------ views
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dims // self.num_heads
+
+    @property
+    def kept_embed(self) -> list[int]:
+        return list(range(self.embed_dims)) if self.embed is None else list(self.embed)
+
+    @property
+    def arch(self) -> dict:
+        return dict(embed_dims=self.embed_dims, num_layers=self.num_layers,
+                    num_heads=self.num_heads, mlp_hidden=self.mlp_hidden)
+
+    def widths(self) -> list[dict]:
+        """Per block: kept q/k and v dims per head and MLP units (for tables and plots)."""
+        return [dict(qk=[len(q) for q in b['qk']], v=[len(x) for x in b['v']],
+                     mlp=len(b['mlp'])) for b in self.blocks]
+
+    def check_arch(self, embed_dims: int, num_layers: int, num_heads: int,
+                   mlp_hidden: int, where: str = 'subnet') -> None:
+        """Raise a :class:`SubnetError` naming every field that differs from the model."""
+        want = dict(embed_dims=embed_dims, num_layers=num_layers, num_heads=num_heads,
+                    mlp_hidden=mlp_hidden)
+        diffs = [f'{k}: subnet has {getattr(self, k)}, model has {v}'
+                 for k, v in want.items() if getattr(self, k) != v]
+        if diffs:
+            raise SubnetError(f'{where} does not fit the architecture: ' + '; '.join(diffs))
+
+    # ---------------------------------------------------------------- (de)ser
+    def to_dict(self) -> dict:
+        return dict(format=SUBNET_FORMAT, version=SUBNET_VERSION, arch=self.arch,
+                    embed=self.embed, blocks=copy.deepcopy(self.blocks),
+                    lowrank=copy.deepcopy(self.lowrank), budget=copy.deepcopy(self.budget),
+                    stats=copy.deepcopy(self.stats), source=copy.deepcopy(self.source))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = 'subnet') -> Subnet:
+        if not isinstance(data, dict):
+            raise SubnetError(f'{where}: expected a JSON object, got {type(data).__name__}')
+        if data.get('format') != SUBNET_FORMAT:
+            raise SubnetError(f'{where}: "format" must be {SUBNET_FORMAT!r}, '
+                              f'got {data.get("format")!r}')
+        if data.get('version') != SUBNET_VERSION:
+            raise SubnetError(f'{where}: unknown subnet version {data.get("version")!r} '
+                              f'(this sidt_mmdet reads version {SUBNET_VERSION})')
+        arch = data.get('arch')
+        if not isinstance(arch, dict):
+            raise SubnetError(f'{where}: missing "arch" object')
+        missing = [f'arch.{k}' for k in ('embed_dims', 'num_layers', 'num_heads', 'mlp_hidden')
+                   if k not in arch] + [k for k in ('blocks',) if k not in data]
+        if missing:
+            raise SubnetError(f'{where}: missing keys {missing}')
+        try:
+            return cls(embed_dims=arch['embed_dims'], num_layers=arch['num_layers'],
+                       num_heads=arch['num_heads'], mlp_hidden=arch['mlp_hidden'],
+                       blocks=data['blocks'], embed=data.get('embed'),
+                       lowrank=data.get('lowrank'), budget=data.get('budget') or {},
+                       stats=data.get('stats') or {}, source=data.get('source') or {})
+        except SubnetError as e:
+            raise SubnetError(f'{where}: {e}') from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Subnet:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'subnet file not found: {path}')
+        try:
+            with open(path, encoding='utf-8') as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise SubnetError(f'{path}: not valid JSON ({e})') from None
+        return cls.from_dict(data, where=path)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically: a reader never sees a half-written subnet file."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix='.subnet-', suffix='.json', dir=directory)
+        try:
+            with os.fdopen(fd, 'w', encoding='utf-8') as f:
+                json.dump(self.to_dict(), f, indent=1)
+                f.write('\n')
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def coerce(cls, subnet: Subnet | dict | str | os.PathLike) -> Subnet:
+        """Accept a Subnet, its dict form, or a path to its JSON file."""
+        if isinstance(subnet, Subnet):
+            return subnet
+        if isinstance(subnet, dict):
+            return cls.from_dict(subnet)
+        if isinstance(subnet, (str, os.PathLike)):
+            return cls.load(subnet)
+        raise SubnetError(f'subnet: expected a Subnet, dict or path, got {type(subnet).__name__}')
+
+    @classmethod
+    def dense(cls, embed_dims: int, num_layers: int, num_heads: int, mlp_hidden: int) -> Subnet:
+        """The subnet that keeps everything (useful as a starting point in scripts and tests)."""
+        d = embed_dims // num_heads
+        block = dict(qk=[list(range(d))] * num_heads, v=[list(range(d))] * num_heads,
+                     mlp=list(range(mlp_hidden)))
+        return cls(embed_dims, num_layers, num_heads, mlp_hidden,
+                   blocks=[copy.deepcopy(block) for _ in range(num_layers)])

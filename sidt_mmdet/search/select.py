@@ -1,0 +1,287 @@
+"""Pick a sub-network of a searched SIDTViT for a budget.
+
+Units are ranked by mask magnitude |m| within each kind (attention dims pooled
+over all blocks, MLP units pooled over all blocks, embedding channels), so the
+kept width differs per layer and per head: the "intrinsic dimensions".
+
+A budget is a keep ratio (the same fraction of each kind's units), or a params or
+MACs target. For a target, units are added one at a time in keep-ratio order
+(kind k gains its (j+1)-th unit when the ratio reaches (j+1)/n_k); the chain is
+monotone in cost, so a binary search finds the largest subnet within the budget,
+which is then at most one unit's cost below it. Minimum widths per layer and
+rounding of widths up to a multiple are applied to every point of the chain (they
+only ever add a layer's next-best dims), so they keep it monotone.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..models.subnet import Subnet
+from ..utils.complexity import BlockWidths, backbone_complexity, count_complexity
+from ..utils.complexity import _structure as complexity_structure
+
+__all__ = ['select_subnet', 'GRANULARITIES']
+
+GRANULARITIES = ('dim', 'head_uniform', 'head')
+
+
+@dataclass
+class _Unit:
+    block: int
+    head: int | None
+    dims: list[int]  # head dims, MLP units or embedding channels this unit keeps
+    score: float
+
+
+def _attn_units(mask: torch.Tensor, block: int, granularity: str) -> list[_Unit]:
+    m = mask.detach().abs().float().cpu()
+    H, d = m.shape
+    if granularity == 'dim':
+        return [_Unit(block, h, [j], float(m[h, j])) for h in range(H) for j in range(d)]
+    if granularity == 'head':
+        return [_Unit(block, h, list(range(d)), float(m[h].mean())) for h in range(H)]
+    # head_uniform: unit j keeps the j-th best dim of every head of the block.
+    order = torch.argsort(-m, dim=1, stable=True)
+    ranked = torch.gather(m, 1, order)
+    return [_Unit(block, None, order[:, j].tolist(), float(ranked[:, j].mean()))
+            for j in range(d)]
+
+
+def _vector_units(mask: torch.Tensor, block: int | None) -> list[_Unit]:
+    m = mask.detach().abs().float().cpu()
+    return [_Unit(block, None, [j], float(m[j])) for j in range(m.numel())]
+
+
+def _sorted(units: list[_Unit]) -> list[_Unit]:
+    # Stable: ties keep the lower block/head/dim first, so selection is reproducible.
+    return sorted(units, key=lambda u: -u.score)
+
+
+class _Selector:
+    """Turns "keep the first k units of each kind" into a Subnet."""
+
+    def __init__(self, backbone, granularity, round_to, min_heads, min_mlp, min_embed):
+        self.bb = backbone
+        self.H, self.d = backbone.num_heads, backbone.head_dim
+        self.L, self.hidden = backbone.num_layers, backbone.mlp_hidden
+        self.D = backbone.embed_dims_dense
+        self.granularity = granularity
+        self.round_to = max(1, int(round_to or 1))
+        self.min_heads, self.min_mlp, self.min_embed = min_heads, min_mlp, min_embed
+        self.kinds: dict[str, list[_Unit]] = {}
+        self.scores: dict[str, list[torch.Tensor]] = {'qk': [], 'v': [], 'mlp': []}
+        self.split = backbone.split_qkv
+        split = self.split
+        for i, blk in enumerate(backbone.blocks):
+            qk_m, v_m = blk.attn.masks()
+            if qk_m is not None:
+                self.scores['qk'].append(qk_m.detach().abs().float().cpu())
+                self.scores['v'].append(v_m.detach().abs().float().cpu())
+                if split and granularity != 'head':
+                    self.kinds.setdefault('qk', []).extend(_attn_units(qk_m, i, granularity))
+                    self.kinds.setdefault('v', []).extend(_attn_units(v_m, i, granularity))
+                else:
+                    m = (qk_m.detach().abs() + v_m.detach().abs()) / 2 if split else qk_m
+                    self.kinds.setdefault('attn', []).extend(_attn_units(m, i, granularity))
+            if blk.mlp.hidden_mask is not None:
+                self.scores['mlp'].append(blk.mlp.hidden_mask.detach().abs().float().cpu())
+                self.kinds.setdefault('mlp', []).extend(_vector_units(blk.mlp.hidden_mask, i))
+        self.embed_scores = None
+        if backbone.embed_mask is not None:
+            self.embed_scores = backbone.embed_mask.detach().abs().float().cpu()
+            self.kinds['embed'] = _vector_units(backbone.embed_mask, None)
+        if not self.kinds:
+            raise ValueError('backbone has no search masks: build it with mode="search" and load '
+                             'the searched checkpoint (mask parameters *_mask)')
+        self.kinds = {k: _sorted(v) for k, v in self.kinds.items()}
+
+    # ------------------------------------------------------------ building
+    def _best_dims(self, scores: torch.Tensor, count: int) -> list[int]:
+        return torch.argsort(-scores, stable=True)[:count].tolist()
+
+    def _top(self, scores: torch.Tensor, chosen: set, count: int) -> list[int]:
+        """The ``count`` best indices; ``chosen`` (the best ``len(chosen)``, by the same
+        stable ranking) is always a prefix of them, so growing a layer never drops a dim."""
+        return sorted(chosen) if count == len(chosen) else sorted(self._best_dims(scores, count))
+
+    def _round(self, count: int, upper: int) -> int:
+        if count <= 0:
+            return 0
+        return min(upper, math.ceil(count / self.round_to) * self.round_to)
+
+    def build(self, counts: dict[str, int]) -> Subnet:
+        L, H, d = self.L, self.H, self.d
+        qk = [[set() for _ in range(H)] for _ in range(L)]
+        v = [[set() for _ in range(H)] for _ in range(L)]
+        mlp = [set() for _ in range(L)]
+        embed = set()
+        for kind, units in self.kinds.items():
+            for u in units[:counts[kind]]:
+                if kind == 'mlp':
+                    mlp[u.block].update(u.dims)
+                elif kind == 'embed':
+                    embed.update(u.dims)
+                else:
+                    heads = [u.head] if u.head is not None else range(H)
+                    for n, h in enumerate(heads):
+                        # head_uniform units carry one dim per head, in head order
+                        dims = u.dims if u.head is not None else [u.dims[n]]
+                        if kind in ('attn', 'qk'):
+                            qk[u.block][h].update(dims)
+                        if kind in ('attn', 'v'):
+                            v[u.block][h].update(dims)
+        has_attn = bool(self.scores['qk'])
+        blocks = []
+        for i in range(L):
+            if has_attn:
+                sq, sv = self.scores['qk'][i], self.scores['v'][i]
+                qk_i, v_i = self._attn_block(qk[i], v[i], sq, sv)
+            else:
+                qk_i = [list(range(d))] * H
+                v_i = [list(range(d))] * H
+            if self.scores['mlp']:
+                n = max(len(mlp[i]), min(self.min_mlp, self.hidden))
+                mlp_i = self._top(self.scores['mlp'][i], mlp[i], self._round(n, self.hidden))
+            else:
+                mlp_i = list(range(self.hidden))
+            blocks.append(dict(qk=qk_i, v=v_i, mlp=sorted(mlp_i)))
+        kept_embed = None
+        if self.embed_scores is not None:
+            n = max(len(embed), min(self.min_embed, self.D))
+            kept_embed = self._top(self.embed_scores, embed, self._round(n, self.D))
+        return Subnet(self.D, L, H, self.hidden, blocks=blocks, embed=kept_embed)
+
+    def _attn_block(self, qk_sets, v_sets, sq, sv):
+        H, d = self.H, self.d
+        shared = not self.split
+        # Minimum heads: give the best-scoring empty heads their best dim.
+        active = [h for h in range(H) if v_sets[h]]
+        if len(active) < self.min_heads:
+            head_scores = (sv.mean(dim=1) + sq.mean(dim=1))
+            for h in torch.argsort(-head_scores, stable=True).tolist():
+                if len(active) >= min(self.min_heads, H):
+                    break
+                if h not in active:
+                    best = self._best_dims(sv[h], 1)
+                    v_sets[h].update(best)
+                    if shared or self.granularity == 'head':
+                        qk_sets[h].update(best)
+                    active.append(h)
+        qk_out, v_out = [], []
+        for h in range(H):
+            if self.granularity == 'head':
+                keep = list(range(d)) if v_sets[h] else []
+                qk_out.append(keep)
+                v_out.append(list(keep))
+                continue
+            n_v = self._round(len(v_sets[h]), d)
+            n_qk = self._round(len(qk_sets[h]), d)
+            if shared:
+                keep = self._top(sq[h], v_sets[h], max(n_v, n_qk))
+                qk_out.append(keep)
+                v_out.append(list(keep))
+            else:
+                qk_out.append(self._top(sq[h], qk_sets[h], n_qk))
+                v_out.append(self._top(sv[h], v_sets[h], n_v))
+        return qk_out, v_out
+
+
+def _cost(backbone, subnet: Subnet, input_size) -> tuple[int, int]:
+    structure = complexity_structure(backbone)
+    blocks = []
+    for b in subnet.blocks:
+        active = [h for h, dims in enumerate(b['v']) if dims]
+        union = {j for h in active for j in b['qk'][h]}
+        blocks.append(BlockWidths(qk=[len(b['qk'][h]) for h in active],
+                                  v=[len(b['v'][h]) for h in active], mlp=len(b['mlp']),
+                                  rel_cols=len(union)))
+    rep = count_complexity(embed=len(subnet.kept_embed), blocks=blocks,
+                           input_size=tuple(input_size), **structure)
+    return rep.params, rep.macs
+
+
+def select_subnet(backbone, keep_ratio: float | None = None, params: int | None = None,
+                  flops: int | None = None, *, input_size: tuple[int, int] | None = None,
+                  granularity: str = 'dim', round_to: int = 8, min_heads: int = 1,
+                  min_mlp: int = 8, min_embed: int | None = None,
+                  source: dict | None = None) -> Subnet:
+    """Choose the widths to keep for exactly one budget.
+
+    Args:
+        backbone: a SIDTViT in ``mode='search'`` with its searched masks loaded.
+        keep_ratio: fraction of each searched kind's units to keep, in (0, 1].
+        params: target backbone parameter count (at most the dense count).
+        flops: target backbone MACs per image at ``input_size``.
+        input_size: (H, W) for MACs; defaults to the backbone's pretraining size.
+        granularity: ``'dim'`` (single head dims), ``'head_uniform'`` (same width
+            for every head of a block) or ``'head'`` (whole heads).
+        round_to: round kept widths (per head, per MLP, embedding) *up* to a
+            multiple of this, for hardware speed; 1 turns rounding off.
+        min_heads / min_mlp / min_embed: never empty a layer.
+    """
+    given = {k: v for k, v in (('keep_ratio', keep_ratio), ('params', params),
+                               ('flops', flops)) if v is not None}
+    if len(given) != 1:
+        raise ValueError('give exactly one budget: keep_ratio, params or flops '
+                         f'(got {sorted(given) or "none"})')
+    if granularity not in GRANULARITIES:
+        raise ValueError(f'granularity: expected one of {GRANULARITIES}, got {granularity!r}')
+    if not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f'round_to: expected an integer >= 1, got {round_to!r}')
+    if min_heads < 1 or min_mlp < 1:
+        raise ValueError('min_heads and min_mlp must be >= 1: a layer is never emptied')
+    input_size = tuple(input_size or backbone.img_size)
+    kind, value = next(iter(given.items()))
+    sel = _Selector(backbone, granularity, round_to, min_heads, min_mlp,
+                    min_embed if min_embed is not None else max(round_to, backbone.num_heads))
+    dense = backbone_complexity(backbone, input_size)
+    sizes = {k: len(u) for k, u in sel.kinds.items()}
+
+    if kind == 'keep_ratio':
+        if not 0 < value <= 1:
+            raise ValueError(f'keep_ratio: expected a value in (0, 1], got {value}')
+        subnet = sel.build({k: round(value * n) for k, n in sizes.items()})
+        cost = _cost(backbone, subnet, input_size)
+    else:
+        dense_value = dense.params if kind == 'params' else dense.macs
+        if not value > 0:
+            raise ValueError(f'{kind}: expected a positive target, got {value}')
+        if value > dense_value:
+            raise ValueError(f'{kind}={value:,} is above the dense model ({dense_value:,}); '
+                             'nothing would be pruned')
+        # The chain: the t-th event gives one more unit to the kind whose ratio is lowest.
+        events = sorted(((j + 1) / n, k) for k, n in sizes.items() for j in range(n))
+
+        def at(t):
+            counts = dict.fromkeys(sizes, 0)
+            for _, k in events[:t]:
+                counts[k] += 1
+            return counts
+
+        pick = 0 if kind == 'params' else 1
+        lo_subnet = sel.build(at(0))
+        lo_cost = _cost(backbone, lo_subnet, input_size)
+        if lo_cost[pick] > value:
+            raise ValueError(f'{kind}={value:,} is below the smallest subnet the per-layer '
+                             f'minimums allow ({lo_cost[pick]:,})')
+        lo, hi = 0, len(events)
+        best = (lo_subnet, lo_cost)
+        while lo < hi:  # largest t with cost(t) <= value
+            mid = (lo + hi + 1) // 2
+            s = sel.build(at(mid))
+            c = _cost(backbone, s, input_size)
+            if c[pick] <= value:
+                lo, best = mid, (s, c)
+            else:
+                hi = mid - 1
+        subnet, cost = best
+    subnet.budget = dict(kind=kind, value=value, granularity=granularity, round_to=round_to,
+                         min_heads=min_heads, min_mlp=min_mlp, input_size=list(input_size))
+    subnet.stats = dict(params_before=dense.params, params_after=cost[0],
+                        macs_before=dense.macs, macs_after=cost[1],
+                        input_size=list(input_size))
+    subnet.source = dict(source or {})
+    return subnet
