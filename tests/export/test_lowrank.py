@@ -272,6 +272,21 @@ def test_lowrank_model_energy_roundtrip_and_grads(method):
         assert p.grad.abs().sum() > 0, name
 
 
+
+def test_mmengine_checkpoint_roundtrip(tmp_path):
+    """Ranks in the checkpoint meta rebuild the structure; weights load strictly by name."""
+    checkpoint = pytest.importorskip('mmengine.runner.checkpoint')
+    model = TinyViT().eval()
+    report = lowrank_model(model, 'svd', energy=0.99)
+    meta = {'lowrank': {'method': 'svd', 'ranks': replaced_ranks(report)}}
+    path = str(tmp_path / 'lowrank.pth')
+    checkpoint.save_checkpoint({'state_dict': model.state_dict(), 'meta': meta}, path)
+    ranks = torch.load(path, weights_only=True)['meta']['lowrank']['ranks']
+    fresh = apply_lowrank_structure(TinyViT(seed=1), ranks).eval()
+    checkpoint.load_checkpoint(fresh, path, strict=True)
+    x = torch.randn(2, 5, 48, generator=gen(12))
+    assert torch.equal(fresh(x), model(x))
+
 def test_lowrank_model_budget_and_explicit_ranks():
     model = TinyViT()
     layers = {n: m for n, m in model.named_modules() if any(n.endswith(t) for t in TARGETS)}
