@@ -211,6 +211,8 @@ class SIDTViT(BaseModule):
                                     norm_cfg=norm_cfg))
         self.blocks = nn.ModuleList(blocks)
         self.norm = build_norm_layer(norm_cfg, D)[1] if final_norm else None
+        if self.subnet is not None and self.subnet.lowrank:
+            self._apply_lowrank(self.subnet.lowrank, self._subnet_name(subnet))
         self._init_default()
         self._freeze_stages()
 
@@ -278,6 +280,18 @@ class SIDTViT(BaseModule):
             return len(Subnet.coerce(cfg['subnet']).kept_embed)
         return cls._resolve_arch(cfg.get('arch'), cfg.get('embed_dim'), cfg.get('depth'),
                                  cfg.get('num_heads'), cfg.get('mlp_ratio'))['embed_dims']
+
+    def _apply_lowrank(self, lowrank: dict, where: str) -> None:
+        """Rebuild the factorized Linears a subnet file records (``lowrank.ranks``).
+
+        Done before init and freezing so the new layers are initialised and frozen like
+        the rest. The import is local: ``export`` imports this module.
+        """
+        from ...export.lowrank import apply_lowrank_structure
+        try:
+            apply_lowrank_structure(self, lowrank['ranks'])
+        except ValueError as e:
+            raise ValueError(f'{where}: lowrank.ranks does not fit this backbone: {e}') from None
 
     @staticmethod
     def _subnet_name(subnet) -> str:
