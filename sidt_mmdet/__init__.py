@@ -7,6 +7,7 @@ safe checkpoint loader that makes mmengine checkpoints load with
 """
 from .version import __version__
 from . import utils  # noqa: F401  (installs the safe checkpoint loader first)
+from . import datasets  # noqa: F401
 from . import models  # noqa: F401
 from . import search  # noqa: F401
 from . import export  # noqa: F401

@@ -1,0 +1,174 @@
+"""A deterministic COCO-format detection + instance segmentation set of coloured shapes.
+
+The layout mirrors ``data/coco/``::
+
+    OUT_DIR/annotations/instances_train2017.json
+    OUT_DIR/annotations/instances_val2017.json
+    OUT_DIR/train2017/000000000001.jpg ...
+    OUT_DIR/val2017/...
+
+Every object is one filled polygon (rotated rectangle, ellipse, triangle or star) drawn on
+a textured, noisy background. Objects never overlap, so each polygon is exactly the
+visible mask of its object, and its box is the polygon's extent.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import os.path as osp
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .common import atomic_output_dir, check_output_dir, check_positive, progress_steps
+
+__all__ = ['TOY_COCO_CLASSES', 'MIN_IMG_SIZE', 'make_toy_coco']
+
+TOY_COCO_CLASSES = ('rectangle', 'ellipse', 'triangle', 'star')
+MIN_IMG_SIZE = 32
+# Each class has its own colour family so a tiny detector learns from a few iterations.
+_CLASS_RGB = np.array([[220, 40, 40], [40, 90, 230], [40, 200, 60], [240, 200, 30]], float)
+_SPLITS = (('train2017', 0), ('val2017', 1))
+_MAX_PLACEMENT_TRIES = 30
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Gradient + oriented stripes + pixel noise, in muted colours."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = rng.uniform(70, 170, 3)
+    slope = rng.uniform(-40, 40, (2, 3)) / max(height, width)
+    angle = rng.uniform(0, math.pi)
+    period = rng.uniform(6, 24)
+    stripes = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period
+                     + rng.uniform(0, 2 * math.pi))
+    img = (base + xx[..., None] * slope[0] + yy[..., None] * slope[1]
+           + stripes[..., None] * rng.uniform(5, 25, 3)
+           + rng.normal(0, 10, (height, width, 3)))
+    return img
+
+
+def _shape_polygon(rng: np.random.Generator, label: int, size: float) -> np.ndarray:
+    """An (N, 2) polygon of class ``label`` centred at the origin, about ``size`` across."""
+    angle = rng.uniform(0, 2 * math.pi)
+    name = TOY_COCO_CLASSES[label]
+    if name == 'rectangle':
+        half_w, half_h = size / 2 * rng.uniform(0.5, 1.0, 2)
+        pts = np.array([[-half_w, -half_h], [half_w, -half_h], [half_w, half_h],
+                        [-half_w, half_h]])
+    elif name == 'ellipse':
+        radii = size / 2 * rng.uniform(0.5, 1.0, 2)
+        t = np.linspace(0, 2 * math.pi, 24, endpoint=False)
+        pts = np.stack([radii[0] * np.cos(t), radii[1] * np.sin(t)], axis=1)
+    elif name == 'triangle':
+        t = np.array([0, 2, 4]) * math.pi / 3 + rng.uniform(-0.3, 0.3, 3)
+        pts = size / 2 * np.stack([np.cos(t), np.sin(t)], axis=1)
+    else:  # star
+        t = np.arange(10) * math.pi / 5
+        radius = np.where(np.arange(10) % 2 == 0, size / 2, size / 2 * 0.45)
+        pts = np.stack([radius * np.cos(t), radius * np.sin(t)], axis=1)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)],
+                         [math.sin(angle), math.cos(angle)]])
+    return pts @ rotation.T
+
+
+def _polygon_area(pts: np.ndarray) -> float:
+    x, y = pts[:, 0], pts[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
+
+
+def _boxes_overlap(a: list[float], b: list[float], gap: float = 2.0) -> bool:
+    return not (a[0] + a[2] + gap <= b[0] or b[0] + b[2] + gap <= a[0]
+                or a[1] + a[3] + gap <= b[1] or b[1] + b[3] + gap <= a[1])
+
+
+def _make_image(rng: np.random.Generator, img_size: int, max_objects: int
+                ) -> tuple[np.ndarray, list[dict]]:
+    """One image and its objects: dicts with category index, polygon, bbox and area."""
+    height, width = (int(v) for v in rng.integers(int(img_size * 0.75), img_size + 1, 2))
+    canvas = Image.fromarray(np.clip(_background(rng, height, width), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    objects: list[dict] = []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        label = int(rng.integers(len(TOY_COCO_CLASSES)))
+        colour = tuple(int(c) for c in np.clip(_CLASS_RGB[label] + rng.normal(0, 20, 3), 0, 255))
+        for _ in range(_MAX_PLACEMENT_TRIES):
+            size = rng.uniform(0.2, 0.45) * min(height, width)
+            pts = _shape_polygon(rng, label, size)
+            pts += rng.uniform(-pts.min(0) + 1, (width - 2, height - 2) - pts.max(0))
+            pts = np.round(pts, 2)
+            x0, y0 = pts.min(0)
+            x1, y1 = pts.max(0)
+            bbox = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+            if x0 >= 0 and y0 >= 0 and x1 <= width - 1 and y1 <= height - 1 and not any(
+                    _boxes_overlap(bbox, o['bbox']) for o in objects):
+                break
+        else:
+            continue  # the image is full; fewer objects is fine
+        draw.polygon([tuple(p) for p in pts.tolist()], fill=colour)
+        objects.append(dict(label=label, polygon=pts.reshape(-1).tolist(), bbox=bbox,
+                            area=_polygon_area(pts)))
+    return np.asarray(canvas), objects
+
+
+def _write_split(root: str, split: str, split_code: int, num_images: int, first_id: int,
+                 img_size: int, max_objects: int, seed: int,
+                 progress: Callable[[str], None]) -> None:
+    os.makedirs(osp.join(root, split))
+    images, annotations = [], []
+    report_at = progress_steps(num_images)
+    for index in range(num_images):
+        # One generator per image: image k is the same whatever --num-* is.
+        rng = np.random.default_rng([seed, split_code, index])
+        pixels, objects = _make_image(rng, img_size, max_objects)
+        image_id = first_id + index
+        file_name = f'{image_id:012d}.jpg'
+        Image.fromarray(pixels).save(osp.join(root, split, file_name), quality=95)
+        images.append(dict(id=image_id, file_name=file_name, height=int(pixels.shape[0]),
+                           width=int(pixels.shape[1])))
+        for obj in objects:
+            annotations.append(dict(
+                id=len(annotations) + 1, image_id=image_id, category_id=obj['label'] + 1,
+                bbox=[round(v, 2) for v in obj['bbox']], area=round(obj['area'], 2),
+                segmentation=[obj['polygon']], iscrowd=0))
+        if index + 1 in report_at:
+            progress(f'[toy_coco] {split}: {index + 1}/{num_images} images')
+    coco = dict(
+        info=dict(description='sidt-mmdet toy COCO: coloured shapes on textured backgrounds',
+                  version='1.0', year=2026, seed=seed),
+        licenses=[],
+        images=images,
+        annotations=annotations,
+        categories=[dict(id=i + 1, name=name, supercategory='shape')
+                    for i, name in enumerate(TOY_COCO_CLASSES)])
+    with open(osp.join(root, 'annotations', f'instances_{split}.json'), 'w') as f:
+        json.dump(coco, f)
+
+
+def make_toy_coco(out_dir: str, num_train: int = 32, num_val: int = 16, img_size: int = 160,
+                  max_objects: int = 4, seed: int = 0, overwrite: bool = False,
+                  progress: Callable[[str], None] = print) -> str:
+    """Write the toy COCO set to ``out_dir`` (atomically) and return its absolute path.
+
+    Image sides are drawn from ``[0.75 * img_size, img_size]``, so sizes vary as in COCO.
+    Train image ids are ``1..num_train`` and val ids follow them, so ids never collide.
+
+    Raises:
+        ValueError: a size is not a positive integer, or ``img_size < MIN_IMG_SIZE``.
+        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false.
+    """
+    check_positive('num_train', num_train)
+    check_positive('num_val', num_val)
+    check_positive('img_size', img_size, MIN_IMG_SIZE)
+    check_positive('max_objects', max_objects)
+    out_dir = check_output_dir(out_dir, overwrite)
+    with atomic_output_dir(out_dir, overwrite) as tmp_dir:
+        os.makedirs(osp.join(tmp_dir, 'annotations'))
+        first_ids = {'train2017': 1, 'val2017': num_train + 1}
+        counts = {'train2017': num_train, 'val2017': num_val}
+        for split, split_code in _SPLITS:
+            _write_split(tmp_dir, split, split_code, counts[split], first_ids[split], img_size,
+                         max_objects, seed, progress)
+    progress(f'[toy_coco] wrote {num_train} train + {num_val} val images to {out_dir}')
+    return out_dir

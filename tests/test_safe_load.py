@@ -1,0 +1,86 @@
+"""Runner checkpoints load with weights_only=True through our loader, and only through it."""
+from __future__ import annotations
+
+import argparse
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmengine.runner import CheckpointLoader
+
+import sidt_mmdet  # noqa: F401  (what custom_imports does: installs the loader)
+from sidt_mmdet.utils import (
+    UnsafeCheckpointError,
+    checkpoint_safe_globals,
+    load_checkpoint_safe,
+    save_checkpoint_atomic,
+)
+from sidt_mmdet.utils.safe_load import _global_name
+
+HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
+
+
+def test_bare_weights_only_load_refuses_runner_checkpoint(runner_checkpoint):
+    """The failure our loader exists for, still there for any other torch.load in the process
+    (so nothing was allowed globally)."""
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        torch.load(runner_checkpoint, map_location='cpu', weights_only=True)
+
+
+def test_runner_checkpoint_loads_with_weights_only(runner_checkpoint):
+    ckpt = load_checkpoint_safe(runner_checkpoint)
+    assert {'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers'} <= set(ckpt)
+    assert ckpt['meta']['iter'] == 2
+    assert all(isinstance(v, torch.Tensor) for v in ckpt['state_dict'].values())
+    assert any(k.startswith('backbone.') for k in ckpt['state_dict'])
+
+
+def test_mmengine_local_loader_is_ours(runner_checkpoint):
+    ckpt = CheckpointLoader.load_checkpoint(str(runner_checkpoint), map_location='cpu')
+    assert 'state_dict' in ckpt
+
+
+def test_allow_list_covers_exactly_what_runner_checkpoints_hold(runner_checkpoint):
+    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(runner_checkpoint)))
+    allowed = {_global_name(g) for g in checkpoint_safe_globals()}
+    assert HISTORY_BUFFER in unsafe
+    assert unsafe <= allowed, unsafe - allowed
+    # both numpy majors' module names, whichever numpy wrote the file
+    for prefix in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        assert {f'{prefix}._reconstruct', f'{prefix}.scalar'} <= allowed
+
+
+def test_foreign_global_is_refused_with_its_name_and_file(tmp_path):
+    path = tmp_path / 'foreign.pth'
+    torch.save({'args': argparse.Namespace(lr=0.1), 'w': torch.ones(2)}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r'foreign\.pth.*argparse\.Namespace'):
+        load_checkpoint_safe(path)
+    # mmengine's entry points (load_from, resume, init_cfg) hit the same refusal
+    with pytest.raises(UnsafeCheckpointError, match='argparse.Namespace'):
+        CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        load_checkpoint_safe(tmp_path / 'nope.pth')
+
+
+def test_save_checkpoint_atomic_round_trip(tmp_path):
+    path = tmp_path / 'sub' / 'ckpt.pth'
+    obj = {'state_dict': {'w': torch.arange(4.0)}, 'meta': {'score': np.float64(0.5),
+                                                             'names': ['a', 'b']}}
+    save_checkpoint_atomic(obj, path)
+    loaded = load_checkpoint_safe(path)
+    assert torch.equal(loaded['state_dict']['w'], obj['state_dict']['w'])
+    assert loaded['meta'] == obj['meta']
+    assert [p.name for p in path.parent.iterdir()] == ['ckpt.pth']
+
+
+def test_save_checkpoint_atomic_refuses_unloadable_content(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    save_checkpoint_atomic({'v': 1}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r'ckpt\.pth.*argparse\.Namespace'):
+        save_checkpoint_atomic({'v': 2, 'args': argparse.Namespace()}, path)
+    assert load_checkpoint_safe(path) == {'v': 1}  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ['ckpt.pth']  # no temp file left
