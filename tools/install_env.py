@@ -89,26 +89,41 @@ def state(requirements: list[Requirement]) -> dict[str, list[str]]:
     }
 
 
+def mmcv_has_compiled_ops() -> bool:
+    """Whether the installed mmcv ships ``mmcv/_ext*.so`` (checked without importing it)."""
+    try:
+        files = metadata.distribution('mmcv').files or []
+    except metadata.PackageNotFoundError:
+        return False
+    return any(str(f).startswith('mmcv/_ext') for f in files)
+
+
+def compile_mmcv(requirement: str, *extra: str) -> None:
+    print('Compiling mmcv with ops (8-10 min on 2 cores the first time; pip caches the '
+          'wheel)...', flush=True)
+    # No build isolation: an isolated build cannot see torch and silently skips the ops.
+    # No deps: they come with the rest of the stack, in one resolve that respects our pins.
+    pip('install', '--no-build-isolation', '--no-deps', *extra, requirement, env=MMCV_BUILD_ENV)
+
+
 def install(requirements: list[Requirement], current: dict[str, list[str]]) -> None:
     by_name = {req.name: str(req) for req in requirements}
-    everything = list(by_name.values())
     if current['requirements'] or current['mmcv_ops']:
         pip('install', *(by_name[name] for name in BUILD_TOOLS if name in by_name),
             *(name for name in BUILD_TOOLS if name not in by_name))
         pip('install', *(by_name[name] for name in TORCH))
-        if not mmcv_ops_importable():
-            if 'mmcv' in {d.metadata['Name'] for d in metadata.distributions()}:
-                pip('uninstall', '-y', 'mmcv')
-            print('Compiling mmcv with ops (8-10 min on 2 cores the first time; '
-                  'pip caches the wheel)...', flush=True)
-            # Everything in one resolve, so mmcv's own dependencies respect our pins.
-            pip('install', '--no-build-isolation', *everything, env=MMCV_BUILD_ENV)
-            if not mmcv_ops_importable():
-                sys.exit('make install: mmcv installed but `import mmcv.ops` still fails: the '
-                         'build skipped its C++ ops. Check that torch imports in this venv and '
-                         'that setuptools < 81 is installed, then rerun.')
+        mmcv_at_pin = not unmet([req for req in requirements if req.name == 'mmcv'])
+        if not (mmcv_at_pin and mmcv_has_compiled_ops()):
+            compile_mmcv(by_name['mmcv'], '--force-reinstall')
         if unmet(requirements):
-            pip('install', *everything)
+            pip('install', *by_name.values())
+        if not mmcv_ops_importable():
+            # Ops present but unusable, e.g. a cached wheel built against another torch.
+            compile_mmcv(by_name['mmcv'], '--force-reinstall', '--no-cache-dir')
+            if not mmcv_ops_importable():
+                sys.exit('make install: mmcv installed but `import mmcv.ops` still fails: '
+                         'check that torch imports in this venv and that setuptools < 81 is '
+                         'installed, then rerun.')
     if not editable_install_of_this_checkout():
         # No build isolation: the venv's own setuptools < 81 builds it, offline and fast.
         pip('install', '--no-build-isolation', '--no-deps', '-e', str(REPO))

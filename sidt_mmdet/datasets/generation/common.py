@@ -5,12 +5,14 @@ import argparse
 import os
 import os.path as osp
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
-__all__ = ['atomic_output_dir', 'check_output_dir', 'check_positive', 'int_at_least',
-           'progress_steps']
+__all__ = ['atomic_output_dir', 'check_output_dir', 'check_positive', 'generator_arg_parser',
+           'int_at_least', 'progress_steps', 'run_generator']
 
 
 def check_positive(name: str, value: int, minimum: int = 1) -> None:
@@ -79,3 +81,22 @@ def atomic_output_dir(out_dir: str, overwrite: bool = False) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
+
+
+def generator_arg_parser(description: str, default_out_dir: str,
+                         out_dir_help: str = 'data root to create') -> argparse.ArgumentParser:
+    """The flags every generator script has: --out-dir, --seed, --overwrite."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--out-dir', default=default_out_dir,
+                        help=f'{out_dir_help} (default: %(default)s)')
+    parser.add_argument('--seed', type=int, default=0, help='same seed, same files')
+    parser.add_argument('--overwrite', action='store_true', help='replace a non-empty --out-dir')
+    return parser
+
+
+def run_generator(make: Callable[..., Any], args: argparse.Namespace) -> None:
+    """Call ``make(**vars(args))``; a refused output dir exits 1 with the reason."""
+    try:
+        make(**vars(args))
+    except FileExistsError as exc:
+        sys.exit(f'{osp.basename(sys.argv[0])}: error: {exc}')
