@@ -74,10 +74,13 @@ def run_command(args: list[str], cwd: Path = REPO, timeout: float = 300,
     return result
 
 
-def free_port() -> str:
+def cpu_dist_env() -> dict[str, str]:
+    """Environment for a 2-process torchrun on CPU: a free port, and no GPU even where one
+    exists (two ranks on one GPU is not what these tests check)."""
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
-        return str(s.getsockname()[1])
+        port = str(s.getsockname()[1])
+    return {'PORT': port, 'CUDA_VISIBLE_DEVICES': ''}
 
 
 @pytest.fixture(scope='session')
@@ -87,7 +90,7 @@ def toy_train_run(tmp_path_factory, toy_coco_dir) -> Path:
     work_dir = tmp_path_factory.mktemp('toy_train')
     run_command(['bash', 'tools/dist_train.sh', str(TOY_DETECTOR_CFG), '2', '--work-dir',
                  str(work_dir), *toy_coco_cfg_options(toy_coco_dir)],
-                env={'PORT': free_port()})
+                env=cpu_dist_env())
     return work_dir
 
 

@@ -12,7 +12,7 @@ from conftest import (
     TOY_COCO_SIZES,
     TOY_DETECTOR_CFG,
     TRAIN_ITERS,
-    free_port,
+    cpu_dist_env,
     run_command,
     toy_coco_cfg_options,
 )
@@ -77,7 +77,7 @@ def test_dist_test_on_cpu_dumps_and_evaluates(runner_checkpoint, toy_coco_dir, t
     result = run_command(['bash', 'tools/dist_test.sh', str(TOY_DETECTOR_CFG),
                           str(runner_checkpoint), '2', '--work-dir', str(tmp_path / 'work'),
                           '--out', str(predictions), *toy_coco_cfg_options(toy_coco_dir)],
-                         env={'PORT': free_port()})
+                         env=cpu_dist_env())
     assert COCO_BBOX_MAP.search(result.stdout + result.stderr)
     with open(predictions, 'rb') as f:
         dumped = pickle.load(f)
