@@ -1,0 +1,13 @@
+# Dense Faster R-CNN with a ViTDet-style SIDTViT-Ti (DeiT-Ti weights, 192 wide, 3 heads): the
+# ViT-B config (faster-rcnn_sidtvit-b_simplefpn_1x_coco.py) with the tiny arch and a pyramid
+# reading 192 channels. Weights:
+# https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth -> checkpoints/
+_base_ = './faster-rcnn_sidtvit-b_simplefpn_1x_coco.py'
+custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
+default_scope = 'mmdet'
+
+model = dict(
+    backbone=dict(
+        arch='tiny',
+        init_cfg=dict(checkpoint='checkpoints/deit_tiny_patch16_224-a1311bcf.pth')),
+    neck=dict(backbone_channel=192, in_channels=[48, 96, 192, 192]))
