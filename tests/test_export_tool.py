@@ -1,0 +1,265 @@
+"""tools/export_subnet.py: what it writes for each budget, and each bad input gives one clear
+error and leaves no file behind (run in-process through its ``main``; the chain tests run the
+command line)."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+from vit_helpers import perturb_
+
+from sidt_mmdet.models import Subnet
+from sidt_mmdet.utils import load_checkpoint_safe, save_checkpoint_atomic
+
+REPO = Path(__file__).resolve().parent.parent
+TOY = REPO / 'configs/toy'
+SEARCH_CFG = TOY / 'sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'
+RETRAIN_CFG = TOY / 'sidt-retrain_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'
+DENSE_CFG = TOY / 'mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
+FILES = ['pruned.pth', 'subnet.json', 'widths.csv', 'widths.md', 'widths.png']
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('export_subnet', REPO / 'tools/export_subnet.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load_tool()
+
+
+def _build(path: Path):
+    init_default_scope('mmdet')
+    return MODELS.build(Config.fromfile(str(path)).model)
+
+
+@pytest.fixture(scope='module')
+def search_ckpt(tmp_path_factory) -> Path:
+    """A search checkpoint with distinct, partly tiny mask values (no training needed)."""
+    torch.manual_seed(0)
+    model = perturb_(_build(SEARCH_CFG))
+    with torch.no_grad():
+        for m in model.backbone.mask_parameters().values():
+            m.copy_(torch.rand(m.shape) * 1.5)
+    path = tmp_path_factory.mktemp('ckpt') / 'search.pth'
+    save_checkpoint_atomic({'state_dict': model.state_dict(), 'meta': {'iter': 7}}, path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def dense_ckpt(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp('ckpt') / 'dense.pth'
+    save_checkpoint_atomic({'state_dict': _build(DENSE_CFG).state_dict(), 'meta': {}}, path)
+    return path
+
+
+def _export(ckpt: Path, out: Path, *budget: str, config: Path = SEARCH_CFG) -> int:
+    return tool.main([str(config), str(ckpt), *budget, '-o', str(out)])
+
+
+def _assert_nothing_written(out: Path):
+    assert not out.exists()
+    parent = out.parent
+    if parent.is_dir():
+        leftovers = [p.name for p in parent.iterdir() if p.name.startswith(f'.{out.name}.')]
+        assert not leftovers, leftovers
+
+
+@pytest.mark.parametrize('budget, granularity', [
+    (('--keep-ratio', '0.5'), 'dim'),
+    (('--params', '150K'), 'head_uniform'),
+    (('--flops', '1.8e7', '--input-size', '128', '160'), 'head'),
+])
+def test_export_meets_the_budget_and_retrain_model_loads_it(search_ckpt, tmp_path, budget,
+                                                             granularity, capsys):
+    out = tmp_path / 'out'
+    assert _export(search_ckpt, out, *budget, '--granularity', granularity,
+                   '--round-to', '1') == 0
+    progress = capsys.readouterr().out
+    assert '[export] selecting a subnet' in progress and f'[export] done: {out}' in progress
+    assert sorted(p.name for p in out.iterdir()) == FILES
+    subnet = Subnet.load(out / 'subnet.json')
+    stats = subnet.stats
+    assert subnet.budget['granularity'] == granularity
+    assert subnet.source == dict(config=str(SEARCH_CFG), checkpoint=str(search_ckpt))
+    if budget[0] == '--params':
+        assert stats['params_after'] <= 150_000
+    if budget[0] == '--flops':
+        assert stats['input_size'] == [128, 160] and stats['macs_after'] <= 18_000_000
+    if granularity == 'head':  # whole heads: every kept head keeps all 16 dims
+        assert all(len(dims) in (0, 16) for b in subnet.blocks for dims in b['v'])
+
+    # The retrain config, given only the subnet file, builds a model the checkpoint fits.
+    cfg = Config.fromfile(str(RETRAIN_CFG))
+    cfg.merge_from_dict({'model.backbone.subnet': str(out / 'subnet.json')})
+    init_default_scope('mmdet')
+    retrain = MODELS.build(cfg.model)
+    ckpt = load_checkpoint_safe(out / 'pruned.pth')
+    result = retrain.load_state_dict(ckpt['state_dict'], strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert sum(p.numel() for p in retrain.backbone.parameters()) == stats['params_after']
+    assert ckpt['meta']['sidt_export']['budget'] == subnet.budget
+    assert json.loads(json.dumps(ckpt['meta'])) == ckpt['meta']  # plain data only
+
+    rows = list(csv.DictReader((out / 'widths.csv').open()))
+    assert [r['block'] for r in rows] == ['0', '1', '2', '3', 'stem', 'total']
+    assert [r['attention'] for r in rows[:4]] == ['window 4'] * 3 + ['global']
+    for key in ('params_before', 'params_after', 'macs_before', 'macs_after'):
+        assert sum(int(r[key]) for r in rows[:5]) == int(rows[5][key])
+    assert int(rows[5]['params_after']) == stats['params_after']
+    assert int(rows[5]['macs_after']) == stats['macs_after']
+    widths = subnet.widths()
+    assert [r['mlp_width'] for r in rows[:4]] == [f'{w["mlp"]}/256' for w in widths]
+    assert [r['qk_width'] for r in rows[:4]] == [f'{sum(w["qk"])}/64' for w in widths]
+    md = (out / 'widths.md').read_text()
+    assert md.count('\n| ') == 7  # header + 4 blocks + stem + total
+
+
+def test_export_with_a_given_subnet_file(search_ckpt, tmp_path):
+    first = tmp_path / 'first'
+    assert _export(search_ckpt, first, '--keep-ratio', '0.7') == 0
+    second = tmp_path / 'second'
+    assert _export(search_ckpt, second, '--subnet', str(first / 'subnet.json')) == 0
+    a, b = Subnet.load(first / 'subnet.json'), Subnet.load(second / 'subnet.json')
+    assert a.blocks == b.blocks and a.stats['params_after'] == b.stats['params_after']
+    assert b.source['subnet'] == str(first / 'subnet.json')
+
+
+def test_overwrite(search_ckpt, tmp_path, capsys):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'keep.txt').write_text('mine')
+    assert _export(search_ckpt, out, '--keep-ratio', '0.6') == 1
+    assert 'exists and is not empty (pass --overwrite' in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ['keep.txt']
+    assert tool.main([str(SEARCH_CFG), str(search_ckpt), '--keep-ratio', '0.6', '-o', str(out),
+                      '--overwrite']) == 0
+    assert sorted(p.name for p in out.iterdir()) == FILES
+
+
+@pytest.mark.parametrize('flag, value, message', [
+    ('--keep-ratio', '0', r'expected a value in \(0, 1\], got 0'),
+    ('--keep-ratio', '1.5', r'expected a value in \(0, 1\], got 1.5'),
+    ('--keep-ratio', '-0.2', r'expected a value in \(0, 1\], got -0.2'),
+    ('--params', '0', 'expected a positive target'),
+    ('--flops', '-5G', 'expected a positive target'),
+    ('--params', 'lots', 'expected a count such as'),
+])
+def test_bad_budget_is_refused_before_any_work(search_ckpt, tmp_path, capsys, flag, value,
+                                               message):
+    out = tmp_path / 'out'
+    with pytest.raises(SystemExit) as exc:
+        _export(search_ckpt, out, f'{flag}={value}')
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f'argument {flag}' in err
+    assert re.search(message, err), err
+    _assert_nothing_written(out)
+
+
+@pytest.mark.parametrize('flag, value, message', [
+    ('--params', '10M', r'params=10,000,000 is above the dense model \(256,832\)'),
+    ('--flops', '1G', r'flops=1,000,000,000 is above the dense model'),
+])
+def test_budget_above_the_dense_model(search_ckpt, tmp_path, capsys, flag, value, message):
+    out = tmp_path / 'out'
+    assert _export(search_ckpt, out, flag, value) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    _assert_nothing_written(out)
+
+
+def _subnet_dict() -> dict:
+    return Subnet.dense(64, 4, 4, 256).to_dict()
+
+
+@pytest.mark.parametrize('content, message', [
+    ('{"format": "sidt-subnet", "version": 1, ', 'not valid JSON'),
+    (json.dumps({**_subnet_dict(), 'version': 99}), 'unknown subnet version 99'),
+    (json.dumps({**_subnet_dict(), 'format': 'other'}), '"format" must be'),
+    (json.dumps({**_subnet_dict(), 'arch': dict(embed_dims=64, num_layers=4, num_heads=4)}),
+     r"missing keys \['arch.mlp_hidden'\]"),
+    (json.dumps(Subnet.dense(64, 3, 4, 256).to_dict()),
+     'does not fit the architecture: num_layers: subnet has 3, model has 4'),
+    (json.dumps({**_subnet_dict(), 'blocks': [dict(qk=[[0]] * 4, v=[[99]] * 4, mlp=[0])] * 4}),
+     r'blocks\[0\]\.v\[0\]: indices must lie in \[0, 16\)'),
+])
+def test_bad_subnet_file(search_ckpt, tmp_path, capsys, content, message):
+    subnet_path = tmp_path / 'bad_subnet.json'
+    subnet_path.write_text(content)
+    out = tmp_path / 'out'
+    assert _export(search_ckpt, out, '--subnet', str(subnet_path)) == 1
+    err = capsys.readouterr().err
+    assert str(subnet_path) in err or 'does not fit' in err
+    assert re.search(message, err), err
+    _assert_nothing_written(out)
+
+
+def test_checkpoint_without_masks_is_refused(dense_ckpt, tmp_path, capsys):
+    out = tmp_path / 'out'
+    assert _export(dense_ckpt, out, '--keep-ratio', '0.6') == 1
+    err = capsys.readouterr().err
+    assert f'{dense_ckpt} has no search mask parameters' in err
+    assert "backbone mode='search'" in err
+    _assert_nothing_written(out)
+
+
+def test_config_that_is_not_a_search_config(search_ckpt, tmp_path, capsys):
+    out = tmp_path / 'out'
+    assert _export(search_ckpt, out, '--keep-ratio', '0.6', config=DENSE_CFG) == 1
+    err = capsys.readouterr().err
+    assert "model.backbone.mode is 'dense'; export needs the search config" in err
+    _assert_nothing_written(out)
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    out = tmp_path / 'out'
+    assert _export(tmp_path / 'nope.pth', out, '--keep-ratio', '0.6') == 1
+    assert f'checkpoint not found: {tmp_path / "nope.pth"}' in capsys.readouterr().err
+    _assert_nothing_written(out)
+
+
+def test_output_under_a_file(search_ckpt, tmp_path, capsys):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    out = blocker / 'out'
+    assert _export(search_ckpt, out, '--keep-ratio', '0.6') == 1
+    assert f'cannot create {out}: {blocker} is not a directory' in capsys.readouterr().err
+    assert blocker.read_text() == ''
+
+
+def test_output_dir_without_write_permission(search_ckpt, tmp_path, capsys, monkeypatch):
+    parent = tmp_path / 'read_only'
+    parent.mkdir()
+    parent.chmod(0o555)
+    if os.geteuid() == 0:  # root may write anywhere: make the permission check see 0o555
+        real_access = os.access
+        monkeypatch.setattr(os, 'access', lambda p, mode: real_access(p, mode) and
+                            Path(p) != parent)
+    out = parent / 'out'
+    try:
+        assert _export(search_ckpt, out, '--keep-ratio', '0.6') == 1
+        assert f'cannot write to {parent} (permission denied)' in capsys.readouterr().err
+        assert list(parent.iterdir()) == []
+    finally:
+        parent.chmod(0o755)
+
+
+def test_failure_while_writing_leaves_nothing(search_ckpt, tmp_path, capsys, monkeypatch):
+    def broken_plot(*args, **kwargs):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(tool, 'plot_widths', broken_plot)
+    out = tmp_path / 'deep' / 'out'
+    assert _export(search_ckpt, out, '--keep-ratio', '0.6') == 1
+    assert 'No space left on device' in capsys.readouterr().err
+    assert not (tmp_path / 'deep').exists()  # the parent it created is gone too
