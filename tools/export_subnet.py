@@ -188,7 +188,12 @@ class AtomicDir:
         for name in os.listdir(self.tmp):
             os.chmod(osp.join(self.tmp, name), 0o666 & ~mask)
         os.chmod(self.tmp, 0o777 & ~mask)
-        os.rename(self.tmp, self.out_dir)
+        try:
+            os.rename(self.tmp, self.out_dir)
+        except OSError:
+            if old is not None:  # put the previous output back
+                os.rename(old, self.out_dir)
+            raise
         self.tmp = None
         if old is not None:
             shutil.rmtree(old)
@@ -214,8 +219,8 @@ def _umask() -> int:
 
 
 # ---------------------------------------------------------------------------- the model
-def _model_cfgs(cfg: Config, config_path: str) -> tuple[dict, dict]:
-    """(model config to build, its backbone config), for flat or nested SIDTModel configs."""
+def _search_model_cfg(cfg: Config, config_path: str) -> dict:
+    """The model config to build (flat or nested SIDTModel), checked to be a search model."""
     model_cfg = copy.deepcopy(cfg.model)
     inner = model_cfg.get('model') if isinstance(model_cfg.get('model'), dict) else model_cfg
     backbone = inner.get('backbone')
@@ -227,7 +232,7 @@ def _model_cfgs(cfg: Config, config_path: str) -> tuple[dict, dict]:
                           f'{backbone.get("mode", "dense")!r}; export needs the search config '
                           "the checkpoint was trained with (mode='search')")
     backbone['init_cfg'] = None  # every weight comes from the checkpoint
-    return model_cfg, backbone
+    return model_cfg
 
 
 def _retrain_cfg(model_cfg: dict, subnet: Subnet) -> dict:
@@ -387,7 +392,7 @@ def export(args: argparse.Namespace) -> str:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg, _ = _model_cfgs(cfg, args.config)
+    model_cfg = _search_model_cfg(cfg, args.config)
     model = MODELS.build(model_cfg).to(args.device).eval()
     backbone = model.backbone
 
