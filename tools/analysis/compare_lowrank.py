@@ -1,0 +1,382 @@
+"""Compare low-rank methods, pruning alone and Kumar's hybrid on the toy CIFAR-100 classifier.
+
+    python tools/analysis/compare_lowrank.py --work-dir work_dirs/compare_lowrank
+
+Steps (each a real stage of the pipeline, on CPU in minutes):
+
+1. search: train the toy classifier with SiDT masks and the sparsity loss
+   (configs/lowrank/sidt-search_cls_vit-toy-p4_toy-cifar100.py), unless ``--search-checkpoint``;
+2. methods at equal params: ``tools/lowrank.py --method svd --backbone-ratio R`` on the
+   searched model (masks folded, every dim kept), then every other method with
+   ``--ranks-from`` the SVD run, so all of them have exactly the same ranks and params;
+3. equal compression: pruning alone (``select_subnet(params=R x dense)``, attention and MLP)
+   against the hybrid (``tools/lowrank.py --mlp-keep-ratio K --targets attn.qkv attn.proj
+   --backbone-ratio R``) for each K;
+4. every variant, and the uncompressed searched model as the reference, is evaluated (top-1 on
+   the test split) right after compression and after the same short fine-tune through the
+   retrain config configs/lowrank/sidt-lowrank-retrain_cls_vit-toy-p4_toy-cifar100.py
+   (mmengine Runner, ``--finetune-iters`` iterations).
+
+Writes WORK/compare_lowrank.md and WORK/compare_lowrank.json. Kumar's measure is the relative
+increase of the top-1 error over the reference: ``(err - err_ref) / err_ref``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import os.path as osp
+import sys
+import time
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner import Runner
+
+import sidt_mmdet
+from sidt_mmdet.datasets.generation import make_toy_cifar100
+from sidt_mmdet.export import prune_model_state_dict
+from sidt_mmdet.models import Subnet
+from sidt_mmdet.search.select import select_subnet
+from sidt_mmdet.utils import load_checkpoint_safe, save_checkpoint_atomic
+from sidt_mmdet.utils.complexity import backbone_complexity
+
+REPO = Path(__file__).resolve().parents[2]
+SEARCH_CFG = REPO / 'configs/lowrank/sidt-search_cls_vit-toy-p4_toy-cifar100.py'
+RETRAIN_CFG = REPO / 'configs/lowrank/sidt-lowrank-retrain_cls_vit-toy-p4_toy-cifar100.py'
+METHODS = ('svd', 'qr', 'qr_pivoted', 'qr_rows', 'qr_randomized', 'lu')
+
+
+def log(msg: str) -> None:
+    print(f'[compare_lowrank] {msg}', flush=True)
+
+
+def load_lowrank_tool():
+    spec = importlib.util.spec_from_file_location('lowrank_tool', REPO / 'tools/lowrank.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--work-dir', default='work_dirs/compare_lowrank')
+    p.add_argument('--data-root', default='data/toy_cifar100',
+                   help='toy CIFAR-100 root; generated (5000/1000 images) if missing')
+    p.add_argument('--search-checkpoint', help='skip the search: use this searched checkpoint '
+                   f'of {osp.relpath(SEARCH_CFG, REPO)}')
+    p.add_argument('--search-epochs', type=int, default=6)
+    p.add_argument('--ratio', type=float, default=0.5,
+                   help='backbone params after compression, fraction of the dense backbone')
+    p.add_argument('--mlp-keep-ratios', type=float, nargs='+', default=[0.5, 0.6],
+                   help='hybrid: MLP keep ratios to try (attention takes the rest by low rank)')
+    p.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS))
+    p.add_argument('--finetune-iters', type=int, default=150)
+    p.add_argument('--finetune-lr', type=float, default=5e-4)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--threads', type=int, default=1,
+                   help='torch threads (1 is fastest for this tiny model on a shared CPU)')
+    args = p.parse_args(argv)
+    if args.search_epochs < 2:  # 1 warm-up epoch, then cosine
+        p.error(f'--search-epochs must be >= 2, got {args.search_epochs}')
+    if not 0 < args.ratio < 1:
+        p.error(f'--ratio must be in (0, 1), got {args.ratio}')
+    if args.finetune_iters < 1:
+        p.error(f'--finetune-iters must be >= 1, got {args.finetune_iters}')
+    return args
+
+
+# ------------------------------------------------------------------------ stages
+def data_options(root: str) -> dict:
+    return {'train_dataloader.dataset.data_root': root,
+            'val_dataloader.dataset.data_root': root,
+            'test_dataloader.dataset.data_root': root}
+
+
+def ensure_data(root: str, seed: int) -> str:
+    root = osp.abspath(root)
+    if not osp.isfile(osp.join(root, 'cifar-100-python', 'train')):
+        log(f'generating the toy CIFAR-100 set in {root}')
+        make_toy_cifar100(root, seed=seed)
+    return root
+
+
+def run_search(args, data_root: str, work: Path) -> Path:
+    cfg = Config.fromfile(str(SEARCH_CFG))
+    cfg.merge_from_dict(data_options(data_root))
+    cfg.train_cfg.max_epochs = args.search_epochs
+    cfg.train_cfg.val_interval = args.search_epochs
+    cfg.param_scheduler[-1].end = args.search_epochs
+    cfg.default_hooks.checkpoint.interval = args.search_epochs
+    cfg.work_dir = str(work / 'search')
+    cfg.randomness = dict(seed=args.seed)
+    cfg.log_level = 'WARNING'
+    log(f'search: {args.search_epochs} epochs of {osp.relpath(SEARCH_CFG, REPO)}')
+    t = time.time()
+    Runner.from_cfg(cfg).train()
+    ckpt = work / 'search' / f'epoch_{args.search_epochs}.pth'
+    log(f'search done in {time.time() - t:.0f}s: {ckpt}')
+    return ckpt
+
+
+def build_search_model(ckpt: Path):
+    cfg = Config.fromfile(str(SEARCH_CFG))
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(cfg.model)
+    model.load_state_dict(load_checkpoint_safe(ckpt)['state_dict'], strict=True)
+    return model.eval()
+
+
+def prune_only(search_model, ratio: float, out: Path) -> dict:
+    """Pruning alone at ``ratio`` of the dense backbone's params (attention and MLP)."""
+    bb = search_model.backbone
+    dense = backbone_complexity(bb, bb.img_size).params
+    subnet = select_subnet(bb, params=int(ratio * dense), source=dict(kind='prune-only'))
+    out.mkdir(parents=True, exist_ok=True)
+    subnet.save(out / 'subnet.json')
+    state = prune_model_state_dict(search_model.state_dict(), subnet)
+    save_checkpoint_atomic(dict(state_dict=state, meta=dict(subnet='subnet.json')),
+                           out / 'pruned.pth')
+    return dict(checkpoint=out / 'pruned.pth', subnet=subnet)
+
+
+def dense_reference(search_model, out: Path) -> dict:
+    """The searched model with masks folded, every dim kept, nothing factorized."""
+    bb = search_model.backbone
+    subnet = Subnet.dense(bb.embed_dims_dense, bb.num_layers, bb.num_heads, bb.mlp_hidden)
+    out.mkdir(parents=True, exist_ok=True)
+    subnet.save(out / 'subnet.json')
+    state = prune_model_state_dict(search_model.state_dict(), subnet)
+    save_checkpoint_atomic(dict(state_dict=state, meta={}), out / 'dense.pth')
+    return dict(subnet_path=out / 'subnet.json', checkpoint=out / 'dense.pth',
+                params=backbone_complexity(bb, bb.img_size).params)
+
+
+def widths(subnet, bb) -> dict:
+    attn = sum(len(v) for b in subnet.blocks for v in b['v'])
+    mlp = sum(len(b['mlp']) for b in subnet.blocks)
+    return dict(attn_kept=attn / (bb.num_layers * bb.embed_dims_dense),
+                mlp_kept=mlp / (bb.num_layers * bb.mlp_hidden))
+
+
+def evaluate(model, loader) -> float:
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for data in loader:
+            for sample in model.val_step(data):
+                correct += int(sample.pred_label.item() == sample.gt_label.item())
+                total += 1
+    return 100.0 * correct / total
+
+
+def load_model(cfg: Config, checkpoint: Path):
+    """The model a Runner of ``cfg`` builds (top-level data_preprocessor merged in, as the
+    Runner does), with ``checkpoint`` loaded strictly. Not the Runner's own model: train()
+    re-initialises it before loading ``load_from``."""
+    model_cfg = copy.deepcopy(cfg.model)
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(model_cfg)
+    model.load_state_dict(load_checkpoint_safe(checkpoint)['state_dict'], strict=True)
+    return model
+
+
+def finetune(args, data_root: str, subnet: Path, checkpoint: Path, work: Path, loader) -> dict:
+    """Top-1 right after loading and after ``--finetune-iters`` of the retrain config."""
+    cfg = Config.fromfile(str(RETRAIN_CFG))
+    cfg.merge_from_dict({**data_options(data_root), 'model.backbone.subnet': str(subnet),
+                         'optim_wrapper.optimizer.lr': args.finetune_lr})
+    cfg.load_from = str(checkpoint)
+    iters = args.finetune_iters
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
+    cfg.param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=iters,
+                                eta_min=1e-5)]
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.test_cfg = cfg.test_dataloader = cfg.test_evaluator = None
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=iters)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=50)
+    cfg.log_processor = dict(by_epoch=False)
+    cfg.work_dir = str(work)
+    cfg.randomness = dict(seed=args.seed)
+    cfg.log_level = 'WARNING'
+    before = evaluate(load_model(cfg, checkpoint), loader)
+    t = time.time()
+    model = Runner.from_cfg(cfg).train()
+    after = evaluate(model, loader)
+    params = sum(p.numel() for p in model.backbone.parameters())
+    return dict(top1_before_ft=before, top1_after_ft=after, backbone_params=params,
+                finetune_seconds=round(time.time() - t, 1))
+
+
+def rel_error_increase(top1: float, ref_top1: float) -> float:
+    """Kumar's measure: relative increase of the top-1 error over the reference."""
+    err, ref = 100.0 - top1, 100.0 - ref_top1
+    return (err - ref) / ref if ref > 0 else float('inf')
+
+
+# ------------------------------------------------------------------------ report
+def markdown(res: dict) -> str:
+    ref = res['reference']
+    dense = ref['backbone_params']
+    k = res['settings']['finetune_iters']
+    lines = [
+        '# Low-rank compression on the toy CIFAR-100 classifier', '',
+        f'Searched toy ViT ({res["settings"]["search_epochs"]} epochs, masks folded), test '
+        f'top-1 **{ref["top1_before_ft"]:.1f}%**; after the same {k}-iteration fine-tune '
+        f'**{ref["top1_after_ft"]:.1f}%** (the reference below). Backbone params {dense:,}. '
+        f'"rel. err +" is Kumar\'s measure, the relative increase of the top-1 error over the '
+        'reference (after fine-tuning: over the fine-tuned reference).', '',
+        f'## Methods at equal params (SVD ranks at {res["settings"]["ratio"]:.0%} of the '
+        'backbone, the same ranks for every method)', '',
+        '| method | backbone params | mean rel. error | max rel. error | top-1 after '
+        f'factorization | top-1 after {k}-it fine-tune | rel. err + (after FT) |',
+        '|---|---:|---:|---:|---:|---:|---:|']
+    for r in res['methods']:
+        share = r['backbone_params'] / dense
+        lines.append(f'| {r["name"]} | {r["backbone_params"]:,} ({share:.0%})'
+                     f' | {r["mean_rel_error"]:.3f} | {r["max_rel_error"]:.3f} | '
+                     f'{r["top1_before_ft"]:.1f} | {r["top1_after_ft"]:.1f} | '
+                     f'{r["rel_err_increase_after_ft"]:+.1%} |')
+    lines += ['', f'## Pruning alone vs hybrid at {res["settings"]["ratio"]:.0%} of the '
+              'backbone params', '',
+              '| variant | backbone params | attn dims kept | MLP units kept | low-rank layers | '
+              f'top-1 after compression | top-1 after {k}-it fine-tune | rel. err + (before FT) '
+              '| rel. err + (after FT) |',
+              '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for r in res['budget']:
+        share = r['backbone_params'] / dense
+        lines.append(f'| {r["name"]} | {r["backbone_params"]:,} ({share:.0%})'
+                     f' | {r["attn_kept"]:.0%} | {r["mlp_kept"]:.0%} | {r["lowrank_layers"]} | '
+                     f'{r["top1_before_ft"]:.1f} | {r["top1_after_ft"]:.1f} | '
+                     f'{r["rel_err_increase_before_ft"]:+.1%} | '
+                     f'{r["rel_err_increase_after_ft"]:+.1%} |')
+    s = res['settings']
+    lines += ['', f'Settings: seed {s["seed"]}, fine-tune {k} iterations (AdamW lr '
+              f'{s["finetune_lr"]}, cosine, batch 64), {s["threads"]} torch thread(s); '
+              f'total {res["seconds"]:.0f}s. JSON: compare_lowrank.json.', '']
+    return '\n'.join(lines)
+
+
+# -------------------------------------------------------------------------- main
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    work = Path(args.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data_root = ensure_data(args.data_root, args.seed)
+    ckpt = Path(args.search_checkpoint) if args.search_checkpoint else run_search(
+        args, data_root, work)
+    tool = load_lowrank_tool()
+    search_model = build_search_model(ckpt)
+    val_cfg = Config.fromfile(str(SEARCH_CFG))
+    val_cfg.merge_from_dict(data_options(data_root))
+    init_default_scope(val_cfg.get('default_scope', 'mmdet'))
+    loader = Runner.build_dataloader(val_cfg.test_dataloader)
+
+    def lowrank(name, extra):
+        out = work / 'compressed' / name
+        tool.main([str(SEARCH_CFG), str(ckpt), '-o', str(out), '--overwrite',
+                   '--seed', str(args.seed), *extra])
+        report = json.loads((out / 'lowrank_report.json').read_text())
+        return out, report
+
+    done = {}
+
+    def ft(name, subnet, checkpoint):
+        if checkpoint in done:  # the same compressed model in both tables
+            return dict(done[checkpoint])
+        log(f'fine-tuning {name} ({args.finetune_iters} iterations)')
+        r = finetune(args, data_root, subnet, checkpoint, work / 'finetune' / name, loader)
+        log(f'  {name}: top-1 {r["top1_before_ft"]:.1f} -> {r["top1_after_ft"]:.1f}')
+        done[checkpoint] = dict(r)
+        return r
+
+    # Reference: the searched model with every dim kept (masks folded), same fine-tune.
+    reference = dense_reference(search_model, work / 'compressed' / 'reference')
+    ref = ft('reference', reference['subnet_path'], reference['checkpoint'])
+    ref['backbone_params'] = reference['params']
+    results = dict(settings=dict(vars(args), data_root=data_root, search_checkpoint=str(ckpt)),
+                   reference=ref, methods=[], budget=[])
+
+    ratio = str(args.ratio)
+    svd_dir = None
+    for method in ['svd'] + [m for m in args.methods if m != 'svd']:
+        rule = (['--backbone-ratio', ratio] if method == 'svd'
+                else ['--ranks-from', str(svd_dir / 'subnet.json')])
+        out, report = lowrank(f'lowrank-{method}', ['--method', method, *rule])
+        svd_dir = svd_dir or out
+        if method not in args.methods:
+            continue
+        errors = [row['rel_error'] for row in report['layers'] if row['replaced']]
+        r = ft(f'lowrank-{method}', out / 'subnet.json', out / 'lowrank.pth')
+        r.update(name=method, mean_rel_error=sum(errors) / len(errors),
+                 max_rel_error=max(errors), layers=len(errors),
+                 rel_err_increase_before_ft=rel_error_increase(r['top1_before_ft'],
+                                                               ref['top1_before_ft']),
+                 rel_err_increase_after_ft=rel_error_increase(r['top1_after_ft'],
+                                                              ref['top1_after_ft']))
+        results['methods'].append(r)
+
+    bb = search_model.backbone
+    variants = []
+    pruned = prune_only(search_model, args.ratio, work / 'compressed' / 'prune-only')
+    variants.append(('pruning only', work / 'compressed' / 'prune-only' / 'subnet.json',
+                     pruned['checkpoint'], pruned['subnet'], 0))
+    if 'svd' in args.methods:
+        sub = json.loads((svd_dir / 'subnet.json').read_text())
+        variants.append(('low rank only (SVD, all four)', svd_dir / 'subnet.json',
+                         svd_dir / 'lowrank.pth', _subnet(svd_dir), len(sub['lowrank']['ranks'])))
+    for keep in args.mlp_keep_ratios:
+        name = f'hybrid (MLP keep {keep:g} + SVD attention)'
+        try:
+            out, _ = lowrank(f'hybrid-mlp{keep:g}', [
+                '--method', 'svd', '--mlp-keep-ratio', str(keep), '--targets', 'attn.qkv',
+                'attn.proj', '--backbone-ratio', ratio])
+        except SystemExit:
+            log(f'  skipped {name}: infeasible at --ratio {ratio} (see the error above)')
+            continue
+        sub = _subnet(out)
+        variants.append((name, out / 'subnet.json', out / 'lowrank.pth', sub,
+                         len(sub.lowrank['ranks'])))
+    for name, subnet_path, checkpoint, subnet, n_lowrank in variants:
+        r = ft(Path(checkpoint).parent.name, subnet_path, checkpoint)
+        r.update(name=name, lowrank_layers=n_lowrank, **widths(subnet, bb),
+                 rel_err_increase_before_ft=rel_error_increase(r['top1_before_ft'],
+                                                               ref['top1_before_ft']),
+                 rel_err_increase_after_ft=rel_error_increase(r['top1_after_ft'],
+                                                              ref['top1_after_ft']))
+        results['budget'].append(r)
+
+    results['seconds'] = round(time.time() - t0, 1)
+    results['sidt_mmdet_version'] = sidt_mmdet.__version__
+    (work / 'compare_lowrank.json').write_text(json.dumps(_plain(results), indent=1) + '\n')
+    (work / 'compare_lowrank.md').write_text(markdown(results))
+    log(f'wrote {work / "compare_lowrank.md"} and compare_lowrank.json '
+        f'({results["seconds"]:.0f}s)')
+    print(markdown(results))
+    return results
+
+
+def _subnet(out: Path) -> Subnet:
+    return Subnet.load(out / 'subnet.json')
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
