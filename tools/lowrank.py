@@ -18,7 +18,7 @@ pruning has not removed), ``--rank R`` (every targeted layer) or ``--ranks-from 
 
 Kumar's hybrid, low-rank attention + lighter MLP pruning, 50% of the backbone's params::
 
-    python tools/lowrank.py SEARCH_CONFIG SEARCH_CKPT --mlp-keep-ratio 0.6 \\
+    python tools/lowrank.py SEARCH_CONFIG SEARCH_CKPT --mlp-keep-ratio 0.5 \\
         --targets attn.qkv attn.proj --backbone-ratio 0.5 --method svd -o OUT_DIR
 
 OUT_DIR receives, all or nothing: ``subnet.json`` (the subnet with ``lowrank`` ranks),
@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         description='Factorize the Linear layers of a SIDTViT backbone into low-rank pairs '
                     'and write subnet.json + a checkpoint a retrain config loads.',
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='Kumar\'s hybrid (low-rank attention, lighter MLP pruning, 50%% of the params):'
-               '\n  tools/lowrank.py SEARCH_CFG SEARCH_CKPT --mlp-keep-ratio 0.6 --targets '
+        epilog='Kumar\'s hybrid (low-rank attention, lighter MLP pruning, 50% of the params):'
+               '\n  tools/lowrank.py SEARCH_CFG SEARCH_CKPT --mlp-keep-ratio 0.5 --targets '
                'attn.qkv attn.proj --backbone-ratio 0.5 --method svd -o OUT_DIR')
     parser.add_argument('config', help='config of the trained model (dense, search or pruned)')
     parser.add_argument('checkpoint', help='its checkpoint (loaded with weights_only=True)')
