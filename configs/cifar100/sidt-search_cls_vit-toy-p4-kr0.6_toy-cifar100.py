@@ -3,7 +3,7 @@
 # the sparsity loss, with lambdas and a mask lr large enough for a few CPU epochs to rank the
 # dims (the recipe of the full-size configs, shortened). `make demo-cifar` runs it:
 #   python tools/train.py $CFG --cfg-options load_from=DENSE_WORK/epoch_6.pth
-#   python tools/export_subnet.py $CFG $WORK/epoch_3.pth --keep-ratio 0.6 -o $WORK/export
+#   python tools/export_subnet.py $CFG $WORK/epoch_2.pth --keep-ratio 0.6 -o $WORK/export
 _base_ = './sidt-dense_cls_vit-toy-p4_toy-cifar100.py'
 
 model = dict(
@@ -14,7 +14,7 @@ model = dict(
 load_from = 'work_dirs/sidt-dense_cls_vit-toy-p4_toy-cifar100/epoch_6.pth'
 
 optim_wrapper = dict(optimizer=dict(lr=1e-3), paramwise_cfg=dict(mask_lr=1e-2))
-max_epochs = 3
+max_epochs = 2
 param_scheduler = [
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5,
          convert_to_iter_based=True),
