@@ -8,7 +8,7 @@ VENV_PY := $(VENV_BIN)/python
 # Scripts and tests that call `python`, `ruff` or `torchrun` get the venv's.
 RUN := PATH="$(VENV_BIN):$$PATH"
 
-.PHONY: install lint test demo toy-data clean
+.PHONY: install lint test demo demo-cifar toy-data clean
 
 install: $(VENV_PY)
 	@$(VENV_PY) tools/install_env.py
@@ -33,6 +33,11 @@ toy-data: install
 
 demo: toy-data
 	$(RUN) bash tools/demo.sh
+
+# SiDT as CIFAR-100 classification through mmpretrain, on the generated set, CPU only:
+# dense -> search -> select 0.6 -> retrain -> test; writes work_dirs/demo-cifar/report.md.
+demo-cifar: install
+	$(RUN) python tools/demo_cifar.py
 
 clean:
 	rm -rf work_dirs data/toy_coco data/toy_cifar100 .pytest_cache .ruff_cache build \
