@@ -31,8 +31,8 @@ test: install
 toy-data: install
 	$(RUN) python tools/dataset/make_toy_coco.py --out-dir data/toy_coco --overwrite
 
-demo: toy-data
-	$(RUN) bash tools/demo.sh
+demo: install
+	$(RUN) python tools/demo.py
 
 # SiDT as CIFAR-100 classification through mmpretrain, on the generated set, CPU only:
 # dense -> search -> select 0.6 -> retrain -> test; writes work_dirs/demo-cifar/report.md.
