@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_command
 from mmengine.config import Config
 from mmengine.registry import DATASETS, MODELS, init_default_scope
 from mmpretrain.models import ImageClassifier
@@ -84,6 +83,11 @@ def build_classifier(cfg: dict):
     return MODELS.build(cfg)
 
 
+def _samples(labels):
+    from mmpretrain.structures import DataSample
+    return [DataSample().set_gt_label(label) for label in labels]
+
+
 # ----------------------------------------------------------------- registry and configs
 def test_cross_scope_backbone_in_mmpretrain_classifier():
     """``mmdet.SIDTViT`` under mmpretrain's scope is our class; the head follows the width."""
@@ -105,11 +109,6 @@ def test_cross_scope_backbone_in_mmpretrain_classifier():
         pruned = build_classifier(classifier_cfg('pruned', out_type, subnet=subnet.to_dict()))
         assert pruned.backbone.out_channels == pruned.head.fc.in_features == 24
         assert pruned(torch.randn(2, 3, 32, 32), mode='tensor').shape == (2, 100)
-
-
-def _samples(labels):
-    from mmpretrain.structures import DataSample
-    return [DataSample().set_gt_label(label) for label in labels]
 
 
 @pytest.mark.parametrize('path', sorted(CFG_DIR.glob('*.py')), ids=lambda p: p.name)
@@ -209,65 +208,64 @@ def test_pruned_classifier_equals_hard_masked_supernet(out_type, size):
 
 
 # ----------------------------------------------------------------- chain through the tools
-def _toy_data_options(data_root: Path) -> list[str]:
-    return [f'train_dataloader.dataset.data_root={data_root}',
-            f'val_dataloader.dataset.data_root={data_root}',
-            f'test_dataloader.dataset.data_root={data_root}',
-            'train_dataloader.dataset.indices=256', 'val_dataloader.dataset.indices=100',
-            'test_dataloader.dataset.indices=100',
-            'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-            'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']
-
-
-def _train(config: Path, work_dir: Path, data_root: Path, *options: str) -> Path:
-    run_command([sys.executable, 'tools/train.py', str(config), '--work-dir', str(work_dir),
-                 '--cfg-options', *_toy_data_options(data_root), *options], timeout=240)
-    ckpt = work_dir / 'epoch_1.pth'
-    assert ckpt.is_file(), sorted(p.name for p in work_dir.iterdir())
-    return ckpt
-
-
-def _metrics(work_dir: Path) -> dict:
-    files = sorted(work_dir.glob('*/*.json'))
-    assert files, f'no metric file under {work_dir}'
-    return json.loads(files[-1].read_text().splitlines()[-1])
-
-
-@pytest.fixture(scope='module')
-def export_tool():
-    spec = importlib.util.spec_from_file_location('export_subnet', REPO / 'tools/export_subnet.py')
+def _load_tool(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 @pytest.fixture(scope='module')
-def chain(tmp_path_factory, toy_cifar_dir):
-    """dense -> search -> export (keep 0.6) -> retrain -> test, each through its tool."""
+def export_tool():
+    return _load_tool('export_subnet', REPO / 'tools/export_subnet.py')
+
+
+@pytest.fixture(scope='module')
+def demo():
+    return _load_tool('demo_cifar', REPO / 'tools/demo_cifar.py')
+
+
+@pytest.fixture(scope='module')
+def chain(tmp_path_factory, toy_cifar_dir, demo):
+    """`make demo-cifar`'s chain, 1 epoch per stage on a slice of the toy set: dense ->
+    test -> search -> export (keep 0.6) -> test -> retrain -> test, each a tool subprocess."""
     work = tmp_path_factory.mktemp('cifar_chain')
-    dense = _train(TOY_DENSE, work / 'dense', toy_cifar_dir)
-    search = _train(TOY_SEARCH, work / 'search', toy_cifar_dir, f'load_from={dense}')
-    export = work / 'export'
-    run_command([sys.executable, 'tools/export_subnet.py', str(TOY_SEARCH), str(search),
-                 '--keep-ratio', '0.6', '-o', str(export)], timeout=240)
-    subnet_opt = f'model.backbone.subnet={export}/subnet.json'
-    retrain = _train(TOY_RETRAIN, work / 'retrain', toy_cifar_dir, subnet_opt,
-                     f'load_from={export}/pruned.pth')
-    run_command([sys.executable, 'tools/test.py', str(TOY_RETRAIN), str(retrain), '--work-dir',
-                 str(work / 'test'), '--cfg-options', *_toy_data_options(toy_cifar_dir),
-                 subnet_opt], timeout=240)
-    return dict(work=work, dense=dense, search=search, export=export, retrain=retrain)
+    small = ['train_dataloader.dataset.indices=256', 'val_dataloader.dataset.indices=100',
+             'test_dataloader.dataset.indices=100', 'default_hooks.logger.interval=1']
+    result = demo.run_chain(str(work), str(toy_cifar_dir), ['--keep-ratio', '0.6'],
+                            sys.executable, epochs=dict(dense=1, search=1, retrain=1),
+                            extra_options=small)
+    return dict(result, work=work, export=Path(result['dirs']['export']))
 
 
 def test_chain_through_the_tools_reports_top1(chain):
-    metrics = _metrics(chain['work'] / 'test')
+    assert Path(chain['retrain_ckpt']).name == 'epoch_1.pth'
+    files = sorted(Path(chain['dirs']['retrain_test']).glob('*/*.json'))
+    assert files, 'tools/test.py wrote no metric file'
+    metrics = json.loads(files[-1].read_text().splitlines()[-1])
     assert {'accuracy/top1', 'accuracy/top5'} <= set(metrics)
     assert 0 <= metrics['accuracy/top1'] <= metrics['accuracy/top5'] <= 100
-    search_log = next((chain['work'] / 'search').glob('*/*.log')).read_text()
+    assert chain['metrics']['pruned']['accuracy/top1'] == pytest.approx(metrics['accuracy/top1'])
+    search_log = next(Path(chain['dirs']['search']).glob('*/*.log')).read_text()
     assert 'loss_sparsity' in search_log and 'sparsity_kept_attn' in search_log
-    retrain_log = next((chain['work'] / 'retrain').glob('*/*.log')).read_text()
+    retrain_log = next(Path(chain['dirs']['retrain']).glob('*/*.log')).read_text()
     assert 'missing keys' not in retrain_log and 'unexpected key' not in retrain_log
     assert 'accuracy/top1' in retrain_log
+
+
+def test_demo_report_has_the_figures(chain, demo, tmp_path):
+    figures = demo.measure(chain['subnet'], batch=2, iters=2, warmup=1)
+    d, p = figures['dense'], figures['pruned']
+    assert p['backbone_params'] < d['backbone_params'] and p['backbone_macs'] < d['backbone_macs']
+    assert p['backbone_params'] == Subnet.load(chain['subnet']).stats['params_after']
+    assert d['latency_ms'] > 0 and p['latency_ms'] > 0
+    report = tmp_path / 'report.md'
+    text = demo.write_report(str(report), chain, figures, Subnet.load(chain['subnet']), 60.0,
+                             None)
+    assert report.read_text() == text
+    for want in ('backbone params', 'backbone MACs', 'backbone latency', 'top-1 (%)',
+                 'top-5 (%)', 'before retraining', 'kind=keep_ratio'):
+        assert want in text, want
 
 
 def test_chain_pruned_checkpoint_is_the_retrain_model(chain):
@@ -282,7 +280,7 @@ def test_chain_pruned_checkpoint_is_the_retrain_model(chain):
     result = model.load_state_dict(start, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     assert sum(p.numel() for p in model.backbone.parameters()) == subnet.stats['params_after']
-    trained = load_checkpoint_safe(str(chain['retrain']))['state_dict']
+    trained = load_checkpoint_safe(chain['retrain_ckpt'])['state_dict']
     assert trained.keys() == start.keys()
     assert not torch.equal(trained['backbone.blocks.0.mlp.fc1.weight'],
                            start['backbone.blocks.0.mlp.fc1.weight'])
@@ -294,7 +292,7 @@ def test_export_budget_kinds_for_the_classifier(chain, export_tool, budget, tmp_
     key = 'params' if budget == 'params' else 'macs'
     target = int(0.6 * before[f'{key}_before'])
     out = tmp_path / budget
-    assert export_tool.main([str(TOY_SEARCH), str(chain['search']), f'--{budget}', str(target),
+    assert export_tool.main([str(TOY_SEARCH), chain['search_ckpt'], f'--{budget}', str(target),
                              '-o', str(out)]) in (0, None)
     subnet = Subnet.load(out / 'subnet.json')
     assert subnet.budget['kind'] == budget

@@ -154,9 +154,9 @@ def run_chain(work_dir: str, data_root: str, export_args: list[str], python: str
               osp.join(logs, '7_retrain_test.log'))
     return dict(dirs=w, subnet=subnet, dense_ckpt=dense_ckpt, search_ckpt=search_ckpt,
                 pruned_ckpt=pruned_ckpt, retrain_ckpt=retrain_ckpt,
-                top1=dict(dense=read_metrics(w['dense_test']),
-                          pruned_before_retrain=read_metrics(w['pruned_test']),
-                          pruned=read_metrics(w['retrain_test'])))
+                metrics=dict(dense=read_metrics(w['dense_test']),
+                             pruned_before_retrain=read_metrics(w['pruned_test']),
+                             pruned=read_metrics(w['retrain_test'])))
 
 
 # ------------------------------------------------------------------------------- figures
@@ -217,7 +217,7 @@ def _k(n: float) -> str:
 def write_report(path: str, chain: dict, figures: dict, subnet, elapsed: float,
                  plot: str | None) -> str:
     d, p = figures['dense'], figures['pruned']
-    t = chain['top1']
+    t = chain['metrics']
     lat = figures['latency']
 
     def row(label, key, fmt=_k):

@@ -109,13 +109,13 @@ def main(argv=None) -> int:
     figures = demo_cifar.measure(chain['subnet'])
     from sidt_mmdet.models import Subnet
     subnet = Subnet.load(chain['subnet'])
-    top1 = {k: v['accuracy/top1'] for k, v in chain['top1'].items()}
+    top1 = {k: v['accuracy/top1'] for k, v in chain['metrics'].items()}
     ratio = top1['pruned'] / top1['dense']
     d, p = figures['dense'], figures['pruned']
     result = dict(
         budget=dict(kind=args.budget, prune=args.prune, export_flags=flags),
         subnet=chain['subnet'], seed=args.seed, epochs=epochs or 'config defaults',
-        top1=top1, top5={k: v['accuracy/top5'] for k, v in chain['top1'].items()},
+        top1=top1, top5={k: v['accuracy/top5'] for k, v in chain['metrics'].items()},
         top1_ratio=ratio,
         params_ratio=p['backbone_params'] / d['backbone_params'],
         macs_ratio=p['backbone_macs'] / d['backbone_macs'],
