@@ -102,6 +102,19 @@ def last_checkpoint(work_dir: str) -> str:
         return f.read().strip()
 
 
+def schedule_options(config: str, epochs: int) -> list[str]:
+    """``--cfg-options`` that train ``config`` for ``epochs``: the cosine decay ends there too
+    (the toy configs compute its end from their own epoch count) unless training stops before
+    it begins; validation and checkpoint at the end."""
+    from mmengine.config import Config
+    schedulers = Config.fromfile(config).param_scheduler
+    cosine = [i for i, s in enumerate(schedulers)
+              if s['type'] == 'CosineAnnealingLR' and s.get('begin', 0) < epochs]
+    return [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+            f'default_hooks.checkpoint.interval={epochs}',
+            *(f'param_scheduler.{i}.end={epochs}' for i in cosine)]
+
+
 def run_chain(work_dir: str, data_root: str, export_args: list[str], python: str,
               epochs: dict | None = None, extra_options: list[str] | None = None) -> dict:
     """dense -> test -> search -> export -> test (pruned) -> retrain -> test; paths + metrics.
@@ -116,21 +129,20 @@ def run_chain(work_dir: str, data_root: str, export_args: list[str], python: str
     logs = osp.join(work_dir, 'logs')
     steps = 7
 
-    def epoch_opts(stage):
+    def epoch_opts(stage, config):
         n = epochs.get(stage)
-        return [] if n is None else [f'train_cfg.max_epochs={n}', f'train_cfg.val_interval={n}',
-                                     f'default_hooks.checkpoint.interval={n}']
+        return [] if n is None else schedule_options(config, n)
 
     run_stage(f'1/{steps} dense training ({osp.relpath(DENSE_CFG, REPO)})',
               [python, 'tools/train.py', DENSE_CFG, '--work-dir', w['dense'], '--cfg-options',
-               *data, *epoch_opts('dense')], osp.join(logs, '1_dense_train.log'))
+               *data, *epoch_opts('dense', DENSE_CFG)], osp.join(logs, '1_dense_train.log'))
     dense_ckpt = last_checkpoint(w['dense'])
     run_stage(f'2/{steps} dense test ({osp.relpath(dense_ckpt, REPO)})',
               [python, 'tools/test.py', DENSE_CFG, dense_ckpt, '--work-dir', w['dense_test'],
                '--cfg-options', *data], osp.join(logs, '2_dense_test.log'))
     run_stage(f'3/{steps} search: masks + sparsity loss, from the dense model',
               [python, 'tools/train.py', SEARCH_CFG, '--work-dir', w['search'], '--cfg-options',
-               *data, f'load_from={dense_ckpt}', *epoch_opts('search')],
+               *data, f'load_from={dense_ckpt}', *epoch_opts('search', SEARCH_CFG)],
               osp.join(logs, '3_search.log'))
     search_ckpt = last_checkpoint(w['search'])
     run_stage(f'4/{steps} export: select ({" ".join(export_args)}), slice, fold masks',
@@ -145,7 +157,7 @@ def run_chain(work_dir: str, data_root: str, export_args: list[str], python: str
     run_stage(f'6/{steps} retrain the pruned classifier',
               [python, 'tools/train.py', RETRAIN_CFG, '--work-dir', w['retrain'],
                '--cfg-options', *data, f'model.backbone.subnet={subnet}',
-               f'load_from={pruned_ckpt}', *epoch_opts('retrain')],
+               f'load_from={pruned_ckpt}', *epoch_opts('retrain', RETRAIN_CFG)],
               osp.join(logs, '6_retrain.log'))
     retrain_ckpt = last_checkpoint(w['retrain'])
     run_stage(f'7/{steps} test of the retrained pruned model',
