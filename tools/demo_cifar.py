@@ -70,7 +70,7 @@ def run_stage(title: str, args: list[str], log_path: str) -> None:
             out.write(line)
             tail.append(line)
             if _SHOW.search(line):
-                print('    ' + _MMENGINE_PREFIX.sub('', line.rstrip())[:150], flush=True)
+                print('    ' + _MMENGINE_PREFIX.sub('', line.rstrip())[:260], flush=True)
         code = proc.wait()
     if code != 0:
         raise StageError(f'{title}: `{" ".join(args)}` exited {code}; full output in '
