@@ -60,14 +60,13 @@ def build_model(cfg: Config):
     return MODELS.build(model_cfg)
 
 
-def classifier_cfg(mode: str, out_type: str = 'cls_token', subnet=None,
-                   search_dims=('attn', 'mlp')) -> dict:
+def classifier_cfg(mode: str, out_type: str = 'cls_token', subnet=None) -> dict:
     """A small classifier through SIDTModel, written as an mmpretrain config would be."""
     backbone = dict(type='mmdet.SIDTViT', arch=TINY_ARCH, patch_size=4, img_size=32,
                     with_cls_token=out_type == 'cls_token', final_norm=True, out_type=out_type,
                     mode=mode)
     if mode == 'search':
-        backbone['search_dims'] = search_dims
+        backbone['search_dims'] = ('attn', 'mlp')
     if subnet is not None:
         backbone['subnet'] = subnet
     sparsity = dict(lambda_attn=1e-3, lambda_mlp=1e-3) if mode == 'search' else None
