@@ -132,7 +132,7 @@ def test_toy_cifar_classes_are_learnable(toy_cifar_dir):
 def test_mmpretrain_reads_toy_cifar(toy_cifar_dir, split):
     from mmpretrain.registry import DATASETS
 
-    dataset = DATASETS.build(dict(type='ToyCIFAR100', data_root=str(toy_cifar_dir),
+    dataset = DATASETS.build(dict(type='mmpretrain.ToyCIFAR100', data_root=str(toy_cifar_dir),
                                   split=split, pipeline=[]))
     with open(toy_cifar_dir / 'cifar-100-python' / split, 'rb') as f:
         raw = pickle.load(f, encoding='latin1')
@@ -162,7 +162,7 @@ def test_toy_cifar_missing_folder_names_the_path(tmp_path):
     from mmpretrain.registry import DATASETS
 
     with pytest.raises(FileNotFoundError, match=r'cifar-100-python.*make_toy_cifar100'):
-        DATASETS.build(dict(type='ToyCIFAR100', data_root=str(tmp_path), pipeline=[]))
+        DATASETS.build(dict(type='mmpretrain.ToyCIFAR100', data_root=str(tmp_path), pipeline=[]))
 
 
 # ----------------------------------------------------------------------------- bad input
