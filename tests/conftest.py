@@ -18,6 +18,18 @@ TOY_CIFAR_SIZES = dict(num_train=1000, num_test=300)
 TRAIN_ITERS = 2
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny matmuls and decompositions stall on extra OpenMP threads on a busy 2-core machine;
+    use with ``pytestmark = pytest.mark.usefixtures('one_torch_thread')``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _quiet(_: str) -> None:
     pass
 

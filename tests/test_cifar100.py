@@ -36,13 +36,7 @@ DEIT_DENSE = CFG_DIR / 'sidt-dense_cls_deit-small-p16_224px_30e_cifar100.py'
 TINY_ARCH = dict(embed_dims=48, num_layers=2, num_heads=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small matmuls are many times slower with 2 threads on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def load_cfg(path: Path, **options) -> Config:

@@ -26,13 +26,7 @@ QR_LIKE = [m for m in METHODS if m != 'svd']
 
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """The matrices here are tiny: extra OpenMP threads only stall on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)

@@ -40,13 +40,7 @@ CLS_RETRAIN = REPO / 'configs/lowrank/sidt-lowrank-retrain_cls_vit-toy-p4_toy-ci
 TINY = dict(embed_dims=48, num_layers=3, num_heads=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny decompositions are >100x slower with 2 threads on a loaded 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')
