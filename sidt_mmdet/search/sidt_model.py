@@ -53,7 +53,8 @@ class _SparsitySearch:
 
 def _search_class(base: type) -> type:
     if base not in _SEARCH_CLASSES:
-        _SEARCH_CLASSES[base] = type(f'SIDTSearch{base.__name__}', (_SparsitySearch, base), {})
+        _SEARCH_CLASSES[base] = type(f'SIDTSearch{base.__name__}', (_SparsitySearch, base),
+                                     {'__module__': __name__})
     return _SEARCH_CLASSES[base]
 
 

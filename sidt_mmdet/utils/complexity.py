@@ -91,8 +91,6 @@ def backbone_widths(backbone, threshold: float | None = None) -> tuple[int, list
         else:
             qk, v = list(attn.qk_dims), list(attn.v_dims)
             rel_cols = attn.rel_pos_h.shape[1] if attn.use_rel_pos else 0
-        if threshold is not None and qk_m is not None and not attn.use_rel_pos:
-            rel_cols = 0
         mlp = blk.mlp.hidden_features
         if threshold is not None and hid_m is not None:
             mlp = int((hid_m.detach().abs() > threshold).sum())
