@@ -24,6 +24,8 @@ from sidt_mmdet.utils import load_checkpoint_safe
 
 REPO = Path(__file__).resolve().parent.parent
 STOCK_TEST = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'test.py'
+# mmdet's own train.py: the config's custom_imports is all it takes to rebuild the pruned model.
+STOCK_TRAIN = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'
 SEARCH_CFG = ('configs/toy/sidt-search_mask-rcnn_sidtvit-toy-vitdet-kr0.6_simplefpn_lsj-100it_'
               'toy-coco.py')
 RETRAIN_CFG = ('configs/toy/sidt-retrain_mask-rcnn_sidtvit-toy-vitdet-kr0.6_simplefpn_lsj-100it_'
@@ -85,13 +87,13 @@ def test_embedding_is_pruned_and_the_neck_follows(exported, monkeypatch, tmp_pat
     assert all(torch.isfinite(f).all() for f in feats)
 
 
-def test_retrain_loads_with_no_missing_keys_and_stock_test_evaluates(
+def test_stock_train_loads_with_no_missing_keys_and_stock_test_evaluates(
         exported, toy_coco_dir, tmp_path):
     subnet_opt = f'model.backbone.subnet={exported / "subnet.json"}'
     env = {'SIDT_TOY_COCO': str(toy_coco_dir)}
     work_dir = tmp_path / 'retrain'
     result = run_command(
-        [sys.executable, 'tools/train.py', RETRAIN_CFG, '--work-dir', str(work_dir),
+        [sys.executable, str(STOCK_TRAIN), RETRAIN_CFG, '--work-dir', str(work_dir),
          '--cfg-options', subnet_opt, f'load_from={exported / "pruned.pth"}',
          'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=3',
          'default_hooks.logger.interval=1', *NO_VAL], env=env)
