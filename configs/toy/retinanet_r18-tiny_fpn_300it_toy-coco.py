@@ -4,47 +4,22 @@
 # CocoDataset, CocoMetric, checkpoints, resume, DDP) without a GPU, downloads or COCO.
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
-    'mmdet::_base_/datasets/coco_detection.py',
+    '../_base_/datasets/toy-coco_detection.py',
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
-
-data_root = 'data/toy_coco/'
-metainfo = dict(classes=('rectangle', 'ellipse', 'triangle', 'star'))
-img_scale = (160, 160)
 
 model = dict(
     backbone=dict(depth=18, base_channels=16, frozen_stages=-1, norm_eval=False,
                   init_cfg=None),  # no pretrained download: trained from scratch
     neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
-    bbox_head=dict(num_classes=len(metainfo['classes']), in_channels=32, feat_channels=32,
+    bbox_head=dict(num_classes=4, in_channels=32, feat_channels=32,
                    stacked_convs=2))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-# Worker processes cost more than they save on 160 px images and 2 cores.
-train_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline,
-                 filter_cfg=dict(filter_empty_gt=True, min_size=4)))
-val_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+# The toy COCO data (data root, pipelines) come from the shared base; larger batches here.
+train_dataloader = dict(batch_size=4)
+val_dataloader = dict(batch_size=4)
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
-test_evaluator = val_evaluator
 
 max_iters = 300
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
