@@ -27,10 +27,6 @@ def is_mask_key(key: str) -> bool:
     return key.rsplit('.', 1)[-1] in MASK_SUFFIXES
 
 
-def _head_rows(groups: list[list[int]], head_dim: int, offset: int) -> list[int]:
-    return [offset + h * head_dim + j for h, dims in enumerate(groups) for j in dims]
-
-
 def _head_scale(mask: torch.Tensor | None, groups: list[list[int]]) -> torch.Tensor | None:
     if mask is None:
         return None
@@ -88,7 +84,7 @@ def slice_vit_state_dict(state: dict[str, torch.Tensor], subnet: Subnet,
     for i, blk in enumerate(subnet.blocks):
         p = f'blocks.{i}.'
         qk, v = blk['qk'], blk['v']
-        active = [h for h, dims in enumerate(v) if dims]
+        active = subnet.active_heads(i)
         qk_a = [qk[h] for h in active]
         v_a = [v[h] for h in active]
         if fold_masks and p + 'attn.dim_mask' in state:
@@ -130,7 +126,7 @@ def slice_vit_state_dict(state: dict[str, torch.Tensor], subnet: Subnet,
         key = p + 'attn.proj.bias'
         if key in state:
             put(key, _rows(state[key], E, m_e))
-        union = sorted({j for dims in qk_a for j in dims})
+        union = subnet.qk_union(i)
         for kind in ('rel_pos_h', 'rel_pos_w'):
             key = f'{p}attn.{kind}'
             if key in state:
@@ -157,9 +153,8 @@ def slice_vit_state_dict(state: dict[str, torch.Tensor], subnet: Subnet,
     return out
 
 
-def rel_pos_columns(qk: list[list[int]], v: list[list[int]]) -> list[list[int]]:
+def rel_pos_columns(subnet: Subnet, block: int) -> list[list[int]]:
     """Per active head, the columns of the sliced rel-pos tables (union layout) it uses."""
-    active = [h for h, dims in enumerate(v) if dims]
-    union = sorted({j for h in active for j in qk[h]})
-    where = {j: i for i, j in enumerate(union)}
-    return [[where[j] for j in qk[h]] for h in active]
+    where = {j: i for i, j in enumerate(subnet.qk_union(block))}
+    qk = subnet.blocks[block]['qk']
+    return [[where[j] for j in qk[h]] for h in subnet.active_heads(block)]

@@ -130,6 +130,15 @@ class Subnet:
         return dict(embed_dims=self.embed_dims, num_layers=self.num_layers,
                     num_heads=self.num_heads, mlp_hidden=self.mlp_hidden)
 
+    def active_heads(self, block: int) -> list[int]:
+        """Heads of ``block`` that survive: those keeping at least one v dim."""
+        return [h for h, dims in enumerate(self.blocks[block]['v']) if dims]
+
+    def qk_union(self, block: int) -> list[int]:
+        """Head dims kept as q/k by any head of ``block``: the columns a pruned
+        block keeps of its relative-position tables."""
+        return sorted({j for dims in self.blocks[block]['qk'] for j in dims})
+
     def widths(self) -> list[dict]:
         """Per block: kept q/k and v dims per head and MLP units (for tables and plots)."""
         return [dict(qk=[len(q) for q in b['qk']], v=[len(x) for x in b['v']],

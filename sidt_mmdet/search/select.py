@@ -192,12 +192,11 @@ class _Selector:
 def _cost(backbone, subnet: Subnet, input_size) -> tuple[int, int]:
     structure = complexity_structure(backbone)
     blocks = []
-    for b in subnet.blocks:
-        active = [h for h, dims in enumerate(b['v']) if dims]
-        union = {j for h in active for j in b['qk'][h]}
+    for i, b in enumerate(subnet.blocks):
+        active = subnet.active_heads(i)
         blocks.append(BlockWidths(qk=[len(b['qk'][h]) for h in active],
                                   v=[len(b['v'][h]) for h in active], mlp=len(b['mlp']),
-                                  rel_cols=len(union)))
+                                  rel_cols=len(subnet.qk_union(i))))
     rep = count_complexity(embed=len(subnet.kept_embed), blocks=blocks,
                            input_size=tuple(input_size), **structure)
     return rep.params, rep.macs

@@ -194,10 +194,10 @@ class SIDTViT(BaseModule):
             rel_size = (ws, ws) if ws > 0 else self.pretrain_grid
             if self.subnet is not None:
                 b = self.subnet.blocks[i]
-                active = [h for h, dims in enumerate(b['v']) if dims]
+                active = self.subnet.active_heads(i)
                 qk_dims = [len(b['qk'][h]) for h in active]
                 v_dims = [len(b['v'][h]) for h in active]
-                rel_index = rel_pos_columns(b['qk'], b['v']) if use_rel_pos else None
+                rel_index = rel_pos_columns(self.subnet, i) if use_rel_pos else None
                 hidden = len(b['mlp'])
             else:
                 qk_dims = v_dims = rel_index = None
