@@ -210,7 +210,9 @@ def _load_tool(name: str, path: Path):
 
 @pytest.fixture(scope='module')
 def export_tool():
-    return _load_tool('export_subnet', REPO / 'tools/export_subnet.py')
+    from sidt_mmdet.apis import export
+
+    return export
 
 
 @pytest.fixture(scope='module')

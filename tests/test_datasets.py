@@ -15,10 +15,10 @@ from pycocotools.coco import COCO
 
 from sidt_mmdet.datasets.generation import TOY_COCO_CLASSES, make_toy_cifar100, make_toy_coco
 
+from sidt_mmdet.datasets.generation import toy_cifar100 as cifar_cli
+from sidt_mmdet.datasets.generation import toy_coco as coco_cli
+
 TOOLS = Path(__file__).resolve().parent.parent / 'tools' / 'dataset'
-sys.path.insert(0, str(TOOLS))
-import make_toy_cifar100 as cifar_cli  # noqa: E402
-import make_toy_coco as coco_cli  # noqa: E402
 
 
 def _quiet(_):
@@ -205,15 +205,14 @@ def test_generators_refuse_non_empty_dir_without_overwrite(tmp_path, capsys, cli
     out = tmp_path / 'out'
     out.mkdir()
     (out / 'keep.txt').write_text('user data')
-    with pytest.raises(SystemExit) as exc:
-        cli.main(['--out-dir', str(out), *_sizes(cli)])
-    assert exc.value.code != 0
-    assert str(out) in str(exc.value.code) and 'is not empty' in str(exc.value.code)
-    assert '--overwrite' in str(exc.value.code)
+    assert cli.main(['--out-dir', str(out), *_sizes(cli)]) == 1
+    err = capsys.readouterr().err
+    assert str(out) in err and 'is not empty' in err
+    assert '--overwrite' in err
     assert (out / 'keep.txt').read_text() == 'user data'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out']  # no temp dir left behind
 
-    cli.main(['--out-dir', str(out), *_sizes(cli), '--overwrite'])
+    assert cli.main(['--out-dir', str(out), *_sizes(cli), '--overwrite']) == 0
     assert 'wrote' in capsys.readouterr().out
     assert not (out / 'keep.txt').exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out']

@@ -1,10 +1,9 @@
-"""tools/export_subnet.py: what it writes for each budget, and each bad input gives one clear
-error and leaves no file behind (run in-process through its ``main``; the chain tests run the
-command line)."""
+"""tools/export_subnet.py (``sidt_mmdet.apis.export``): what it writes for each budget, and each
+bad input gives one clear error and leaves no file behind (run in-process through the library's
+``main``, which the tool calls; the chain tests run the command line)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -16,6 +15,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from vit_helpers import perturb_
 
+from sidt_mmdet.apis import export as tool
 from sidt_mmdet.models import Subnet
 from sidt_mmdet.utils import load_checkpoint_safe, save_checkpoint_atomic
 
@@ -25,16 +25,6 @@ SEARCH_CFG = TOY / 'sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-
 RETRAIN_CFG = TOY / 'sidt-retrain_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'
 DENSE_CFG = TOY / 'mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
 FILES = ['pruned.pth', 'subnet.json', 'widths.csv', 'widths.md', 'widths.png']
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('export_subnet', REPO / 'tools/export_subnet.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
 
 
 def _build(path: Path):
@@ -139,7 +129,7 @@ def test_overwrite(search_ckpt, tmp_path, capsys):
     out.mkdir()
     (out / 'keep.txt').write_text('mine')
     assert _export(search_ckpt, out, '--keep-ratio', '0.6') == 1
-    assert 'exists and is not empty (pass --overwrite' in capsys.readouterr().err
+    assert 'is not empty; pass --overwrite' in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ['keep.txt']
     assert tool.main([str(SEARCH_CFG), str(search_ckpt), '--keep-ratio', '0.6', '-o', str(out),
                       '--overwrite']) == 0

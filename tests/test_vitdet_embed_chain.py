@@ -7,7 +7,6 @@ export slices their weights.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from conftest import run_command
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
+from sidt_mmdet.apis import export_subnet
 from sidt_mmdet.models import Subnet
 from sidt_mmdet.utils import load_checkpoint_safe
 
@@ -39,13 +39,6 @@ NECK_READERS = {'neck.fpn1.0.weight': 0, 'neck.fpn2.0.weight': 0,
 pytestmark = pytest.mark.slow
 
 
-def _load_export_tool():
-    spec = importlib.util.spec_from_file_location('export_subnet', REPO / 'tools/export_subnet.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory, toy_coco_dir) -> Path:
     work_dir = tmp_path_factory.mktemp('vitdet_search')
@@ -55,10 +48,8 @@ def exported(tmp_path_factory, toy_coco_dir) -> Path:
                 env={'SIDT_TOY_COCO': str(toy_coco_dir)})
     out = tmp_path_factory.mktemp('vitdet_export') / 'export'
     # in-process (the CLI itself runs as a subprocess in test_detection_chain.py)
-    rc = _load_export_tool().main([str(REPO / SEARCH_CFG),
-                                   str(work_dir / f'iter_{SEARCH_ITERS}.pth'),
-                                   '--keep-ratio', '0.6', '-o', str(out)])
-    assert rc == 0
+    export_subnet(str(REPO / SEARCH_CFG), str(work_dir / f'iter_{SEARCH_ITERS}.pth'),
+                  dict(keep_ratio=0.6), str(out))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Low-rank factorization of Linear layers (method.md section 3; Sun 2308.10839).
+"""Low-rank factorizations of Linear layers (docs/method.md, low-rank factorization).
 
 A Linear ``W`` (out x in) becomes two thinner Linears, ``W ~ A @ B`` with ``A``
 (out x r) and ``B`` (r x in). Six ways to get the factors are provided so they can
@@ -8,15 +8,15 @@ Rank rules, in one place:
 
 - :func:`factorize` accepts ``1 <= rank <= min(out, in)``; full rank is allowed so
   that every method can be checked to reproduce ``W`` exactly.
-- :func:`factorize_linear` and :class:`LowRankLinear` used for replacement reject
+- :func:`factorize_linear` and ``LowRankLinear`` (``models/layers/lowrank.py``) reject
   ``rank >= min(out, in)`` unless ``allow_full_rank=True``: such a layer is never
   smaller than the dense one.
-- :func:`lowrank_model` replaces a layer only when :func:`worth_factorizing` holds,
+- :func:`lowrank_model` replaces a layer only when ``worth_factorizing`` holds,
   i.e. ``r * (in + out) < in * out``. Ranks from an energy threshold or a budget
   that do not pay off leave the layer dense (``replaced=False`` in the report);
   an explicit rank outside ``[1, min(out, in) - 1]`` is an error.
-- :func:`apply_lowrank_structure` rebuilds exactly the replaced layers, so it
-  rejects ranks that :func:`lowrank_model` would never have applied.
+- ``apply_lowrank_structure`` (``models/layers/lowrank.py``) rebuilds exactly the
+  replaced layers, so it rejects ranks that :func:`lowrank_model` would never have applied.
 
 Computations run in float64 on the weight's device; results are cast back to the
 layer's dtype.
@@ -25,47 +25,26 @@ from __future__ import annotations
 
 import heapq
 import math
-from numbers import Integral
 
 import torch
 from torch import Tensor, nn
 
+from ..models.layers.lowrank import (
+    LOWRANK_TARGETS,
+    LowRankLinear,
+    check_rank,
+    get_linear,
+    set_submodule,
+    worth_factorizing,
+)
+
 __all__ = [
-    'METHODS', 'TARGETS', 'LowRankLinear', 'factorize', 'factorize_linear',
-    'relative_error', 'worth_factorizing', 'rank_for_energy', 'ranks_for_budget',
-    'lowrank_model', 'apply_lowrank_structure', 'replaced_ranks',
+    'METHODS', 'TARGETS', 'factorize', 'factorize_linear', 'relative_error',
+    'rank_for_energy', 'ranks_for_budget', 'lowrank_model', 'replaced_ranks',
 ]
 
 METHODS = ('svd', 'qr', 'qr_pivoted', 'qr_rows', 'qr_randomized', 'lu')
-TARGETS = ('attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2')
-
-
-class LowRankLinear(nn.Module):
-    """``y = up(down(x))``: a rank-``rank`` replacement for ``nn.Linear(in, out)``.
-
-    The submodule names ``down`` (in -> rank, no bias) and ``up`` (rank -> out,
-    carries the bias) are part of the checkpoint format: a factorized checkpoint
-    stores ``<layer>.down.weight``, ``<layer>.up.weight`` and ``<layer>.up.bias``.
-    """
-
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
-                 device=None, dtype=None) -> None:
-        super().__init__()
-        _check_rank(rank, 1, min(in_features, out_features), 'rank',
-                    f'in_features={in_features}, out_features={out_features}')
-        rank = int(rank)
-        self.in_features = in_features
-        self.out_features = out_features
-        self.rank = rank
-        self.down = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
-        self.up = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.up(self.down(x))
-
-    def extra_repr(self) -> str:
-        return (f'in_features={self.in_features}, out_features={self.out_features}, '
-                f'rank={self.rank}, bias={self.up.bias is not None}')
+TARGETS = LOWRANK_TARGETS
 
 
 def factorize(weight: Tensor, rank: int, method: str, *, generator: torch.Generator | None = None,
@@ -80,7 +59,7 @@ def factorize(weight: Tensor, rank: int, method: str, *, generator: torch.Genera
     if weight.dim() != 2:
         raise ValueError(f'weight must be a 2-D (out x in) matrix, got shape {tuple(weight.shape)}')
     out_f, in_f = weight.shape
-    _check_rank(rank, 1, min(out_f, in_f), 'rank', f'a {out_f}x{in_f} weight')
+    check_rank(rank, 1, min(out_f, in_f), 'rank', f'a {out_f}x{in_f} weight')
     rank = int(rank)
     if oversample < 0 or power_iters < 0:
         raise ValueError(f'oversample and power_iters must be >= 0, got {oversample} and '
@@ -117,14 +96,14 @@ def factorize_linear(linear: nn.Linear, rank: int, method: str, *, allow_full_ra
 
     ``rank >= min(out, in)`` is rejected unless ``allow_full_rank`` because such a
     layer cannot be smaller than ``linear``. Whether a smaller rank actually saves
-    parameters is :func:`worth_factorizing`'s call, not this function's.
+    parameters is ``worth_factorizing``'s call, not this function's.
     """
     if not isinstance(linear, nn.Linear):
         raise ValueError(f'linear must be an nn.Linear, got {type(linear).__name__}')
     in_f, out_f = linear.in_features, linear.out_features
     high = min(in_f, out_f) if allow_full_rank else min(in_f, out_f) - 1
     hint = '' if allow_full_rank else ' (pass allow_full_rank=True for rank min(out, in))'
-    _check_rank(rank, 1, high, 'rank', f'a Linear with out={out_f}, in={in_f}{hint}')
+    check_rank(rank, 1, high, 'rank', f'a Linear with out={out_f}, in={in_f}{hint}')
     weight = linear.weight
     a, b = factorize(weight, rank, method, generator=generator)
     module = LowRankLinear(in_f, out_f, rank, bias=linear.bias is not None,
@@ -145,14 +124,6 @@ def relative_error(weight: Tensor, a: Tensor, b: Tensor) -> float:
     if norm == 0:
         return 0.0 if diff == 0 else math.inf
     return float(diff / norm)
-
-
-def worth_factorizing(in_features: int, out_features: int, rank: int) -> bool:
-    """True when rank ``rank`` has fewer weights than the dense layer.
-
-    The bias is the same size both ways, so it does not enter the comparison.
-    """
-    return rank * (in_features + out_features) < in_features * out_features
 
 
 def rank_for_energy(weight: Tensor, energy: float) -> int:
@@ -254,7 +225,7 @@ def lowrank_model(model: nn.Module, method: str, energy: float | None = None,
 
     A layer is matched when its qualified name ends with a target as a dotted
     suffix (``blocks.3.attn.qkv`` matches ``attn.qkv``). It is replaced only if
-    :func:`worth_factorizing`. Returns, per matched layer, ``rank``, ``in``,
+    ``worth_factorizing``. Returns, per matched layer, ``rank``, ``in``,
     ``out``, ``params_before``, ``params_after``, ``rel_error`` (0 when left dense)
     and ``replaced``; :func:`replaced_ranks` extracts what a subnet file records.
     """
@@ -267,7 +238,7 @@ def lowrank_model(model: nn.Module, method: str, energy: float | None = None,
     if energy is not None:
         _check_energy(energy)
     if ranks is not None:
-        layers = {name: _get_linear(model, name) for name in ranks}
+        layers = {name: get_linear(model, name) for name in ranks}
     else:
         layers = _match_targets(model, targets)
 
@@ -280,7 +251,7 @@ def lowrank_model(model: nn.Module, method: str, energy: float | None = None,
     else:
         chosen = {}
         for name, m in layers.items():
-            _check_rank(ranks[name], 1, min(m.in_features, m.out_features) - 1,
+            check_rank(ranks[name], 1, min(m.in_features, m.out_features) - 1,
                         f'ranks[{name!r}]', f'a Linear with out={m.out_features}, '
                         f'in={m.in_features}')
             chosen[name] = int(ranks[name])  # report and subnet file are JSON
@@ -296,32 +267,9 @@ def lowrank_model(model: nn.Module, method: str, energy: float | None = None,
             entry.update(params_after=rank * (in_f + out_f) + bias, replaced=True,
                          rel_error=relative_error(linear.weight, new.up.weight,
                                                   new.down.weight))
-            _set_submodule(model, name, new)
+            set_submodule(model, name, new)
         report[name] = entry
     return report
-
-
-def apply_lowrank_structure(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
-    """Swap the named ``nn.Linear`` layers for shape-correct :class:`LowRankLinear`.
-
-    Used before loading a factorized checkpoint: the values are placeholders that
-    the checkpoint overwrites. ``ranks`` is what :func:`replaced_ranks` recorded,
-    so every rank must be one :func:`lowrank_model` would have applied.
-    """
-    for name, rank in ranks.items():
-        linear = _get_linear(model, name)
-        in_f, out_f = linear.in_features, linear.out_features
-        _check_rank(rank, 1, min(in_f, out_f) - 1, f'ranks[{name!r}]',
-                    f'a Linear with out={out_f}, in={in_f}')
-        if not worth_factorizing(in_f, out_f, rank):
-            raise ValueError(f'ranks[{name!r}]={rank} does not save parameters for a Linear with '
-                             f'out={out_f}, in={in_f} (needs rank*(in+out) < in*out), so '
-                             f'lowrank_model never replaces it; record only replaced layers')
-        weight = linear.weight
-        new = LowRankLinear(in_f, out_f, rank, bias=linear.bias is not None,
-                            device=weight.device, dtype=weight.dtype)
-        _set_submodule(model, name, new.train(linear.training))
-    return model
 
 
 def replaced_ranks(report: dict[str, dict]) -> dict[str, int]:
@@ -339,13 +287,6 @@ def _check_energy(energy: float) -> None:
         raise ValueError(f'energy must be in (0, 1], got {energy}')
 
 
-def _check_rank(rank: int, low: int, high: int, arg: str, what: str) -> None:
-    # Integral admits numpy ints from rank arithmetic; bool is one too, but True as a
-    # rank is always a bug.
-    if isinstance(rank, bool) or not isinstance(rank, Integral) or not low <= rank <= high:
-        raise ValueError(f'{arg} must be an integer in [{low}, {high}] for {what}, got {rank!r}')
-
-
 def _match_targets(model: nn.Module, targets: tuple[str, ...]) -> dict[str, nn.Linear]:
     if isinstance(targets, str):
         targets = (targets,)
@@ -360,21 +301,6 @@ def _match_targets(model: nn.Module, targets: tuple[str, ...]) -> dict[str, nn.L
         raise ValueError(f'no nn.Linear in {type(model).__name__} has a name ending with any of '
                          f'targets={tuple(targets)}')
     return layers
-
-
-def _get_linear(model: nn.Module, name: str) -> nn.Linear:
-    try:
-        module = model.get_submodule(name)
-    except AttributeError:
-        raise ValueError(f'no module named {name!r} in {type(model).__name__}') from None
-    if not isinstance(module, nn.Linear):
-        raise ValueError(f'module {name!r} is a {type(module).__name__}, expected nn.Linear')
-    return module
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition('.')
-    setattr(model.get_submodule(parent), child, module)
 
 
 def _unpermute_columns(r: Tensor, perm: Tensor) -> Tensor:

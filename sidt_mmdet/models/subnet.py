@@ -24,9 +24,10 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..utils.fileio import write_json_atomic
 
 __all__ = ['Subnet', 'SubnetError', 'SUBNET_VERSION']
 
@@ -201,18 +202,7 @@ class Subnet:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a reader never sees a half-written subnet file."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix='.subnet-', suffix='.json', dir=directory)
-        try:
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                json.dump(self.to_dict(), f, indent=1)
-                f.write('\n')
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def coerce(cls, subnet: Subnet | dict | str | os.PathLike) -> Subnet:

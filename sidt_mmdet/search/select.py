@@ -20,8 +20,12 @@ from dataclasses import dataclass
 import torch
 
 from ..models.subnet import Subnet
-from ..utils.complexity import BlockWidths, backbone_complexity, count_complexity
-from ..utils.complexity import _structure as complexity_structure
+from ..utils.complexity import (
+    BlockWidths,
+    backbone_complexity,
+    backbone_structure,
+    count_complexity,
+)
 
 __all__ = ['select_subnet', 'GRANULARITIES']
 
@@ -190,7 +194,7 @@ class _Selector:
 
 
 def _cost(backbone, subnet: Subnet, input_size) -> tuple[int, int]:
-    structure = complexity_structure(backbone)
+    structure = backbone_structure(backbone)
     blocks = []
     for i, b in enumerate(subnet.blocks):
         active = subnet.active_heads(i)

@@ -24,17 +24,12 @@ import copy
 from mmdet.registry import MODELS
 
 from ..models.backbones.sidt_vit import SIDTViT
+from ..utils.config import is_type
 from .sparsity import SparsityLoss
 
 __all__ = ['SIDTModel', 'backbone_out_channels']
 
 _SEARCH_CLASSES: dict[type, type] = {}
-
-
-def _is_type(cfg, cls_name: str) -> bool:
-    t = cfg.get('type') if isinstance(cfg, dict) else None
-    return t == cls_name or (isinstance(t, str) and t.endswith('.' + cls_name)) or (
-        isinstance(t, type) and t.__name__ == cls_name)
 
 
 def backbone_out_channels(backbone_cfg: dict) -> int:
@@ -69,12 +64,12 @@ def SIDTModel(model: dict | None = None, sparsity: dict | None = None,  # noqa: 
         raise ValueError(f'SIDTModel: unexpected keys {sorted(model_kwargs)} beside model=...')
     cfg = copy.deepcopy(dict(model) if model is not None else dict(model_kwargs, type=model_type))
     backbone = cfg.get('backbone')
-    if not _is_type(backbone, 'SIDTViT'):
+    if not is_type(backbone, 'SIDTViT'):
         raise ValueError("SIDTModel: model.backbone must be dict(type='SIDTViT', ...), got "
                          f"{backbone.get('type') if isinstance(backbone, dict) else backbone!r}")
     width = backbone_out_channels(backbone)
     neck = cfg.get('neck')
-    if _is_type(neck, 'SIDTSimpleFPN'):
+    if is_type(neck, 'SIDTSimpleFPN'):
         given = neck.get('input_channels')
         if given is not None and given != width:
             raise ValueError(f'SIDTModel: neck.input_channels={given} but the backbone gives '

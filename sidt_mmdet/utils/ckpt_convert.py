@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
+from .state_dict import strip_prefix
+
 __all__ = ['unwrap_state_dict', 'convert_vit_state_dict']
 
 # Wrappers seen in the wild, outermost first.
@@ -39,7 +41,7 @@ def unwrap_state_dict(ckpt) -> dict[str, torch.Tensor]:
                                               for v in state.values()):
         raise ValueError('checkpoint holds no state dict (looked under '
                          f'{", ".join(_WRAPPER_KEYS)} and at the top level)')
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    state = strip_prefix(state)
     for scope in _SCOPES:
         if any(k.startswith(scope) for k in state):
             state = {k[len(scope):]: v for k, v in state.items() if k.startswith(scope)}

@@ -2,7 +2,7 @@
 
 Module-hook counters (mmengine's ``get_model_complexity_info``, mmdet's
 ``get_flops.py``, ptflops) do not see ``scaled_dot_product_attention``: they miss
-``q k^T`` and ``attn @ v``. This counter follows method.md section 2 and adds them:
+``q k^T`` and ``attn @ v``. This counter follows docs/complexity.md and adds them:
 
     qkv projections   T * D * (2*S_qk + S_v)       (T: tokens the block computes on)
     q k^T             sum over attention groups n^2 * S_qk  (window: n = w^2 per window)
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ['BlockWidths', 'ComplexityReport', 'backbone_widths', 'count_complexity',
-           'backbone_complexity', 'mask_costs']
+from ..models.layers.lowrank import lowrank_ranks
 
-_LOWRANK_TARGETS = ('attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2')
+__all__ = ['BlockWidths', 'ComplexityReport', 'backbone_widths', 'count_complexity',
+           'backbone_structure', 'backbone_complexity', 'mask_costs']
 
 
 @dataclass
@@ -179,12 +179,9 @@ def count_complexity(*, embed: int, blocks: list[BlockWidths], input_size: tuple
                             stem=dict(params=stem_params, macs=stem_macs))
 
 
-def _structure(backbone) -> dict:
-    attn0 = backbone.blocks[0].attn
-    lowrank = {}
-    for name, module in backbone.named_modules():
-        if name.endswith(_LOWRANK_TARGETS) and hasattr(module, 'rank'):
-            lowrank[name] = int(module.rank)
+def backbone_structure(backbone) -> dict:
+    """Everything but the widths that :func:`count_complexity` needs, read from a SIDTViT:
+    the keyword arguments that, with :func:`backbone_widths`, describe its cost."""
     return dict(patch_size=backbone.patch_size,
                 in_channels=backbone.patch_embed.proj.in_channels,
                 num_prefix_tokens=backbone.num_prefix_tokens,
@@ -193,15 +190,8 @@ def _structure(backbone) -> dict:
                 use_rel_pos=backbone.use_rel_pos,
                 rel_pos_rows=[(blk.attn.rel_pos_h.shape[0], blk.attn.rel_pos_w.shape[0])
                               if blk.attn.use_rel_pos else (0, 0) for blk in backbone.blocks],
-                qkv_bias=_has_qkv_bias(attn0.qkv), final_norm=backbone.norm is not None,
-                lowrank=lowrank)
-
-
-def _has_qkv_bias(qkv) -> bool:
-    bias = getattr(qkv, 'bias', None)
-    if bias is None and hasattr(qkv, 'up'):  # LowRankLinear keeps the bias on `up`
-        bias = qkv.up.bias
-    return bias is not None
+                qkv_bias=backbone.blocks[0].attn.qkv.bias is not None,
+                final_norm=backbone.norm is not None, lowrank=lowrank_ranks(backbone))
 
 
 def backbone_complexity(backbone, input_size: tuple[int, int],
@@ -212,7 +202,7 @@ def backbone_complexity(backbone, input_size: tuple[int, int],
     """
     embed, blocks = backbone_widths(backbone, threshold)
     return count_complexity(embed=embed, blocks=blocks, input_size=tuple(input_size),
-                            **_structure(backbone))
+                            **backbone_structure(backbone))
 
 
 def mask_costs(backbone, input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -223,7 +213,7 @@ def mask_costs(backbone, input_size: tuple[int, int]) -> dict[str, torch.Tensor]
     attn @ v and the output projection; an MLP unit saves 2*N*D; an embedding
     channel saves everything that is linear in D.
     """
-    s = _structure(backbone)
+    s = backbone_structure(backbone)
     D = backbone.embed_dims
     h = math.ceil(input_size[0] / backbone.patch_size)
     w = math.ceil(input_size[1] / backbone.patch_size)

@@ -15,7 +15,6 @@ import importlib
 import os
 import os.path as osp
 import pickle
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,8 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
+
+from .fileio import atomic_file
 
 __all__ = [
     'UnsafeCheckpointError',
@@ -116,12 +117,8 @@ def save_checkpoint_atomic(obj: Any, filename: str | os.PathLike) -> None:
     class in ``obj`` raises :class:`UnsafeCheckpointError` here, not in a user's reader.
     """
     filename = osp.abspath(osp.expanduser(os.fspath(filename)))
-    directory = osp.dirname(filename)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f'.{osp.basename(filename)}.', suffix='.tmp',
-                                    dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as f:
+    with atomic_file(filename) as tmp_name:
+        with open(tmp_name, 'wb') as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
@@ -132,11 +129,6 @@ def save_checkpoint_atomic(obj: Any, filename: str | os.PathLike) -> None:
                 f'not writing checkpoint {filename!r}: it would need globals outside the '
                 f'sidt_mmdet allow-list, so safe loading would refuse it: {extra}. '
                 'Store plain Python values (e.g. float(x) instead of numpy scalars).')
-        os.replace(tmp_name, filename)
-    except BaseException:
-        if osp.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
 
 
 def _global_name(entry: Any) -> str:

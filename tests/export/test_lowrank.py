@@ -9,8 +9,6 @@ from torch import nn
 from sidt_mmdet.export.lowrank import (
     METHODS,
     TARGETS,
-    LowRankLinear,
-    apply_lowrank_structure,
     factorize,
     factorize_linear,
     lowrank_model,
@@ -18,6 +16,10 @@ from sidt_mmdet.export.lowrank import (
     ranks_for_budget,
     relative_error,
     replaced_ranks,
+)
+from sidt_mmdet.models.layers.lowrank import (
+    LowRankLinear,
+    apply_lowrank_structure,
     worth_factorizing,
 )
 

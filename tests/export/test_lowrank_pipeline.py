@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import json
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,10 +23,13 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from vit_helpers import perturb_, random_masks_, subnet_from_masks
 
+from sidt_mmdet.apis import lowrank
 from sidt_mmdet.export import prune_model_state_dict
-from sidt_mmdet.export.lowrank import LowRankLinear, lowrank_model
+from sidt_mmdet.export.lowrank import lowrank_model
+from sidt_mmdet.models.layers import LowRankLinear
 from sidt_mmdet.models import SIDTViT, Subnet
 from sidt_mmdet.utils import load_checkpoint_safe
+from sidt_mmdet.utils.cli import EXIT_ERROR, EXIT_USAGE
 from sidt_mmdet.utils.complexity import backbone_complexity
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,10 +48,11 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('lowrank_tool', REPO / 'tools/lowrank.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """tools/lowrank.py in-process: ``main`` gives its exit code, ``run`` the summary."""
+    def run(argv):
+        return lowrank.lowrank_export(**vars(lowrank.build_parser().parse_args(argv))).summary
+
+    return SimpleNamespace(main=lowrank.main, run=run)
 
 
 def build(config: Path, subnet=None, load_from=None) -> tuple[torch.nn.Module, Config]:
@@ -103,7 +107,7 @@ def test_dense_detector_round_trip_and_training(tool, dense_detector, tmp_path):
     dense, ckpt = dense_detector
     assert dense.backbone.use_rel_pos and dense.backbone.window_size > 0
     out = tmp_path / 'out'
-    summary = tool.main([str(DET_DENSE), str(ckpt), '--method', 'svd', '--energy', '0.9',
+    summary = tool.run([str(DET_DENSE), str(ckpt), '--method', 'svd', '--energy', '0.9',
                          '-o', str(out)])
     ref = copy.deepcopy(dense)
     report = lowrank_model(ref.backbone, 'svd', energy=0.9)
@@ -161,7 +165,7 @@ def test_pruned_detector_round_trip(tool, searched_detector, tmp_path):
     subnet = subnet_from_masks(search.backbone)
     subnet.save(tmp_path / 'prune.json')
     out = tmp_path / 'out'
-    tool.main([str(DET_SEARCH), str(ckpt), '--subnet', str(tmp_path / 'prune.json'),
+    tool.run([str(DET_SEARCH), str(ckpt), '--subnet', str(tmp_path / 'prune.json'),
                '--method', 'qr_pivoted', '--rank', '4', '--targets', 'attn.qkv', 'mlp.fc2',
                '-o', str(out)])
 
@@ -184,7 +188,7 @@ def test_pruned_detector_round_trip(tool, searched_detector, tmp_path):
 def test_hybrid_hits_the_backbone_target(tool, searched_detector, tmp_path):
     _, ckpt = searched_detector
     out = tmp_path / 'out'
-    summary = tool.main([str(DET_SEARCH), str(ckpt), '--mlp-keep-ratio', '0.5', '--targets',
+    summary = tool.run([str(DET_SEARCH), str(ckpt), '--mlp-keep-ratio', '0.5', '--targets',
                          'attn.qkv', 'attn.proj', '--backbone-ratio', '0.6', '--method', 'svd',
                          '-o', str(out)])
     subnet = Subnet.load(out / 'subnet.json')
@@ -213,7 +217,7 @@ def test_classifier_fine_tunes_through_train_py(tool, dense_classifier, toy_cifa
                                                tmp_path):
     _, ckpt = dense_classifier
     out = tmp_path / 'out'
-    tool.main([str(CLS_DENSE), str(ckpt), '--method', 'lu', '--params-budget', '60K',
+    tool.run([str(CLS_DENSE), str(ckpt), '--method', 'lu', '--params-budget', '60K',
                '-o', str(out)])
     work = tmp_path / 'work'
     data = str(toy_cifar_dir)
@@ -236,34 +240,45 @@ def test_classifier_fine_tunes_through_train_py(tool, dense_classifier, toy_cifa
 
 
 # ---------------------------------------------------------------------- bad input
+# (argv, flag named, text, exit code): argparse refuses the command line itself (2); the
+# library refuses what only the files or the model can tell (1), see sidt_mmdet.utils.cli.
 BAD_ARGS = [
-    (['--energy', '0'], '--energy', '(0, 1]'),
-    (['--energy', '1.5'], '--energy', '(0, 1]'),
-    (['--energy', 'nan'], '--energy', '(0, 1]'),
-    (['--rank', '0'], '--rank', 'positive'),
-    (['--rank', '1000'], '--rank 1000', 'min(in, out)'),
-    (['--energy', '0.9', '--method', 'svdd'], '--method', 'invalid choice'),
-    (['--energy', '0.9', '--targets', 'attn.q'], '--targets', 'invalid choice'),
-    (['--params-budget', '100'], '--params-budget', 'below the minimum'),
-    (['--backbone-ratio', '0.02'], '--backbone-ratio 0.02', 'target'),
-    (['--backbone-ratio', '0.5', '--targets', 'attn.proj'], '--backbone-ratio', 'prune more'),
-    (['--energy', '0.9', '--mlp-keep-ratio', '0.5'], '--mlp-keep-ratio', 'mode="search"'),
-    (['--energy', '0.9', '--subnet', 'missing.json'], '--subnet', 'not found'),
-    (['--energy', '0.9', '--energy', '0.8', '--rank', '3'], '--rank', 'not allowed with'),
+    (['--energy', '0'], '--energy', '(0, 1]', EXIT_USAGE),
+    (['--energy', '1.5'], '--energy', '(0, 1]', EXIT_USAGE),
+    (['--energy', 'nan'], '--energy', '(0, 1]', EXIT_USAGE),
+    (['--rank', '0'], '--rank', 'positive', EXIT_USAGE),
+    (['--rank', '1000'], '--rank 1000', 'min(in, out)', EXIT_ERROR),
+    (['--energy', '0.9', '--method', 'svdd'], '--method', 'invalid choice', EXIT_USAGE),
+    (['--energy', '0.9', '--targets', 'attn.q'], '--targets', 'invalid choice', EXIT_USAGE),
+    (['--params-budget', '100'], '--params-budget', 'below the minimum', EXIT_ERROR),
+    (['--backbone-ratio', '0.02'], '--backbone-ratio 0.02', 'target', EXIT_ERROR),
+    (['--backbone-ratio', '0.5', '--targets', 'attn.proj'], '--backbone-ratio', 'prune more',
+     EXIT_ERROR),
+    (['--energy', '0.9', '--mlp-keep-ratio', '0.5'], '--mlp-keep-ratio', 'mode="search"',
+     EXIT_ERROR),
+    (['--energy', '0.9', '--subnet', 'missing.json'], '--subnet', 'not found', EXIT_ERROR),
+    (['--energy', '0.9', '--energy', '0.8', '--rank', '3'], '--rank', 'not allowed with',
+     EXIT_USAGE),
 ]
 
 
-@pytest.mark.parametrize('extra,flag,text', BAD_ARGS, ids=[' '.join(a[0]) for a in BAD_ARGS])
+def exit_code(main, argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's usage error
+        return exc.code
+
+
+@pytest.mark.parametrize('extra,flag,text,code', BAD_ARGS,
+                         ids=[' '.join(a[0]) for a in BAD_ARGS])
 def test_bad_input_names_the_flag_and_writes_nothing(tool, dense_classifier, tmp_path, capsys,
-                                                     extra, flag, text):
+                                                     extra, flag, text, code):
     _, ckpt = dense_classifier
     out = tmp_path / 'out'
     argv = [str(CLS_DENSE), str(ckpt), '-o', str(out)]
     if '--method' not in extra:
         argv += ['--method', 'svd']
-    with pytest.raises(SystemExit) as exc:
-        tool.main(argv + extra)
-    assert exc.value.code == 2
+    assert exit_code(tool.main, argv + extra) == code
     err = capsys.readouterr().err
     assert flag in err and text in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no OUT_DIR, no temp dir
@@ -275,14 +290,12 @@ def test_refuses_a_non_empty_out_dir_and_missing_files(tool, dense_classifier, t
     out = tmp_path / 'out'
     out.mkdir()
     (out / 'keep.txt').write_text('mine')
-    with pytest.raises(SystemExit):
-        tool.main([str(CLS_DENSE), str(ckpt), '--method', 'svd', '--energy', '0.9',
-                   '-o', str(out)])
+    assert tool.main([str(CLS_DENSE), str(ckpt), '--method', 'svd', '--energy', '0.9',
+                      '-o', str(out)]) == EXIT_ERROR
     assert '--overwrite' in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ['keep.txt']
-    with pytest.raises(SystemExit):
-        tool.main([str(CLS_DENSE), str(tmp_path / 'nope.pth'), '--method', 'svd',
-                   '--energy', '0.9', '-o', str(tmp_path / 'new')])
+    assert tool.main([str(CLS_DENSE), str(tmp_path / 'nope.pth'), '--method', 'svd',
+                      '--energy', '0.9', '-o', str(tmp_path / 'new')]) == EXIT_ERROR
     assert 'CHECKPOINT: file not found' in capsys.readouterr().err
     assert not (tmp_path / 'new').exists()
 
@@ -290,15 +303,14 @@ def test_refuses_a_non_empty_out_dir_and_missing_files(tool, dense_classifier, t
 def test_refuses_to_factorize_twice(tool, dense_classifier, tmp_path, capsys):
     _, ckpt = dense_classifier
     out = tmp_path / 'out'
-    tool.main([str(CLS_DENSE), str(ckpt), '--method', 'svd', '--rank', '8', '-o', str(out)])
-    with pytest.raises(SystemExit):
-        tool.main([str(CLS_RETRAIN), str(out / 'lowrank.pth'), '--method', 'svd', '--rank', '4',
-                   '-o', str(tmp_path / 'again'), '--cfg-options',
-                   f'model.backbone.subnet={out}/subnet.json'])
+    tool.run([str(CLS_DENSE), str(ckpt), '--method', 'svd', '--rank', '8', '-o', str(out)])
+    assert tool.main([str(CLS_RETRAIN), str(out / 'lowrank.pth'), '--method', 'svd',
+                      '--rank', '4', '-o', str(tmp_path / 'again'), '--cfg-options',
+                      f'model.backbone.subnet={out}/subnet.json']) == EXIT_ERROR
     assert 'already factorized' in capsys.readouterr().err
     assert not (tmp_path / 'again').exists()
     # --ranks-from: another method at exactly the same ranks (equal params).
-    tool.main([str(CLS_DENSE), str(ckpt), '--method', 'qr', '--ranks-from',
+    tool.run([str(CLS_DENSE), str(ckpt), '--method', 'qr', '--ranks-from',
                str(out / 'subnet.json'), '-o', str(tmp_path / 'qr')])
     a = json.loads((out / 'subnet.json').read_text())['lowrank']['ranks']
     b = json.loads((tmp_path / 'qr' / 'subnet.json').read_text())['lowrank']['ranks']

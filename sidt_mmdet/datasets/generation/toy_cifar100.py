@@ -9,6 +9,7 @@ so a small ViT learns it well above chance (1%) but not instantly.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import os.path as osp
@@ -17,7 +18,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .common import atomic_output_dir, check_output_dir, check_positive
+from ...utils.cli import int_at_least
+from ...utils.fileio import atomic_output_dir, check_output_dir
+from .common import check_positive, generator_arg_parser, run_generator
 
 __all__ = ['CIFAR100_COARSE_TO_FINE', 'CIFAR100_FINE_NAMES', 'CIFAR100_COARSE_NAMES',
            'make_toy_cifar100']
@@ -129,3 +132,22 @@ def make_toy_cifar100(out_dir: str, num_train: int = 5000, num_test: int = 1000,
                          'coarse_label_names': list(CIFAR100_COARSE_NAMES)}, f, protocol=4)
     progress(f'[toy_cifar100] wrote {num_train} train + {num_test} test images to {out_dir}')
     return out_dir
+
+
+def build_parser(prog: str = 'make_toy_cifar100.py') -> argparse.ArgumentParser:
+    """The flags of ``tools/dataset/make_toy_cifar100.py``."""
+    parser = generator_arg_parser(
+        prog, 'Generate a learnable data set in the real CIFAR-100 python format '
+        '(cifar-100-python/).', 'data/toy_cifar100',
+        'data root to create; files go to OUT_DIR/cifar-100-python/')
+    parser.add_argument('--num-train', type=int_at_least(1), default=5000,
+                        help='training images, balanced over the 100 classes '
+                             '(default: %(default)s)')
+    parser.add_argument('--num-test', type=int_at_least(1), default=1000,
+                        help='test images (default: %(default)s)')
+    return parser
+
+
+def main(argv=None, prog: str = 'make_toy_cifar100.py') -> int:
+    """``tools/dataset/make_toy_cifar100.py``: exit code as in ``sidt_mmdet.utils.cli``."""
+    return run_generator(make_toy_cifar100, build_parser(prog), argv)

@@ -13,6 +13,7 @@ visible mask of its object, and its box is the polygon's extent.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -22,7 +23,9 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .common import atomic_output_dir, check_output_dir, check_positive, progress_steps
+from ...utils.cli import int_at_least
+from ...utils.fileio import atomic_output_dir, check_output_dir
+from .common import check_positive, generator_arg_parser, progress_steps, run_generator
 
 __all__ = ['TOY_COCO_CLASSES', 'MIN_IMG_SIZE', 'make_toy_coco']
 
@@ -172,3 +175,25 @@ def make_toy_coco(out_dir: str, num_train: int = 32, num_val: int = 16, img_size
                          max_objects, seed, progress)
     progress(f'[toy_coco] wrote {num_train} train + {num_val} val images to {out_dir}')
     return out_dir
+
+
+def build_parser(prog: str = 'make_toy_coco.py') -> argparse.ArgumentParser:
+    """The flags of ``tools/dataset/make_toy_coco.py``."""
+    parser = generator_arg_parser(
+        prog, 'Generate the toy COCO detection + instance segmentation set (layout of '
+        'data/coco/).', 'data/toy_coco')
+    parser.add_argument('--num-train', type=int_at_least(1), default=32,
+                        help='images in train2017 (default: %(default)s)')
+    parser.add_argument('--num-val', type=int_at_least(1), default=16,
+                        help='images in val2017 (default: %(default)s)')
+    parser.add_argument('--img-size', type=int_at_least(MIN_IMG_SIZE), default=160,
+                        help='longest image side; sides vary in [0.75, 1] x this '
+                             '(default: %(default)s)')
+    parser.add_argument('--max-objects', type=int_at_least(1), default=4,
+                        help='objects per image, at most (default: %(default)s)')
+    return parser
+
+
+def main(argv=None, prog: str = 'make_toy_coco.py') -> int:
+    """``tools/dataset/make_toy_coco.py``: exit code as in ``sidt_mmdet.utils.cli``."""
+    return run_generator(make_toy_coco, build_parser(prog), argv)

@@ -24,7 +24,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...utils.ckpt_convert import convert_vit_state_dict
-from ..layers import PatchEmbed, SIDTAttention, SIDTBlock, SIDTMlp
+from ...utils.state_dict import compare_state_dicts
+from ..layers import PatchEmbed, SIDTAttention, SIDTBlock, SIDTMlp, apply_lowrank_structure
 from ..slicing import rel_pos_columns, slice_vit_state_dict
 from ..subnet import Subnet
 
@@ -142,6 +143,9 @@ class SIDTViT(BaseModule):
         self.with_cp = with_cp
         self.frozen_stages = frozen_stages
         norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
+
+        def norm_layer(dim: int) -> nn.Module:
+            return build_norm_layer(norm_cfg, dim)[1]
         if out_type == 'cls_token' and not with_cls_token:
             raise ValueError("out_type='cls_token' needs with_cls_token=True")
 
@@ -208,9 +212,9 @@ class SIDTViT(BaseModule):
                                  rel_pos_index=rel_index, rel_pos_zero_init=rel_pos_zero_init)
             mlp = SIDTMlp(D, hidden, mask='mlp' in search_dims)
             blocks.append(SIDTBlock(D, attn, mlp, window_size=ws, drop_path=dpr[i],
-                                    norm_cfg=norm_cfg))
+                                    norm_layer=norm_layer))
         self.blocks = nn.ModuleList(blocks)
-        self.norm = build_norm_layer(norm_cfg, D)[1] if final_norm else None
+        self.norm = norm_layer(D) if final_norm else None
         if self.subnet is not None and self.subnet.lowrank:
             self._apply_lowrank(self.subnet.lowrank, self._subnet_name(subnet))
         self._init_default()
@@ -285,9 +289,8 @@ class SIDTViT(BaseModule):
         """Rebuild the factorized Linears a subnet file records (``lowrank.ranks``).
 
         Done before init and freezing so the new layers are initialised and frozen like
-        the rest. The import is local: ``export`` imports this module.
+        the rest.
         """
-        from ...export.lowrank import apply_lowrank_structure
         try:
             apply_lowrank_structure(self, lowrank['ranks'])
         except ValueError as e:
@@ -342,8 +345,7 @@ class SIDTViT(BaseModule):
             state = slice_vit_state_dict(state, self.subnet)
             notes.append('sliced dense weights to the subnet (masks folded where present)')
         own = self.state_dict()
-        mismatch = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                    for k, v in state.items() if k in own and own[k].shape != v.shape]
+        mismatch = compare_state_dicts(own, state).shapes
         if mismatch:
             raise ValueError(f'{where}: checkpoint does not fit this SIDTViT '
                              f'(embed_dims={self.embed_dims}, heads={self.num_heads}, '

@@ -1,8 +1,10 @@
 """Pre-norm transformer block with optional window attention (ViTDet) and an embedding mask."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
-from mmcv.cnn import build_norm_layer
 from timm.layers import DropPath
 from timm.models.vision_transformer_sam import window_partition, window_unpartition
 from torch import nn
@@ -23,17 +25,20 @@ class SIDTBlock(nn.Module):
     ``embed_mask`` (search mode) multiplies every write into the residual stream and
     every normalised read from it, so a zeroed channel is zero everywhere except in the
     LayerNorm statistics (which is why embedding pruning is not exact).
+
+    ``norm_layer(dim)`` builds each norm (timm's convention; the backbone passes mmcv's
+    ``build_norm_layer`` for its ``norm_cfg``, so this module stays pure torch + timm).
     """
 
     def __init__(self, dim: int, attn: SIDTAttention, mlp: SIDTMlp, window_size: int = 0,
-                 drop_path: float = 0., norm_cfg: dict | None = None):
+                 drop_path: float = 0.,
+                 norm_layer: Callable[[int], nn.Module] = partial(nn.LayerNorm, eps=1e-6)):
         super().__init__()
-        norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
         self.window_size = window_size
-        self.norm1 = build_norm_layer(norm_cfg, dim)[1]
+        self.norm1 = norm_layer(dim)
         self.attn = attn
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = build_norm_layer(norm_cfg, dim)[1]
+        self.norm2 = norm_layer(dim)
         self.mlp = mlp
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int],

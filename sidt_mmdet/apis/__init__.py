@@ -1,0 +1,10 @@
+"""The pipeline as functions that return result objects (what ``tools/`` call).
+
+Not imported by ``import sidt_mmdet`` (a config's ``custom_imports`` needs only the
+registered components): ``from sidt_mmdet.apis import export_subnet``.
+"""
+from .export import ExportError, ExportResult, export_subnet
+from .lowrank import LowRankError, LowRankResult, lowrank_export
+
+__all__ = ['ExportError', 'ExportResult', 'export_subnet', 'LowRankError', 'LowRankResult',
+           'lowrank_export']

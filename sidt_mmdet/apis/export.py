@@ -1,0 +1,386 @@
+"""Export a searched SIDTViT model: select a subnet for a budget, prune it, write the result.
+
+:func:`export_subnet` is what ``tools/export_subnet.py`` runs. ``out_dir`` receives, all or
+nothing (built in a hidden directory beside it, then renamed):
+
+    subnet.json   kept dims per block, budget, params/MACs before and after, source files
+    pruned.pth    the whole model's weights sliced to the subnet, masks folded in
+                  (``{'state_dict': ..., 'meta': ...}``, loads with weights_only=True)
+    widths.md     per-layer table: heads, q/k and v widths, MLP width, params, MACs
+    widths.csv    the same table as CSV
+    widths.png    kept width per layer
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import os.path as osp
+from dataclasses import dataclass, field
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import MODELS, init_default_scope
+
+from ..export import prune_model_state_dict
+from ..models import Subnet
+from ..models.slicing import MASK_SUFFIXES, is_mask_key
+from ..search.select import GRANULARITIES, select_subnet
+from ..utils import load_checkpoint_safe, save_checkpoint_atomic
+from ..utils.cli import ToolError, count, int_at_least, ratio, run_tool
+from ..utils.complexity import ComplexityReport, backbone_complexity
+from ..utils.config import backbone_cfg, with_pruned_backbone
+from ..utils.fileio import atomic_output_dir, check_output_dir, write_text_atomic
+from ..utils.state_dict import compare_state_dicts, state_dict_of
+
+__all__ = ['BUDGET_KINDS', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_COLUMNS', 'ExportError',
+           'ExportResult', 'export_subnet', 'load_search_state', 'width_rows', 'markdown_table',
+           'plot_widths', 'build_parser', 'main']
+
+BUDGET_KINDS = ('keep_ratio', 'params', 'flops', 'subnet')
+SUBNET_FILE = 'subnet.json'
+CHECKPOINT_FILE = 'pruned.pth'
+TABLE_COLUMNS = ('block', 'attention', 'heads', 'qk_width', 'v_width', 'mlp_width',
+                 'params_before', 'params_after', 'macs_before', 'macs_after')
+
+
+class ExportError(ToolError):
+    """The inputs of an export do not fit (config, checkpoint, budget, output)."""
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_subnet` wrote and measured."""
+
+    out_dir: str
+    subnet: Subnet
+    before: ComplexityReport
+    after: ComplexityReport
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def subnet_file(self) -> str:
+        return osp.join(self.out_dir, SUBNET_FILE)
+
+    @property
+    def checkpoint(self) -> str:
+        return osp.join(self.out_dir, CHECKPOINT_FILE)
+
+
+def log(msg: str) -> None:
+    print(f'[export] {msg}', flush=True)
+
+
+# ---------------------------------------------------------------------------- the model
+def _search_model_cfg(cfg: Config, config_path: str) -> dict:
+    """The model config to build (flat or nested SIDTModel), checked to be a search model."""
+    model_cfg = copy.deepcopy(cfg.model)
+    try:
+        backbone = backbone_cfg(model_cfg, config_path)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    if backbone.get('mode', 'dense') != 'search':
+        raise ExportError(f'{config_path}: model.backbone.mode is '
+                          f'{backbone.get("mode", "dense")!r}; export needs the search config '
+                          "the checkpoint was trained with (mode='search')")
+    backbone['init_cfg'] = None  # every weight comes from the checkpoint
+    return model_cfg
+
+
+def load_search_state(path: str, model: torch.nn.Module) -> dict:
+    """The checkpoint's state dict, checked against the model; refuses one without masks."""
+    try:
+        ckpt = load_checkpoint_safe(path, map_location='cpu')
+    except FileNotFoundError:
+        raise ExportError(f'checkpoint not found: {path}') from None
+    try:
+        state = state_dict_of(ckpt, path)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    masks = sorted(k for k in state if is_mask_key(k))
+    if not masks:
+        raise ExportError(f'{path} has no search mask parameters (no key ends in '
+                          f'{", ".join(MASK_SUFFIXES)}): it is a dense or already pruned '
+                          'checkpoint. Export needs the checkpoint of a search run '
+                          "(backbone mode='search', configs/sidt/search/).")
+    own = model.state_dict()
+    want = sorted(k for k in own if is_mask_key(k))
+    if masks != want:
+        raise ExportError(f'{path}: its masks {masks[:4]}... do not match the masks of the '
+                          f'config\'s model {want[:4]}... (different search_dims/split_qkv?)')
+    mismatch = compare_state_dicts(own, state)
+    if mismatch.shapes:
+        raise ExportError(f'{path} does not fit the config\'s model; shape mismatches:\n  '
+                          + '\n  '.join(mismatch.shapes[:20]))
+    if mismatch.missing:
+        raise ExportError(f'{path} lacks {len(mismatch.missing)} tensors of the config\'s '
+                          f'model, e.g. {mismatch.missing[:5]}')
+    if mismatch.unexpected:
+        log(f'warning: ignoring {len(mismatch.unexpected)} tensors the model does not have, '
+            f'e.g. {mismatch.unexpected[:5]}')
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    return dict(state=state, masks=masks, meta=meta if isinstance(meta, dict) else {})
+
+
+def _to_cpu(state: dict) -> dict:
+    # Checkpoints load on any machine: tensors are stored on the CPU, as mmengine stores them.
+    return {k: v.detach().to('cpu') for k, v in state.items()}
+
+
+def _plain(value):
+    """JSON-like copy (tuples -> lists, numpy scalars -> Python); None for anything else."""
+    if isinstance(value, dict):
+        out = {str(k): _plain(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0:
+        return value.item()
+    return None
+
+
+# ---------------------------------------------------------------------------- the tables
+def width_rows(before, after, backbone, pruned) -> list[dict]:
+    rows = []
+    for b, a, blk in zip(before.blocks, after.blocks, backbone.blocks):
+        rows.append(dict(
+            block=b['block'],
+            attention=f'window {blk.window_size}' if blk.window_size > 0 else 'global',
+            heads=f'{a["heads"]}/{b["heads"]}', qk_width=f'{a["s_qk"]}/{b["s_qk"]}',
+            v_width=f'{a["s_v"]}/{b["s_v"]}', mlp_width=f'{a["mlp"]}/{b["mlp"]}',
+            params_before=b['params'], params_after=a['params'],
+            macs_before=b['macs'], macs_after=a['macs']))
+    embed = f'{pruned.embed_dims}/{backbone.embed_dims_dense}'
+    rows.append(dict(block='stem', attention='', heads='', qk_width='', v_width='',
+                     mlp_width=f'embed {embed}', params_before=before.stem['params'],
+                     params_after=after.stem['params'], macs_before=before.stem['macs'],
+                     macs_after=after.stem['macs']))
+    rows.append(dict(block='total', attention='', heads='', qk_width='', v_width='',
+                     mlp_width='', params_before=before.params, params_after=after.params,
+                     macs_before=before.macs, macs_after=after.macs))
+    return rows
+
+
+def _fmt(n) -> str:
+    if not isinstance(n, int):
+        return str(n)
+    for unit, scale in (('G', 10 ** 9), ('M', 10 ** 6), ('K', 10 ** 3)):
+        if abs(n) >= scale:
+            return f'{n / scale:.3f}{unit}'
+    return str(n)
+
+
+def markdown_table(rows: list[dict], title: str) -> str:
+    lines = [f'# {title}', '', '| ' + ' | '.join(TABLE_COLUMNS) + ' |',
+             '|' + '---|' * len(TABLE_COLUMNS)]
+    lines += ['| ' + ' | '.join(_fmt(r[c]) for c in TABLE_COLUMNS) + ' |' for r in rows]
+    return '\n'.join(lines) + '\n'
+
+
+def _write_csv(rows: list[dict], path: str) -> None:
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_widths(subnet: Subnet, backbone, path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    widths = subnet.widths()
+    blocks = list(range(len(widths)))
+    qk = [sum(w['qk']) for w in widths]
+    v = [sum(w['v']) for w in widths]
+    mlp = [w['mlp'] for w in widths]
+    labels = [f'{i}{"*" if blk.window_size == 0 else ""}' for i, blk in enumerate(backbone.blocks)]
+    fig, (ax_attn, ax_mlp) = plt.subplots(1, 2, figsize=(max(8, 0.5 * len(blocks) + 6), 3.6))
+    step = 0.4
+    ax_attn.bar([b - step / 2 for b in blocks], qk, width=step, label='q/k dims')
+    ax_attn.bar([b + step / 2 for b in blocks], v, width=step, label='v dims')
+    ax_attn.axhline(backbone.embed_dims_dense, color='gray', ls='--', lw=1, label='dense')
+    ax_attn.set_title('attention: kept dims (sum over heads)')
+    ax_mlp.bar(blocks, mlp, width=0.6, color='tab:green', label='hidden units')
+    ax_mlp.axhline(backbone.mlp_hidden, color='gray', ls='--', lw=1, label='dense')
+    ax_mlp.set_title('MLP: kept hidden units')
+    for ax in (ax_attn, ax_mlp):
+        ax.set_xticks(blocks, labels)
+        ax.set_xlabel('block (* = global attention)')
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------- export
+def _budget_kind(budget: dict) -> str:
+    given = [k for k in BUDGET_KINDS if budget.get(k) is not None]
+    unknown = sorted(set(budget) - set(BUDGET_KINDS))
+    if unknown or len(given) != 1:
+        raise ExportError(f'budget: expected exactly one of {", ".join(BUDGET_KINDS)}, got '
+                          f'{dict(budget)!r}')
+    return given[0]
+
+
+def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str, *,
+                  granularity: str = 'dim', round_to: int = 8, min_heads: int = 1,
+                  min_mlp: int = 8, input_size: tuple[int, int] | None = None,
+                  device: str = 'cpu', overwrite: bool = False,
+                  cfg_options: dict | None = None) -> ExportResult:
+    """Select a subnet of the searched model ``cfg`` + ``checkpoint`` and write it.
+
+    Args:
+        cfg: the search config (path, or a ``Config`` read from one) the checkpoint was
+            trained with (backbone ``mode='search'``).
+        budget: exactly one of ``keep_ratio`` (fraction of each searched kind of dims),
+            ``params`` (backbone parameters), ``flops`` (backbone MACs per image at
+            ``input_size``) or ``subnet`` (a subnet file to prune to instead of selecting).
+        out_dir: created with all the files or none (see the module doc).
+        granularity, round_to, min_heads, min_mlp: passed to ``select_subnet``.
+        input_size: image size for MACs (default: the backbone's ``img_size``).
+
+    Raises:
+        ExportError: the inputs do not fit; ``OSError``/``SubnetError`` from the files.
+    """
+    kind = _budget_kind(budget)
+    out_dir = check_output_dir(out_dir, overwrite)
+    if isinstance(cfg, Config):
+        config_path, config_name = osp.abspath(cfg.filename), cfg.filename
+    else:
+        config_path, config_name = osp.abspath(cfg), cfg
+        if not osp.isfile(config_path):
+            raise ExportError(f'config not found: {cfg}')
+    ckpt_path = osp.abspath(checkpoint)
+    if not osp.isfile(ckpt_path):
+        raise ExportError(f'checkpoint not found: {checkpoint}')
+    given_subnet = None
+    if kind == 'subnet':  # validated before the model is built
+        given_subnet = Subnet.load(budget['subnet'])
+
+    log(f'building the model of {config_name}')
+    if not isinstance(cfg, Config):
+        cfg = Config.fromfile(config_path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model_cfg = _search_model_cfg(cfg, config_name)
+    model = MODELS.build(model_cfg).to(device).eval()
+    backbone = model.backbone
+
+    log(f'loading {checkpoint}')
+    loaded = load_search_state(ckpt_path, model)
+    log(f'{len(loaded["masks"])} mask tensors loaded')
+
+    input_size = tuple(input_size) if input_size else tuple(backbone.img_size)
+    source = dict(config=config_path, checkpoint=ckpt_path)
+    if given_subnet is not None:
+        given_subnet.check_arch(backbone.embed_dims_dense, backbone.num_layers,
+                                backbone.num_heads, backbone.mlp_hidden, where=budget['subnet'])
+        subnet = given_subnet
+        subnet.source = dict(source, subnet=osp.abspath(budget['subnet']))
+        log(f'using the subnet of {budget["subnet"]}')
+    else:
+        log(f'selecting a subnet: {kind}={budget[kind]}, granularity={granularity}, '
+            f'round_to={round_to}, input size {input_size[0]}x{input_size[1]}')
+        subnet = select_subnet(backbone, **{kind: budget[kind]}, input_size=input_size,
+                               granularity=granularity, round_to=round_to,
+                               min_heads=min_heads, min_mlp=min_mlp, source=source)
+
+    log('pruning the model state dict and rebuilding the pruned model from config + subnet')
+    pruned_state = prune_model_state_dict(model.state_dict(), subnet)
+    retrain = MODELS.build(with_pruned_backbone(model_cfg, subnet.to_dict(), config_name))
+    mismatch = compare_state_dicts(retrain.state_dict(), pruned_state)
+    if mismatch:
+        raise ExportError(f'the pruned state dict does not fit the pruned model; '
+                          f'{mismatch.describe()}')
+    retrain.load_state_dict(pruned_state, strict=True)
+    before = backbone_complexity(backbone, input_size)
+    after = backbone_complexity(retrain.backbone, input_size)
+    real_params = sum(p.numel() for p in retrain.backbone.parameters())
+    if given_subnet is not None or not subnet.stats:
+        subnet.stats = dict(params_before=before.params, params_after=after.params,
+                            macs_before=before.macs, macs_after=after.macs,
+                            input_size=list(input_size))
+    log(f'backbone params {before.params:,} -> {after.params:,} '
+        f'({after.params / before.params:.1%}; counted in the pruned model: {real_params:,})')
+    log(f'backbone MACs at {input_size[0]}x{input_size[1]}: {before.macs:,} -> {after.macs:,} '
+        f'({after.macs / before.macs:.1%})')
+    if real_params != after.params:
+        log(f'warning: analytic params {after.params:,} differ from the model\'s {real_params:,}')
+
+    title = (f'{osp.basename(config_name)}: params {after.params / before.params:.1%}, '
+             f'MACs {after.macs / before.macs:.1%} of dense, '
+             f'embed {retrain.backbone.embed_dims}/{backbone.embed_dims_dense}')
+    rows = width_rows(before, after, backbone, retrain.backbone)
+    table = markdown_table(rows, title)
+    meta = dict(sidt_export=dict(config=config_path, checkpoint=ckpt_path, subnet=SUBNET_FILE,
+                                 budget=_plain(subnet.budget), stats=_plain(subnet.stats)))
+    for key in ('dataset_meta', 'mmengine_version', 'seed', 'experiment_name'):
+        value = _plain(loaded['meta'].get(key))
+        if value is not None:
+            meta[key] = value
+
+    print(table, flush=True)
+    with atomic_output_dir(out_dir, overwrite) as tmp:
+        log(f'writing {out_dir}')
+        subnet.save(osp.join(tmp, SUBNET_FILE))
+        save_checkpoint_atomic(dict(state_dict=_to_cpu(pruned_state), meta=meta),
+                               osp.join(tmp, CHECKPOINT_FILE))
+        write_text_atomic(osp.join(tmp, 'widths.md'), table)
+        _write_csv(rows, osp.join(tmp, 'widths.csv'))
+        plot_widths(subnet, backbone, osp.join(tmp, 'widths.png'), title)
+    log(f'done: {out_dir}/{{{SUBNET_FILE}, {CHECKPOINT_FILE}, widths.md, widths.csv, '
+        'widths.png}')
+    return ExportResult(out_dir=out_dir, subnet=subnet, before=before, after=after, rows=rows)
+
+
+# ------------------------------------------------------------------------ command line
+def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
+                 ) -> argparse.ArgumentParser:
+    """The flags of ``tools/export_subnet.py`` (``doc``: its usage text)."""
+    doc = doc or __doc__
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='\n\n'.join(doc.split('\n\n')[1:]))
+    parser.add_argument('config', help='the search config the checkpoint was trained with')
+    parser.add_argument('checkpoint', help='checkpoint of the search run (with *_mask tensors)')
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument('--keep-ratio', type=ratio,
+                        help='fraction of each searched kind of dims to keep, in (0, 1]')
+    budget.add_argument('--params', type=count,
+                        help='target backbone parameters (e.g. 60M), at most the dense count')
+    budget.add_argument('--flops', type=count,
+                        help='target backbone MACs per image at --input-size (e.g. 150G)')
+    budget.add_argument('--subnet', help='prune to this subnet file instead of selecting one')
+    parser.add_argument('-o', '--out-dir', required=True, help='directory to create')
+    parser.add_argument('--granularity', choices=GRANULARITIES, default='dim',
+                        help='single dims, one width per head within a block, or whole heads '
+                             '(default: %(default)s)')
+    parser.add_argument('--round-to', type=int_at_least(1), default=8,
+                        help='round kept widths up to a multiple of this; 1: off '
+                             '(default: %(default)s)')
+    parser.add_argument('--min-heads', type=int, default=1, help='heads kept per block, at least')
+    parser.add_argument('--min-mlp', type=int, default=8, help='MLP units kept per block, at least')
+    parser.add_argument('--input-size', type=int_at_least(1), nargs=2, metavar=('H', 'W'),
+                        help='image size for MACs (default: the backbone img_size)')
+    parser.add_argument('--device', default='cpu', help='device to load the model on')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace OUT_DIR if it exists and is not empty')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, as in tools/train.py')
+    return parser
+
+
+def main(argv=None, prog: str = 'export_subnet.py', doc: str | None = None) -> int:
+    """Parse ``argv`` and export; the exit code follows ``sidt_mmdet.utils.cli``."""
+    args = vars(build_parser(prog, doc).parse_args(argv))
+    budget = {k: args.pop(k) for k in BUDGET_KINDS}
+    budget = {k: v for k, v in budget.items() if v is not None}
+    return run_tool(prog, export_subnet, args.pop('config'), args.pop('checkpoint'), budget,
+                    args.pop('out_dir'), **args)

@@ -1,0 +1,100 @@
+"""What every command-line tool shares: value types, one error type, one exit-code rule.
+
+Exit codes, the same for every tool in ``tools/``:
+
+- ``0``: done;
+- ``1``: a :class:`ToolError` (or an ``OSError``/``ValueError``/unpickling error raised by
+  the library for a bad file or value), printed as one ``<prog>: error: <message>`` line on stderr, no
+  traceback; nothing was written;
+- ``2``: the command line itself is wrong (argparse's usage error, which names the flag).
+
+The argparse ``type=`` functions below raise ``argparse.ArgumentTypeError``, so argparse
+names the flag and exits 2 before any work starts.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import pickle
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ['ToolError', 'EXIT_OK', 'EXIT_ERROR', 'EXIT_USAGE', 'ratio', 'count', 'int_at_least',
+           'positive_int', 'run_tool']
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+_SUFFIXES = {'': 1, 'K': 10 ** 3, 'M': 10 ** 6, 'G': 10 ** 9, 'T': 10 ** 12}
+
+
+class ToolError(Exception):
+    """Bad input found after parsing (a file, a budget, an output directory); the message
+    names the flag or file at fault and what was expected."""
+
+
+def ratio(text: str) -> float:
+    """A fraction in (0, 1]: a keep ratio, an energy, a backbone ratio."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number in (0, 1], got {text!r}') from None
+    if not 0 < value <= 1:  # also rejects nan
+        raise argparse.ArgumentTypeError(f'expected a value in (0, 1], got {value:g}')
+    return value
+
+
+def count(text: str) -> int:
+    """A positive count: ``1500000``, ``1.5e6``, ``1.5M``, ``300G`` (K/M/G/T suffixes)."""
+    m = re.fullmatch(r'\s*([0-9.eE+-]+)\s*([kKmMgGtT]?)\s*', text)
+    try:
+        value = float(m.group(1)) * _SUFFIXES[m.group(2).upper()] if m else None
+    except ValueError:
+        value = None
+    if value is None or math.isnan(value):
+        raise argparse.ArgumentTypeError(f'expected a count such as 12000000, 1.2e7 or 12M, '
+                                         f'got {text!r}')
+    if not (value > 0 and math.isfinite(value)) or round(value) < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive target, got {text!r}')
+    return int(round(value))
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'must be an integer >= {minimum}, got {value}')
+        return value
+    parse.__name__ = f'int_at_least_{minimum}'
+    return parse
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}') from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {value}')
+    return value
+
+
+def run_tool(prog: str, fn: Callable[..., Any], *args, **kwargs) -> int:
+    """Call ``fn``; return :data:`EXIT_OK`, or print a refusal and return :data:`EXIT_ERROR`.
+
+    ``ValueError``, ``OSError`` and ``pickle.UnpicklingError`` are the library's own "bad
+    file or value" errors (a subnet file that does not fit, a checkpoint not found or
+    refused by safe loading, a full disk); anything else is a bug and keeps its traceback.
+    """
+    try:
+        fn(*args, **kwargs)
+    except (ToolError, ValueError, OSError, pickle.UnpicklingError) as e:
+        print(f'{prog}: error: {e}', file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    return EXIT_OK

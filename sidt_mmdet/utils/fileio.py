@@ -1,0 +1,160 @@
+"""Atomic writes: a reader sees the old file (or directory) or the complete new one, never a
+partial write, and a failed write leaves nothing behind.
+
+- :func:`atomic_file` yields a temporary path beside the target and renames it into place.
+- :func:`write_text_atomic` / :func:`write_json_atomic` are the common cases of it.
+- :func:`check_output_dir` refuses an unusable output directory before any work is done.
+- :func:`atomic_output_dir` yields a hidden directory beside the target that is renamed into
+  place on success; every directory it had to create is removed again on failure.
+
+Errors are ``OSError`` subclasses whose message names the path and what was expected, so a
+tool can print them as they are.
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ['atomic_file', 'write_text_atomic', 'write_json_atomic', 'check_output_dir',
+           'atomic_output_dir']
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary file path beside ``path``; on success it replaces ``path``.
+
+    The parent directory is created if needed. The file gets the usual permissions
+    (``0o666`` minus the umask), not the owner-only ones of ``mkstemp``.
+    """
+    path = osp.abspath(osp.expanduser(os.fspath(path)))
+    directory = osp.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_file(path) as tmp, open(tmp, 'w', encoding='utf-8', newline='') as f:
+        f.write(text)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = 1) -> None:
+    """Write ``data`` as JSON (with a final newline) to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(data, indent=indent) + '\n')
+
+
+def check_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> str:
+    """Return ``out_dir`` as an absolute path once it is known to be writable.
+
+    Raises:
+        FileExistsError: ``out_dir`` is a file, or a non-empty directory and ``overwrite``
+            is false.
+        NotADirectoryError: a parent of ``out_dir`` is a file.
+        PermissionError: the nearest existing parent cannot be written.
+    """
+    out_dir = osp.abspath(osp.expanduser(os.fspath(out_dir)))
+    if osp.exists(out_dir):
+        if not osp.isdir(out_dir):
+            raise FileExistsError(f'output path {out_dir!r} exists and is not a directory')
+        if os.listdir(out_dir) and not overwrite:
+            raise FileExistsError(_not_empty(out_dir))
+    existing = osp.dirname(out_dir)
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
+    if not osp.isdir(existing):
+        raise NotADirectoryError(f'cannot create {out_dir}: {existing} is not a directory')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f'cannot write to {existing} (permission denied): cannot create '
+                              f'{out_dir}')
+    return out_dir
+
+
+def _not_empty(out_dir: str) -> str:
+    return (f'output directory {out_dir!r} is not empty; pass --overwrite (overwrite=True) '
+            'to replace it')
+
+
+@contextmanager
+def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+    """Yield a hidden directory beside ``out_dir`` that becomes ``out_dir`` on success.
+
+    :func:`check_output_dir` runs first. Missing parents are created; on an exception the
+    temporary directory and those parents are removed and ``out_dir`` is left untouched.
+    An existing ``out_dir`` (with ``overwrite``) is replaced only once the new one is
+    complete, and put back if the final rename fails.
+    """
+    out_dir = check_output_dir(out_dir, overwrite)
+    parent = osp.dirname(out_dir)
+    missing = []
+    while not osp.isdir(parent):
+        missing.append(parent)
+        parent = osp.dirname(parent)
+    created: list[str] = []
+    tmp = None
+    try:
+        try:
+            for d in reversed(missing):
+                os.mkdir(d)
+                created.append(d)
+            tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(out_dir)}.tmp-',
+                                   dir=osp.dirname(out_dir))
+        except OSError as e:
+            raise OSError(f'cannot create {out_dir}: {e.strerror or e}') from None
+        yield tmp
+        _commit(tmp, out_dir, overwrite)
+    except BaseException:
+        if tmp is not None and osp.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        for d in reversed(created):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+        raise
+
+
+def _commit(tmp: str, out_dir: str, overwrite: bool) -> None:
+    old = None
+    if osp.exists(out_dir):
+        if os.listdir(out_dir) and not overwrite:  # appeared while we were writing
+            raise FileExistsError(_not_empty(out_dir))
+        old = tempfile.mkdtemp(prefix=f'.{osp.basename(out_dir)}.old-',
+                               dir=osp.dirname(out_dir))
+        os.rmdir(old)
+        os.rename(out_dir, old)
+    # mkstemp/mkdtemp create owner-only entries; give them the usual permissions.
+    mask = _umask()
+    for name in os.listdir(tmp):
+        entry = osp.join(tmp, name)
+        if osp.isfile(entry):
+            os.chmod(entry, 0o666 & ~mask)
+    os.chmod(tmp, 0o777 & ~mask)
+    try:
+        os.rename(tmp, out_dir)
+    except OSError:
+        if old is not None:  # put the previous output back
+            os.rename(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old)

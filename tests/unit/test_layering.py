@@ -1,0 +1,84 @@
+"""The import direction of the package, read from the source (every import, also those inside
+functions): layers below backbones below stages; ``models/`` never reaches into the search,
+export or pipeline code, so a pruned model builds from its config and subnet file alone."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / 'sidt_mmdet'
+
+# package -> what it must not import (prefixes of absolute module names)
+FORBIDDEN = {
+    'sidt_mmdet.models': ('sidt_mmdet.search', 'sidt_mmdet.export', 'sidt_mmdet.apis',
+                          'sidt_mmdet.studies'),
+    # pure torch + timm: no registry, no config system
+    'sidt_mmdet.models.layers': ('mmcv', 'mmdet', 'mmengine', 'mmpretrain',
+                                 'sidt_mmdet.models.backbones', 'sidt_mmdet.models.necks'),
+    'sidt_mmdet.utils': ('sidt_mmdet.search', 'sidt_mmdet.export', 'sidt_mmdet.apis',
+                         'sidt_mmdet.studies'),
+    'sidt_mmdet.search': ('sidt_mmdet.export', 'sidt_mmdet.apis', 'sidt_mmdet.studies'),
+    'sidt_mmdet.export': ('sidt_mmdet.search', 'sidt_mmdet.apis', 'sidt_mmdet.studies'),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def imports_in(source: str, name: str, is_package: bool = False) -> set[str]:
+    """Absolute names of every module the source of module ``name`` imports, also inside
+    functions (``from x import y`` gives ``x`` and ``x.y``, since ``y`` may be a module)."""
+    package = name if is_package else name.rpartition('.')[0]
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split('.')
+                base = base[:len(base) - node.level + 1]
+                mod = '.'.join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module
+            found.add(mod)
+            found.update(f'{mod}.{alias.name}' for alias in node.names)
+    return found
+
+
+def imports_of(path: Path) -> set[str]:
+    return imports_in(path.read_text(encoding='utf-8'), module_name(path),
+                      path.name == '__init__.py')
+
+
+def _hits(imported: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in imported for p in prefixes if m == p or m.startswith(p + '.'))
+
+
+SOURCES = sorted(PACKAGE.rglob('*.py'))
+
+
+def test_the_walk_sees_relative_and_lazy_imports():
+    imported = imports_of(PACKAGE / 'models' / 'backbones' / 'sidt_vit.py')
+    assert 'sidt_mmdet.models.layers' in imported  # from ..layers import ...
+    assert 'sidt_mmdet.utils.ckpt_convert' in imported  # from ...utils.ckpt_convert import ...
+    lazy = 'def f():\n    from ...export.lowrank import lowrank_model\n'
+    found = imports_in(lazy, 'sidt_mmdet.models.backbones.sidt_vit')
+    assert _hits(found, FORBIDDEN['sidt_mmdet.models']) == ['sidt_mmdet.export.lowrank',
+                                                             'sidt_mmdet.export.lowrank.'
+                                                             'lowrank_model']
+    assert imports_in('from . import utils\n', 'sidt_mmdet', is_package=True) == {
+        'sidt_mmdet', 'sidt_mmdet.utils'}
+
+
+@pytest.mark.parametrize('path', SOURCES, ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_import_direction(path):
+    name = module_name(path)
+    imported = imports_of(path)
+    for package, prefixes in FORBIDDEN.items():
+        if name == package or name.startswith(package + '.'):
+            bad = _hits(imported, prefixes)
+            assert not bad, f'{path}: {name} must not import {bad}'

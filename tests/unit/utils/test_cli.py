@@ -1,0 +1,72 @@
+"""CLI value types: argparse names the flag and exits 2; run_tool gives 1 and one line."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from sidt_mmdet.utils.cli import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    ToolError,
+    count,
+    int_at_least,
+    positive_int,
+    ratio,
+    run_tool,
+)
+
+
+@pytest.mark.parametrize('text, value', [('1500000', 1500000), ('1.5e6', 1500000),
+                                         ('1.5M', 1500000), ('300G', 300 * 10 ** 9),
+                                         ('2k', 2000), (' 12M ', 12 * 10 ** 6)])
+def test_count_suffixes(text, value):
+    assert count(text) == value
+
+
+@pytest.mark.parametrize('text, value', [('1', 1.0), ('0.6', 0.6), ('1e-3', 0.001)])
+def test_ratio_accepts_the_interval(text, value):
+    assert ratio(text) == value
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog='t')
+    parser.add_argument('--keep-ratio', type=ratio)
+    parser.add_argument('--params', type=count)
+    parser.add_argument('--round-to', type=int_at_least(1))
+    parser.add_argument('--rank', type=positive_int)
+    return parser
+
+
+@pytest.mark.parametrize('flag, value, message', [
+    ('--keep-ratio', '0', r'expected a value in (0, 1], got 0'),
+    ('--keep-ratio', '1.5', r'expected a value in (0, 1], got 1.5'),
+    ('--keep-ratio', 'nan', r'expected a value in (0, 1], got nan'),
+    ('--keep-ratio', 'half', "expected a number in (0, 1], got 'half'"),
+    ('--params', '0', 'expected a positive target'),
+    ('--params', '-5G', 'expected a positive target'),
+    ('--params', 'lots', 'expected a count such as'),
+    ('--params', '1.5X', 'expected a count such as'),
+    ('--round-to', '0', 'must be an integer >= 1, got 0'),
+    ('--rank', 'x', 'expected a positive integer'),
+])
+def test_bad_values_name_the_flag(capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exc:
+        _parser().parse_args([f'{flag}={value}'])
+    assert exc.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f'argument {flag}: {message}' in err, err
+
+
+def test_run_tool_exit_codes(capsys):
+    assert run_tool('t.py', lambda: None) == EXIT_OK
+
+    def refuse(kind):
+        raise kind('the file x.json: expected y')
+
+    for kind in (ToolError, ValueError, FileNotFoundError):
+        assert run_tool('t.py', refuse, kind) == EXIT_ERROR
+        assert capsys.readouterr().err == 't.py: error: the file x.json: expected y\n'
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        run_tool('t.py', refuse, KeyError)
