@@ -14,7 +14,6 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from sidt_mmdet.datasets.generation import TOY_COCO_CLASSES, make_toy_cifar100, make_toy_coco
-
 from sidt_mmdet.datasets.generation import toy_cifar100 as cifar_cli
 from sidt_mmdet.datasets.generation import toy_coco as coco_cli
 

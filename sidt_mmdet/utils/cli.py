@@ -4,8 +4,8 @@ Exit codes, the same for every tool in ``tools/``:
 
 - ``0``: done;
 - ``1``: a :class:`ToolError` (or an ``OSError``/``ValueError``/unpickling error raised by
-  the library for a bad file or value), printed as one ``<prog>: error: <message>`` line on stderr, no
-  traceback; nothing was written;
+  the library for a bad file or value), printed as one ``<prog>: error: <message>`` line
+  on stderr, no traceback; nothing was written;
 - ``2``: the command line itself is wrong (argparse's usage error, which names the flag).
 
 The argparse ``type=`` functions below raise ``argparse.ArgumentTypeError``, so argparse

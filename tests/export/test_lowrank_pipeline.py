@@ -26,8 +26,8 @@ from vit_helpers import perturb_, random_masks_, subnet_from_masks
 from sidt_mmdet.apis import lowrank
 from sidt_mmdet.export import prune_model_state_dict
 from sidt_mmdet.export.lowrank import lowrank_model
-from sidt_mmdet.models.layers import LowRankLinear
 from sidt_mmdet.models import SIDTViT, Subnet
+from sidt_mmdet.models.layers import LowRankLinear
 from sidt_mmdet.utils import load_checkpoint_safe
 from sidt_mmdet.utils.cli import EXIT_ERROR, EXIT_USAGE
 from sidt_mmdet.utils.complexity import backbone_complexity

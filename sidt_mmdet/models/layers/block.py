@@ -14,6 +14,8 @@ from .mlp import SIDTMlp
 
 __all__ = ['SIDTBlock']
 
+_LAYER_NORM = partial(nn.LayerNorm, eps=1e-6)
+
 
 def _scale(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x * mask
@@ -32,7 +34,7 @@ class SIDTBlock(nn.Module):
 
     def __init__(self, dim: int, attn: SIDTAttention, mlp: SIDTMlp, window_size: int = 0,
                  drop_path: float = 0.,
-                 norm_layer: Callable[[int], nn.Module] = partial(nn.LayerNorm, eps=1e-6)):
+                 norm_layer: Callable[[int], nn.Module] = _LAYER_NORM):
         super().__init__()
         self.window_size = window_size
         self.norm1 = norm_layer(dim)
