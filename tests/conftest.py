@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from sidt_mmdet.datasets.generation import make_toy_cifar100, make_toy_coco
 
-REPO = Path(__file__).resolve().parent.parent
 TOY_DETECTOR_CFG = REPO / 'configs/toy/retinanet_r18-tiny_fpn_300it_toy-coco.py'
 TOY_COCO_SIZES = dict(num_train=12, num_val=6, img_size=128)
 TOY_CIFAR_SIZES = dict(num_train=1000, num_test=300)

@@ -4,7 +4,7 @@ import copy
 import pytest
 import timm
 import torch
-from vit_helpers import build_pruned, hard_mask_, perturb_, random_masks_, subnet_from_masks
+from helpers import build_pruned, hard_mask_, perturb_, random_masks_, subnet_from_masks
 
 from sidt_mmdet.models import SIDTViT, Subnet, SubnetError
 

@@ -1,7 +1,7 @@
 """Selection for a budget, physical export, the sparsity loss."""
 import pytest
 import torch
-from vit_helpers import hard_mask_, perturb_
+from helpers import hard_mask_, perturb_
 
 from sidt_mmdet.export import prune_backbone
 from sidt_mmdet.models import SIDTViT

@@ -1,8 +1,13 @@
-"""Helpers shared by the backbone tests: perturb weights, random masks, hard-masked subnets."""
+"""Helpers shared by the tests: the repository root; perturbed weights, random masks and
+hard-masked subnets for the backbone tests."""
+from pathlib import Path
+
 import torch
 
 from sidt_mmdet.models import SIDTViT, Subnet
 from sidt_mmdet.models.slicing import slice_vit_state_dict
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def perturb_(module, seed=0, std=0.05):

@@ -17,11 +17,11 @@ import mmdet
 import pytest
 import torch
 from conftest import run_command
+from helpers import REPO
 
 from sidt_mmdet.models import Subnet
 from sidt_mmdet.utils import load_checkpoint_safe
 
-REPO = Path(__file__).resolve().parent.parent
 STOCK_TEST = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'test.py'
 SEARCH_CFG = 'configs/toy/sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'
 RETRAIN_CFG = 'configs/toy/sidt-retrain_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'

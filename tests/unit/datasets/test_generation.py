@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TOY_CIFAR_SIZES, TOY_COCO_SIZES, run_command
+from helpers import REPO
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -17,7 +18,7 @@ from sidt_mmdet.datasets.generation import TOY_COCO_CLASSES, make_toy_cifar100, 
 from sidt_mmdet.datasets.generation import toy_cifar100 as cifar_cli
 from sidt_mmdet.datasets.generation import toy_coco as coco_cli
 
-TOOLS = Path(__file__).resolve().parent.parent / 'tools' / 'dataset'
+TOOLS = REPO / 'tools' / 'dataset'
 
 
 def _quiet(_):

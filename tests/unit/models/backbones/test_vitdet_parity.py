@@ -1,8 +1,8 @@
 """ViTDet parity: SIDTViT against timm's VisionTransformerSAM (ViTDet/SAM architecture)."""
 import pytest
 import torch
+from helpers import build_pruned, hard_mask_, perturb_, random_masks_, subnet_from_masks
 from timm.models.vision_transformer_sam import VisionTransformerSAM
-from vit_helpers import build_pruned, hard_mask_, perturb_, random_masks_, subnet_from_masks
 
 from sidt_mmdet.models import SIDTViT
 

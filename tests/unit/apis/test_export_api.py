@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO, perturb_
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
-from vit_helpers import perturb_
 
 from sidt_mmdet.apis import export as tool
 from sidt_mmdet.models import Subnet
 from sidt_mmdet.utils import load_checkpoint_safe, save_checkpoint_atomic
 
-REPO = Path(__file__).resolve().parent.parent
 TOY = REPO / 'configs/toy'
 SEARCH_CFG = TOY / 'sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'
 RETRAIN_CFG = TOY / 'sidt-retrain_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'

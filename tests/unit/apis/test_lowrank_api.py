@@ -19,9 +19,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import run_command
+from helpers import REPO, perturb_, random_masks_, subnet_from_masks
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
-from vit_helpers import perturb_, random_masks_, subnet_from_masks
 
 from sidt_mmdet.apis import lowrank
 from sidt_mmdet.export import prune_model_state_dict
@@ -32,7 +32,6 @@ from sidt_mmdet.utils import load_checkpoint_safe
 from sidt_mmdet.utils.cli import EXIT_ERROR, EXIT_USAGE
 from sidt_mmdet.utils.complexity import backbone_complexity
 
-REPO = Path(__file__).resolve().parents[2]
 DET_DENSE = REPO / 'configs/toy/mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
 DET_SEARCH = (REPO / 'configs/toy/'
               'sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py')

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO, hard_mask_, perturb_, random_masks_, subnet_from_masks
 from mmengine.config import Config
 from mmengine.registry import DATASETS, MODELS, init_default_scope
 from mmpretrain.models import ImageClassifier
-from vit_helpers import hard_mask_, perturb_, random_masks_, subnet_from_masks
 
 from sidt_mmdet.export import prune_model_state_dict
 from sidt_mmdet.models import SIDTViT, Subnet
@@ -26,7 +26,6 @@ from sidt_mmdet.models.subnet import SubnetError
 from sidt_mmdet.search import select_subnet
 from sidt_mmdet.utils import load_checkpoint_safe
 
-REPO = Path(__file__).resolve().parent.parent
 CFG_DIR = REPO / 'configs/cifar100'
 TOY_DENSE = CFG_DIR / 'sidt-dense_cls_vit-toy-p4_toy-cifar100.py'
 TOY_SEARCH = CFG_DIR / 'sidt-search_cls_vit-toy-p4-kr0.6_toy-cifar100.py'

@@ -15,6 +15,7 @@ import mmdet
 import pytest
 import torch
 from conftest import run_command
+from helpers import REPO
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
@@ -22,7 +23,6 @@ from sidt_mmdet.apis import export_subnet
 from sidt_mmdet.models import Subnet
 from sidt_mmdet.utils import load_checkpoint_safe
 
-REPO = Path(__file__).resolve().parent.parent
 STOCK_TEST = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'test.py'
 # mmdet's own train.py: the config's custom_imports is all it takes to rebuild the pruned model.
 STOCK_TRAIN = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'

@@ -16,12 +16,12 @@ from unittest import mock
 import mmengine.config.utils as mmengine_config_utils
 import pytest
 import torch
+from helpers import REPO
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 from sidt_mmdet.models import SIDTViT, Subnet
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / 'configs'
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
 BASE_PIECES = sorted((CONFIG_DIR / '_base_').rglob('*.py'))
