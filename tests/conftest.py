@@ -1,10 +1,12 @@
 """Shared fixtures: generated data sets and one real (tiny) Runner training on CPU."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,34 @@ TOY_DETECTOR_CFG = REPO / 'configs/toy/retinanet_r18-tiny_fpn_300it_toy-coco.py'
 TOY_COCO_SIZES = dict(num_train=12, num_val=6, img_size=128)
 TOY_CIFAR_SIZES = dict(num_train=1000, num_test=300)
 TRAIN_ITERS = 2
+
+
+class Figures:
+    """Counts of the reliability tests (bad-input cases, fuzz examples, kills survived),
+    written as JSON to ``$SIDT_RELIABILITY_FIGURES`` when the session ends."""
+
+    def __init__(self):
+        self.counts: Counter[str] = Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+
+_FIGURES = Figures()
+
+
+@pytest.fixture(scope='session')
+def figures() -> Figures:
+    return _FIGURES
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = os.environ.get('SIDT_RELIABILITY_FIGURES')
+    if out and _FIGURES.counts:
+        with open(out, 'w', encoding='utf-8') as f:
+            json.dump(dict(sorted(_FIGURES.counts.items()), pytest_exit_status=int(exitstatus),
+                           failed=session.testsfailed), f, indent=1)
+            f.write('\n')
 
 
 @pytest.fixture

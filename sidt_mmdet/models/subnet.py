@@ -22,6 +22,7 @@ its q/k dims (normalised on construction, so counts stay exact).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ __all__ = ['Subnet', 'SubnetError', 'SUBNET_VERSION']
 
 SUBNET_FORMAT = 'sidt-subnet'
 SUBNET_VERSION = 1
+_ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'mlp_hidden')
+_TOP_KEYS = {'format', 'version', 'arch', 'embed', 'blocks', 'lowrank', 'budget', 'stats',
+             'source'}
+_BLOCK_KEYS = {'qk', 'v', 'mlp'}
 
 
 class SubnetError(ValueError):
@@ -45,7 +50,7 @@ def _index_list(value: Any, upper: int, where: str) -> list[int]:
     out = []
     for v in value:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise SubnetError(f'{where}: indices must be integers, got {v!r}')
+            raise SubnetError(f'{where}: indices must be integers, got {v!r:.40}')
         out.append(v)
     if len(set(out)) != len(out):
         raise SubnetError(f'{where}: indices must be unique')
@@ -53,6 +58,27 @@ def _index_list(value: Any, upper: int, where: str) -> list[int]:
         raise SubnetError(f'{where}: indices must lie in [0, {upper}), '
                           f'got range [{min(out)}, {max(out)}]')
     return sorted(out)
+
+
+def _check_sorted(data: dict, where: str) -> None:
+    """A subnet file lists indices ascending (as :meth:`Subnet.save` writes them): a file
+    that does not was edited by hand or written by something else, and is refused rather
+    than silently reordered."""
+    lists = [('embed', data.get('embed'))]
+    blocks = data.get('blocks')
+    for i, blk in enumerate(blocks if isinstance(blocks, list) else []):
+        if isinstance(blk, dict):
+            lists.append((f'blocks[{i}].mlp', blk.get('mlp')))
+            for key in ('qk', 'v'):
+                heads = blk.get(key)
+                lists += [(f'blocks[{i}].{key}[{h}]', x) for h, x in
+                          enumerate(heads if isinstance(heads, list) else [])]
+    for name, value in lists:
+        if isinstance(value, list) and all(type(v) is int for v in value) and \
+                any(a >= b for a, b in zip(value, value[1:])):
+            problem = 'unique' if len(set(value)) < len(value) else 'sorted ascending'
+            raise SubnetError(f'{where}: {name}: indices must be {problem}, got '
+                              f'{value[:8]}{"..." if len(value) > 8 else ""}')
 
 
 @dataclass
@@ -90,8 +116,10 @@ class Subnet:
         blocks = []
         for i, blk in enumerate(self.blocks):
             where = f'blocks[{i}]'
-            if not isinstance(blk, dict) or not {'qk', 'v', 'mlp'} <= set(blk):
-                raise SubnetError(f'{where}: expected a dict with keys "qk", "v", "mlp"')
+            if not isinstance(blk, dict) or set(blk) != _BLOCK_KEYS:
+                extra = sorted(map(str, set(blk) - _BLOCK_KEYS)) if isinstance(blk, dict) else []
+                raise SubnetError(f'{where}: expected a dict with exactly the keys "qk", "v", '
+                                  f'"mlp"' + (f', got unknown keys {extra}' if extra else ''))
             qk, v = blk['qk'], blk['v']
             for key, lists in (('qk', qk), ('v', v)):
                 if not isinstance(lists, (list, tuple)) or len(lists) != self.num_heads:
@@ -145,6 +173,15 @@ class Subnet:
         return [dict(qk=[len(q) for q in b['qk']], v=[len(x) for x in b['v']],
                      mlp=len(b['mlp'])) for b in self.blocks]
 
+    def digest(self) -> str:
+        """Fingerprint of what is kept (arch and kept indices), not of the record: a pruned
+        checkpoint stores it, so loading checks it came from this subnet. The low-rank
+        ranks are left out: factorizing keeps the kept indices (and changes the shapes,
+        which are checked anyway)."""
+        doc = dict(arch=self.arch, embed=self.embed, blocks=self.blocks)
+        text = json.dumps(doc, sort_keys=True, separators=(',', ':'))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def check_arch(self, embed_dims: int, num_layers: int, num_heads: int,
                    mlp_hidden: int, where: str = 'subnet') -> None:
         """Raise a :class:`SubnetError` naming every field that differs from the model."""
@@ -164,40 +201,83 @@ class Subnet:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = 'subnet') -> Subnet:
+        """Validate a subnet document (the JSON object of a subnet file).
+
+        Raises:
+            SubnetError: anything that does not describe a subnet: wrong type, missing or
+                unknown key, index out of range, ...; the message names ``where`` and the key.
+        """
         if not isinstance(data, dict):
             raise SubnetError(f'{where}: expected a JSON object, got {type(data).__name__}')
         if data.get('format') != SUBNET_FORMAT:
             raise SubnetError(f'{where}: "format" must be {SUBNET_FORMAT!r}, '
                               f'got {data.get("format")!r}')
-        if data.get('version') != SUBNET_VERSION:
-            raise SubnetError(f'{where}: unknown subnet version {data.get("version")!r} '
+        version = data.get('version')
+        if type(version) is not int or version != SUBNET_VERSION:
+            raise SubnetError(f'{where}: unknown subnet version {version!r} '
                               f'(this sidt_mmdet reads version {SUBNET_VERSION})')
+        unknown = sorted(map(str, set(data) - _TOP_KEYS))
+        if unknown:
+            raise SubnetError(f'{where}: unknown keys {unknown}; expected keys '
+                              f'{sorted(_TOP_KEYS)}')
         arch = data.get('arch')
         if not isinstance(arch, dict):
             raise SubnetError(f'{where}: missing "arch" object')
-        missing = [f'arch.{k}' for k in ('embed_dims', 'num_layers', 'num_heads', 'mlp_hidden')
-                   if k not in arch] + [k for k in ('blocks',) if k not in data]
+        missing = [f'arch.{k}' for k in _ARCH_KEYS if k not in arch] + \
+            [k for k in ('blocks',) if k not in data]
         if missing:
             raise SubnetError(f'{where}: missing keys {missing}')
+        unknown = sorted(map(str, set(arch) - set(_ARCH_KEYS)))
+        if unknown:
+            raise SubnetError(f'{where}: arch: unknown keys {unknown}; expected '
+                              f'{list(_ARCH_KEYS)}')
+        records = {}
+        for key in ('budget', 'stats', 'source'):
+            value = data.get(key)
+            if value is not None and not isinstance(value, dict):
+                raise SubnetError(f'{where}: "{key}" must be an object, got '
+                                  f'{type(value).__name__}')
+            records[key] = value or {}
+        _check_sorted(data, where)
         try:
             return cls(embed_dims=arch['embed_dims'], num_layers=arch['num_layers'],
                        num_heads=arch['num_heads'], mlp_hidden=arch['mlp_hidden'],
                        blocks=data['blocks'], embed=data.get('embed'),
-                       lowrank=data.get('lowrank'), budget=data.get('budget') or {},
-                       stats=data.get('stats') or {}, source=data.get('source') or {})
+                       lowrank=data.get('lowrank'), **records)
         except SubnetError as e:
             raise SubnetError(f'{where}: {e}') from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Subnet:
+        """Read and validate a subnet file.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            SubnetError: ``path`` is a directory, not UTF-8 JSON (e.g. a checkpoint), or a
+                document that does not describe a subnet; the message names the file.
+        """
         path = os.fspath(path)
+        if os.path.isdir(path):
+            inside = os.path.join(path, 'subnet.json')
+            hint = (f'; the subnet file of that export is {inside}' if os.path.isfile(inside)
+                    else '; expected the subnet.json written by tools/export_subnet.py')
+            raise SubnetError(f'subnet file {path} is a directory{hint}')
         if not os.path.isfile(path):
             raise FileNotFoundError(f'subnet file not found: {path}')
+        with open(path, 'rb') as f:
+            raw = f.read()
+        if raw[:4] == b'PK\x03\x04' or raw[:1] == b'\x80':
+            raise SubnetError(f'{path} is a PyTorch checkpoint (zip/pickle), not a subnet file; '
+                              'the subnet file is the subnet.json written beside pruned.pth')
         try:
-            with open(path, encoding='utf-8') as f:
-                data = json.load(f)
+            data = json.loads(raw.decode('utf-8'))
+        except UnicodeDecodeError as e:
+            raise SubnetError(f'{path}: not a subnet file (not UTF-8 text: byte '
+                              f'{raw[e.start]:#04x} at offset {e.start}); expected JSON') from None
         except json.JSONDecodeError as e:
             raise SubnetError(f'{path}: not valid JSON ({e})') from None
+        except RecursionError:
+            raise SubnetError(f'{path}: JSON nested too deeply to be a subnet file') from None
         return cls.from_dict(data, where=path)
 
     def save(self, path: str | os.PathLike) -> None:

@@ -26,6 +26,7 @@ from ..utils.complexity import (
     backbone_structure,
     count_complexity,
 )
+from .checks import check_masks_finite
 
 __all__ = ['select_subnet', 'GRANULARITIES']
 
@@ -238,6 +239,9 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         raise ValueError('min_heads and min_mlp must be >= 1: a layer is never emptied')
     input_size = tuple(input_size or backbone.img_size)
     kind, value = next(iter(given.items()))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f'{kind}: expected a finite number, got {value!r}')
+    check_masks_finite(backbone, where=' checkpoint')
     sel = _Selector(backbone, granularity, round_to, min_heads, min_mlp,
                     min_embed if min_embed is not None else max(round_to, backbone.num_heads))
     dense = backbone_complexity(backbone, input_size)

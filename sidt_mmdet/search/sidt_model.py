@@ -25,6 +25,7 @@ from mmdet.registry import MODELS
 
 from ..models.backbones.sidt_vit import SIDTViT
 from ..utils.config import is_type
+from .checks import watch_mask_groups
 from .sparsity import SparsityLoss
 
 __all__ = ['SIDTModel', 'backbone_out_channels']
@@ -41,6 +42,7 @@ class _SparsitySearch:
     """Mixed into the wrapped model's class: adds the sparsity terms to ``loss()``."""
 
     def loss(self, inputs, data_samples):
+        watch_mask_groups(self)
         losses = super().loss(inputs, data_samples)
         losses.update(self.sidt_sparsity(self.backbone))
         return losses

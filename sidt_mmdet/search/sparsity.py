@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..utils.complexity import mask_costs
+from .checks import check_masks_finite
 
 __all__ = ['SparsityLoss']
 
@@ -25,14 +26,31 @@ class SparsityLoss(nn.Module):
     meaning): the search then removes expensive dimensions first.
 
     Returns the loss under ``loss_sparsity`` and, for the log (keys without
-    "loss" are not summed into the total), the mean |m| per kind and the
-    fraction of entries above ``keep_threshold``.
+    "loss" are not summed into the total), per kind of mask:
+
+    - ``sparsity_mean_abs_*``: mean |m|; ``sparsity_kept_*``: fraction above
+      ``keep_threshold``; ``sparsity_p10_*``, ``sparsity_p50_*``, ``sparsity_p90_*``:
+      quantiles of |m| (the mean alone hides whether a few masks fell or all shrank);
+    - with ``keep_ratio`` (the ratio the search will be exported at): ``sparsity_cut_*``,
+      the largest |m| that exporting at that ratio would drop, and ``sparsity_done_*``,
+      the fraction of the entries it drops that are already below ``keep_threshold``: 0 at the
+      start, 1 once exporting at ``keep_ratio`` only removes dimensions the search has
+      switched off.
+
+    Masks that are no longer finite stop the search (:class:`NonFiniteMaskError`).
     """
 
     def __init__(self, lambda_attn: float = 1e-4, lambda_mlp: float = 1e-4,
                  lambda_embed: float = 0., macs_weighted: bool = False,
-                 input_size: tuple[int, int] | None = None, keep_threshold: float = 0.05):
+                 input_size: tuple[int, int] | None = None, keep_threshold: float = 0.05,
+                 keep_ratio: float | None = None):
         super().__init__()
+        if keep_ratio is not None and not (isinstance(keep_ratio, (int, float))
+                                           and 0 < keep_ratio <= 1):
+            raise ValueError(f'keep_ratio: expected a number in (0, 1], got {keep_ratio!r}')
+        if not (isinstance(keep_threshold, (int, float)) and keep_threshold >= 0):
+            raise ValueError(f'keep_threshold: expected a number >= 0, got {keep_threshold!r}')
+        self.keep_ratio = keep_ratio
         for name, value in (('lambda_attn', lambda_attn), ('lambda_mlp', lambda_mlp),
                             ('lambda_embed', lambda_embed)):
             if value < 0:
@@ -71,9 +89,24 @@ class SparsityLoss(nn.Module):
             term = self.lambdas[kind] * term
             total = term if total is None else total + term
             stats.setdefault(kind, []).append(a.detach().flatten())
+        check_masks_finite(backbone)
         out = {'loss_sparsity': total}
         for kind, values in stats.items():
-            v = torch.cat(values)
-            out[f'sparsity_mean_abs_{kind}'] = v.mean()
-            out[f'sparsity_kept_{kind}'] = (v > self.keep_threshold).float().mean()
+            out.update(self.figures(kind, torch.cat(values)))
+        return out
+
+    def figures(self, kind: str, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The log figures of one kind of mask from its |m| values (see the class doc)."""
+        out = {f'sparsity_mean_abs_{kind}': v.mean(),
+               f'sparsity_kept_{kind}': (v > self.keep_threshold).float().mean()}
+        s = v.float().sort().values
+        n = s.numel()
+        for q in (10, 50, 90):
+            out[f'sparsity_p{q}_{kind}'] = s[min(n - 1, (q * n) // 100)]
+        if self.keep_ratio is not None:
+            n_drop = n - max(1, round(self.keep_ratio * n))
+            out[f'sparsity_cut_{kind}'] = s[n_drop - 1] if n_drop else s.new_tensor(0.)
+            dropped = s[:n_drop]
+            out[f'sparsity_done_{kind}'] = ((dropped < self.keep_threshold).float().mean()
+                                            if n_drop else s.new_tensor(1.))
         return out

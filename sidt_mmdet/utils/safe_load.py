@@ -10,11 +10,12 @@ its own ``torch.load`` call (no process-wide ``add_safe_globals``).
 """
 from __future__ import annotations
 
-import builtins
 import importlib
+import inspect
 import os
 import os.path as osp
 import pickle
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +27,10 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from .fileio import atomic_file
 
 __all__ = [
+    'CheckpointMismatchError',
     'UnsafeCheckpointError',
     'checkpoint_safe_globals',
+    'checkpoint_source',
     'install_safe_checkpoint_loader',
     'load_checkpoint_safe',
     'save_checkpoint_atomic',
@@ -41,6 +44,66 @@ _NUMPY_DTYPES = (np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64, np.u
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint holds globals outside the allow-list; raised instead of loading it."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that loads only in part into the model it is given to (another
+    subnet's export, a search checkpoint for a dense or pruned model)."""
+
+
+# Tensor -> file it was read from, for errors raised while it is loaded into a model
+# (mmengine hands models a state dict, not its file name). Entries vanish with the tensors.
+_SOURCES: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _remember_source(obj: Any, filename: str) -> None:
+    state = obj
+    if isinstance(obj, dict):
+        for key in ('state_dict', 'model', 'module'):
+            if isinstance(obj.get(key), dict):
+                state = obj[key]
+                break
+    if not isinstance(state, dict):
+        return
+    for value in state.values():
+        if torch.is_tensor(value):
+            key = id(value)
+            _SOURCES[key] = (weakref.ref(value, lambda _, k=key: _SOURCES.pop(k, None)),
+                             filename)
+
+
+def checkpoint_source(tensor: Any) -> str | None:
+    """The checkpoint file ``tensor`` was loaded from by :func:`load_checkpoint_safe`."""
+    entry = _SOURCES.get(id(tensor))
+    if entry is not None and entry[0]() is tensor:
+        return entry[1]
+    return None
+
+
+def _restricted_getattr(obj: Any, name: str) -> Any:
+    """What pickle's protocol 2 emits for a method named by its qualified name
+    (``getattr(HistoryBuffer, 'min')``), and nothing else: ``getattr`` on anything
+    reachable would hand a pickle builtins, modules and their functions."""
+    ok = (any(obj is c for c in _GETATTR_CLASSES) and isinstance(name, str)
+          and not name.startswith('_'))
+    value = getattr(obj, name, None) if ok else None
+    if not (inspect.isfunction(value) and value.__qualname__ == f'{obj.__qualname__}.{name}'):
+        raise UnsafeCheckpointError(
+            f'refused builtins.getattr({_describe(obj)}, {name!r}): only methods of '
+            f'{[c.__qualname__ for c in _GETATTR_CLASSES]} may be named this way')
+    return value
+
+
+def _describe(obj: Any) -> str:
+    if obj is _restricted_getattr:
+        return 'builtins.getattr'
+    if isinstance(obj, type) or callable(obj):
+        return f'{getattr(obj, "__module__", "?")}.{getattr(obj, "__qualname__", obj)!s}'
+    return type(obj).__name__
+
+
+_GETATTR_CLASSES = (HistoryBuffer,)
+_HISTORY_ATTRS = {'max_length', '_log_history', '_count_history', '_statistics_methods'}
 
 
 def _numpy_reconstructors() -> list[tuple[Callable, str]]:
@@ -77,7 +140,63 @@ def checkpoint_safe_globals() -> list[Any]:
     """
     dtype_classes = [type(np.dtype(t)) for t in _NUMPY_DTYPES]
     return [HistoryBuffer, np.ndarray, np.dtype, *dtype_classes, *_numpy_reconstructors(),
-            builtins.getattr]
+            (_restricted_getattr, 'builtins.getattr')]
+
+
+def _check_loaded(obj: Any, filename: str) -> None:
+    """Refuse functions, classes and odd objects planted in allowed containers.
+
+    The unpickler only lets allowed globals be *called*, but an allowed class can be
+    rebuilt with any attributes (``HistoryBuffer.__dict__`` is restored as given), and a
+    ``HistoryBuffer`` calls what its ``_statistics_methods`` holds when mmengine logs.
+    """
+    stack, seen = [(obj, 'checkpoint')], set()
+    while stack:
+        value, where = stack.pop()
+        if id(value) in seen or torch.is_tensor(value) or value is None or \
+                isinstance(value, (bool, int, float, complex, str, bytes, np.generic,
+                                   np.dtype, torch.dtype, torch.device, torch.Size)):
+            continue
+        seen.add(id(value))
+        if isinstance(value, dict):
+            stack += [(v, f'{where}[{k!r}]') for k, v in value.items()]
+            stack += [(k, f'{where} key') for k in value]
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack += [(v, f'{where}[{i}]') for i, v in enumerate(value)]
+        elif isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                raise UnsafeCheckpointError(f'refused {filename!r}: {where} is a numpy array of '
+                                            'Python objects')
+        elif type(value) is HistoryBuffer:
+            _check_history_buffer(value, where, filename)
+        else:
+            raise UnsafeCheckpointError(
+                f'refused {filename!r}: {where} holds an unexpected {_describe(value)} '
+                f'(a checkpoint holds tensors, numbers, strings and containers of them)')
+
+
+def _check_history_buffer(buf: HistoryBuffer, where: str, filename: str) -> None:
+    attrs = vars(buf)
+    extra = sorted(set(attrs) - _HISTORY_ATTRS)
+    methods = attrs.get('_statistics_methods', {})
+    bad = extra and f'unexpected attributes {extra}'
+    if not bad and not isinstance(attrs.get('max_length', 0), int):
+        bad = f'max_length is a {type(attrs["max_length"]).__name__}'
+    for name in ('_log_history', '_count_history'):
+        value = attrs.get(name)
+        if not bad and value is not None and (not isinstance(value, np.ndarray)
+                                               or value.dtype.hasobject):
+            bad = f'{name} is a {_describe(value)}, expected a numeric numpy array'
+    if not bad and not isinstance(methods, dict):
+        bad = f'_statistics_methods is a {_describe(methods)}'
+    for name, fn in (methods.items() if not bad else ()):
+        own = getattr(HistoryBuffer, name, None) if isinstance(name, str) else None
+        if fn is not own or not inspect.isfunction(fn):
+            bad = f'_statistics_methods[{name!r}] is {_describe(fn)}, not HistoryBuffer.{name}'
+            break
+    if bad:
+        raise UnsafeCheckpointError(f'refused {filename!r}: the HistoryBuffer at {where} '
+                                    f'carries {bad}')
 
 
 def _unsafe_globals(filename: str) -> list[str]:
@@ -100,13 +219,23 @@ def load_checkpoint_safe(filename: str | os.PathLike, map_location: Any = 'cpu')
         raise FileNotFoundError(f'checkpoint {filename!r} does not exist or is not a file')
     try:
         with torch.serialization.safe_globals(checkpoint_safe_globals()):
-            return torch.load(filename, map_location=map_location, weights_only=True)
+            obj = torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(
             f'refused to load checkpoint {filename!r} with weights_only=True: it contains '
-            f'globals outside the sidt_mmdet allow-list: {_unsafe_globals(filename)}. '
+            f'globals outside the sidt_mmdet allow-list: {_foreign_globals(filename)}. '
             'Re-save it with plain tensors and Python containers only, or convert it from '
             f'a trusted source. torch said: {exc}') from exc
+    _check_loaded(obj, filename)
+    _remember_source(obj, filename)
+    return obj
+
+
+def _foreign_globals(filename: str) -> list[str]:
+    """Globals of ``filename`` that are neither torch's defaults nor ours (what to name in
+    an error; ``builtins.getattr`` stays listed, as it is allowed only restricted)."""
+    ours = {_global_name(g) for g in checkpoint_safe_globals()} - {'builtins.getattr'}
+    return [g for g in _unsafe_globals(filename) if g not in ours]
 
 
 def save_checkpoint_atomic(obj: Any, filename: str | os.PathLike) -> None:

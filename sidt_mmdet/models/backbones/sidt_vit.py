@@ -9,6 +9,8 @@ Three modes share one set of layers and timm's parameter names:
 """
 from __future__ import annotations
 
+import difflib
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,14 +26,16 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...utils.ckpt_convert import convert_vit_state_dict
+from ...utils.safe_load import CheckpointMismatchError, checkpoint_source
 from ...utils.state_dict import compare_state_dicts
 from ..layers import PatchEmbed, SIDTAttention, SIDTBlock, SIDTMlp, apply_lowrank_structure
-from ..slicing import rel_pos_columns, slice_vit_state_dict
+from ..slicing import is_mask_key, rel_pos_columns, slice_vit_state_dict
 from ..subnet import Subnet
 
 __all__ = ['SIDTViT']
 
 _MODES = ('dense', 'search', 'pruned')
+_ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'mlp_ratio')
 _SEARCH_DIMS = ('attn', 'mlp', 'embed')
 _OUT_TYPES = ('featmap', 'cls_token', 'avg')
 
@@ -49,8 +53,12 @@ class SIDTViT(BaseModule):
             ``'large'`` (1024/24/16), ``'huge'`` (1280/32/16), or a dict with
             ``embed_dims``, ``num_layers``, ``num_heads`` and optionally ``mlp_ratio``.
         patch_size: patch side; inputs of any size are padded to a multiple of it.
-        img_size: pretraining image size; sets the grid of ``pos_embed``, which is
-            interpolated (bicubic) to the input's grid at run time.
+        img_size: image size; sets the grid of ``pos_embed`` (interpolated, bicubic, to
+            the input's grid at run time), of the global blocks' relative-position
+            tables, and the default size of MACs counts.
+        pretrain_img_size: ViTDet's name: with ``img_size`` also given, the size the
+            position embedding is made for (e.g. 224 with ``img_size=1024``) while
+            ``img_size`` stays the input size; alone, the same as ``img_size``.
         with_cls_token: prepend a class token (classification; not with windows).
         final_norm: apply a final LayerNorm.
         out_type: ``'featmap'`` (one stride-``patch_size`` NCHW map, detection),
@@ -123,15 +131,20 @@ class SIDTViT(BaseModule):
             raise ValueError(f'mode: expected one of {_MODES}, got {mode!r}')
         if out_type not in _OUT_TYPES:
             raise ValueError(f'out_type: expected one of {_OUT_TYPES}, got {out_type!r}')
-        if img_size is not None and pretrain_img_size is not None and \
-                _pair(img_size) != _pair(pretrain_img_size):
-            raise ValueError(f'conflicting values: img_size={img_size} but '
-                             f'pretrain_img_size={pretrain_img_size}')
-        img_size = img_size or pretrain_img_size or 224
+        # ViTDet's meaning when both are given: img_size is the input size (global blocks'
+        # rel-pos tables, default MACs size), pretrain_img_size the position embedding's.
+        # Either one alone sets both, as timm's img_size does.
+        self.patch_size = patch_size = self._check_size('patch_size', patch_size)
+        img_size = self._check_size('img_size', img_size)
+        pretrain_img_size = self._check_size('pretrain_img_size', pretrain_img_size)
         self.mode = mode
-        self.patch_size = patch_size
-        self.img_size = _pair(img_size)
-        self.pretrain_grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        self.img_size = _pair(img_size or pretrain_img_size or 224)
+        pos_size = _pair(pretrain_img_size) if pretrain_img_size else self.img_size
+        self.pretrain_grid = (pos_size[0] // patch_size, pos_size[1] // patch_size)
+        self.input_grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        if min(self.pretrain_grid + self.input_grid) < 1:
+            raise ValueError(f'img_size {self.img_size} / pretrain_img_size {pos_size}: '
+                             f'expected at least one patch of {patch_size} per side')
         self.with_cls_token = with_cls_token
         self.num_prefix_tokens = int(with_cls_token)
         self.pretrain_use_cls_token = pretrain_use_cls_token
@@ -195,7 +208,7 @@ class SIDTViT(BaseModule):
         blocks = []
         for i in range(self.num_layers):
             ws = 0 if i in self.global_attn_indexes else window_size
-            rel_size = (ws, ws) if ws > 0 else self.pretrain_grid
+            rel_size = (ws, ws) if ws > 0 else self.input_grid
             if self.subnet is not None:
                 b = self.subnet.blocks[i]
                 active = self.subnet.active_heads(i)
@@ -219,6 +232,8 @@ class SIDTViT(BaseModule):
             self._apply_lowrank(self.subnet.lowrank, self._subnet_name(subnet))
         self._init_default()
         self._freeze_stages()
+        self._register_state_dict_hook(SIDTViT._record_subnet)
+        self._register_load_state_dict_pre_hook(self._check_incoming_state)
 
     # ------------------------------------------------------------ arguments
     @classmethod
@@ -234,6 +249,13 @@ class SIDTViT(BaseModule):
                                  f'{sorted(cls.arch_zoo)} or a dict')
             spec = dict(cls.arch_zoo[arch.lower()])
         elif isinstance(arch, dict):
+            unknown = sorted(map(str, set(arch) - set(_ARCH_KEYS)))
+            if unknown:
+                close = {k: difflib.get_close_matches(k, _ARCH_KEYS, n=1) for k in unknown}
+                hints = ''.join(f" ('{k}': did you mean '{c[0]}'?)" for k, c in close.items()
+                                if c)
+                raise ValueError(f'arch: unknown keys {unknown}{hints}; valid keys are '
+                                 f'{list(_ARCH_KEYS)}')
             missing = {'embed_dims', 'num_layers', 'num_heads'} - set(arch)
             if missing:
                 raise ValueError(f'arch: the dict is missing {sorted(missing)}')
@@ -248,12 +270,28 @@ class SIDTViT(BaseModule):
                                  f'{key}={spec[key]}')
             spec[key] = value
         for key in ('embed_dims', 'num_layers', 'num_heads'):
-            if not isinstance(spec[key], int) or spec[key] <= 0:
+            if isinstance(spec[key], bool) or not isinstance(spec[key], int) or spec[key] <= 0:
                 raise ValueError(f'arch: {key} must be a positive integer, got {spec[key]!r}')
+        ratio = spec['mlp_ratio']
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or \
+                not math.isfinite(ratio) or int(spec['embed_dims'] * ratio) <= 0:
+            raise ValueError(f'arch: mlp_ratio must be a positive number giving at least one '
+                             f'MLP unit, got {ratio!r}')
         if spec['embed_dims'] % spec['num_heads']:
             raise ValueError(f'arch: num_heads={spec["num_heads"]} does not divide '
                              f'embed_dims={spec["embed_dims"]}')
         return spec
+
+    @staticmethod
+    def _check_size(name: str, value):
+        if value is None:
+            return None
+        sides = [value] if isinstance(value, int) else value
+        if not isinstance(sides, (list, tuple)) or len(sides) not in (1, 2) or (
+                not isinstance(value, int) and len(sides) != 2) or any(
+                isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in sides):
+            raise ValueError(f'{name}: expected a positive integer or (H, W), got {value!r}')
+        return value if isinstance(value, int) else tuple(value)
 
     def _resolve_global(self, window_size, global_attn_indexes, window_block_indexes):
         n = self.num_layers
@@ -358,6 +396,67 @@ class SIDTViT(BaseModule):
         print_log(f'SIDTViT: loaded {len(state) - len(result.unexpected_keys)} tensors from '
                   f'{where}; missing {missing or "none"}; unexpected '
                   f'{result.unexpected_keys or "none"}', logger='current')
+
+    @staticmethod
+    def _record_subnet(module, state_dict, prefix, local_metadata) -> None:
+        # Every checkpoint of a pruned backbone (pruned.pth, retrain iter_N.pth) carries the
+        # structure it was built from, so loading it into another one is caught by name.
+        if module.subnet is not None:
+            local_metadata['sidt_subnet'] = dict(digest=module.subnet.digest(),
+                                                 file=module.subnet_file)
+
+    def _check_incoming_state(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        """Refuse a state dict that would load only in part, whatever loader calls it.
+
+        mmengine's ``load_from`` / ``--resume`` / ``tools/test.py`` load with ``strict=False``
+        and only log shape mismatches and dropped keys, so a search checkpoint or another
+        export's ``pruned.pth`` would leave layers randomly initialised (or masks silently
+        dropped) and the run would go on. This pre-hook runs inside every such load.
+        """
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        if not keys:
+            return
+        source = checkpoint_source(state_dict[keys[0]]) or 'the checkpoint'
+        masks = [k for k in keys if is_mask_key(k)]
+        built = (f'this SIDTViT is pruned to {self.subnet_file}' if self.mode == 'pruned'
+                 else f'this SIDTViT is {self.mode}')
+        if masks and self.mode != 'search':
+            hint = ('evaluate the search itself with its search config, or export it first '
+                    '(tools/export_subnet.py SEARCH_CONFIG CHECKPOINT --keep-ratio R -o DIR) and '
+                    'use the retrain config with model.backbone.subnet=DIR/subnet.json '
+                    'load_from=DIR/pruned.pth')
+            effect = ('the masks would be dropped and the unmasked weights used'
+                      if self.mode == 'dense' else 'its dense weights do not fit')
+            raise CheckpointMismatchError(
+                f'{source} is a SiDT search checkpoint ({len(masks)} mask tensors such as '
+                f'{masks[0]!r}) but {built}: {effect}. To use it, {hint}.')
+        theirs = local_metadata.get('sidt_subnet') if isinstance(local_metadata, dict) else None
+        if self.mode == 'pruned' and isinstance(theirs, dict) and \
+                theirs.get('digest') != self.subnet.digest():
+            raise CheckpointMismatchError(
+                f'{source} was exported for the subnet {theirs.get("file")!r} (digest '
+                f'{theirs.get("digest")}) but the model was built from {self.subnet_file} '
+                f'(digest {self.subnet.digest()}): set model.backbone.subnet to the subnet.json '
+                f'of the export that wrote {source}, or load the pruned.pth exported with '
+                f'{self.subnet_file}')
+        own = {prefix + n: t.shape for n, t in self.state_dict().items()}
+        bad = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k])}'
+               for k in keys if k in own and torch.is_tensor(state_dict[k])
+               and state_dict[k].shape != own[k]]
+        if bad:
+            hint = (f'; it is not the export of {self.subnet_file} (load the pruned.pth written '
+                    'beside that subnet file)' if self.mode == 'pruned' else
+                    "; for pretrained weights of another size use init_cfg=dict(type='Pretrained'"
+                    ', checkpoint=...), which resamples them')
+            raise CheckpointMismatchError(
+                f'{source} does not fit the backbone ({built}): {len(bad)} tensors of another '
+                'shape, e.g.\n  ' + '\n  '.join(bad[:5]) + hint)
+
+    @property
+    def subnet_file(self) -> str:
+        """Where the subnet came from: its path, or ``'subnet'`` when given as an object."""
+        return self._subnet_name(self.build_kwargs.get('subnet'))
 
     def _is_dense_layout(self, state) -> bool:
         w = state.get('blocks.0.attn.qkv.weight')

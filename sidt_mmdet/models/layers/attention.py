@@ -195,6 +195,8 @@ class SIDTAttention(nn.Module):
         B, H, N, C = q.shape
         if N != qh * qw:
             raise ValueError(f'relative positions: {N} tokens do not form a {qh}x{qw} grid')
+        if self.rel_pos_h.shape[-1] == 0:  # no head keeps a q/k dim: the bias q.R is zero
+            return q.new_zeros(B, H, N, N)
         Rh = get_rel_pos(qh, qh, self.rel_pos_h)  # (qh, kh, table_dims)
         Rw = get_rel_pos(qw, qw, self.rel_pos_w)
         r_q = q.reshape(B, H, qh, qw, C)

@@ -103,8 +103,8 @@ def test_vitdet_argument_errors():
     with pytest.raises(ValueError, match='conflicting values: global_attn_indexes'):
         SIDTViT(arch='tiny', window_size=4, global_attn_indexes=[2],
                 window_block_indexes=[0, 1])
-    with pytest.raises(ValueError, match='conflicting values: img_size'):
-        SIDTViT(arch='tiny', img_size=224, pretrain_img_size=1024)
+    # img_size with pretrain_img_size is ViTDet's meaning (input size, pos-embed size):
+    # tests/unit/models/test_handoffs.py::test_vitdet_img_size_with_pretrain_img_size
 
 
 def test_rel_pos_table_with_wrong_head_dim_is_refused(tmp_path):

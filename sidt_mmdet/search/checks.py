@@ -1,0 +1,105 @@
+"""Run-time guards of a search: finite masks, masks in their own optimizer group.
+
+Both catch mistakes that otherwise run to the end without a word: masks that went NaN
+or Inf (and would be exported as garbage), and masks optimised with the weights' lr and
+weight decay because the optimizer wrapper's constructor put them in the weights' group.
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+__all__ = ['NonFiniteMaskError', 'MaskGroupError', 'check_masks_finite', 'watch_mask_groups']
+
+
+class NonFiniteMaskError(FloatingPointError):
+    """A search mask holds NaN or Inf entries."""
+
+
+class MaskGroupError(RuntimeError):
+    """The search masks share an optimizer group with other weights, or get weight decay."""
+
+
+def check_masks_finite(backbone, where: str = '') -> None:
+    """Raise :class:`NonFiniteMaskError` naming every mask with NaN/Inf entries.
+
+    One device sync for all masks; the per-layer scan only runs on failure.
+    """
+    masks = backbone.mask_parameters()
+    if not masks:
+        return
+    flags = torch.stack([torch.isfinite(m.detach()).all() for m in masks.values()])
+    if bool(flags.all()):
+        return
+    bad = []
+    for name, m in masks.items():
+        m = m.detach()
+        n_nan, n_inf = int(torch.isnan(m).sum()), int(torch.isinf(m).sum())
+        if n_nan or n_inf:
+            bad.append(f'backbone.{name} ({n_nan} NaN, {n_inf} Inf of {m.numel()})')
+    raise NonFiniteMaskError(
+        f'SiDT search{where}: the masks are no longer finite: {"; ".join(bad)}. The search '
+        'diverged (lower the mask lr or the sparsity lambdas, clip gradients, check the loss '
+        'scale of mixed precision); stopping before a checkpoint or an export is made of it.')
+
+
+_ADVICE = ("the optimizer wrapper's constructor did not give the masks their own group. "
+           "Use optim_wrapper=dict(constructor="
+           "'SIDTLayerDecayOptimWrapperConstructor', paramwise_cfg=dict(mask_lr=...)) (or "
+           "mask_lr_mult=... relative to the base lr), or with mmengine's "
+           "DefaultOptimWrapperConstructor paramwise_cfg=dict(custom_keys={'_mask': "
+           "dict(lr_mult=..., decay_mult=0.)})")
+
+
+def mask_group_problem(optimizer: torch.optim.Optimizer, mask_ids: set[int]) -> str | None:
+    """Why ``optimizer``'s groups do not suit the masks (ids of the mask parameters), or None."""
+    for i, group in enumerate(optimizer.param_groups):
+        params = group['params']
+        n_masks = sum(id(p) in mask_ids for p in params)
+        if not n_masks:
+            continue
+        lr, wd = group.get('lr'), group.get('weight_decay', 0)
+        if n_masks < len(params):
+            return (f'param group {i} holds {n_masks} search mask tensors together with '
+                    f'{len(params) - n_masks} other tensors (lr={lr:g}, weight_decay={wd:g}), '
+                    "so the masks get the weights' lr and weight decay")
+        if wd:
+            return (f'param group {i} of the search masks has weight_decay={wd:g}, which '
+                    'pulls every mask towards zero besides the sparsity loss')
+    return None
+
+
+_WATCHED: dict[int, tuple[weakref.ref, set[int]]] = {}
+_HANDLE = None
+
+
+def watch_mask_groups(model: torch.nn.Module) -> None:
+    """Check, at the first step of every optimizer, that ``model``'s masks have their own
+    weight-decay-free group; raise :class:`MaskGroupError` otherwise.
+
+    The model cannot see its optimizer (mmengine builds it from the config, and in
+    distributed runs calls the model through its DDP wrapper), so the check is a torch
+    optimizer step pre-hook: one dict lookup per step once an optimizer has passed.
+    """
+    global _HANDLE
+    key = id(model)
+    if key in _WATCHED and _WATCHED[key][0]() is model:
+        return
+    _WATCHED[key] = (weakref.ref(model, lambda _, k=key: _WATCHED.pop(k, None)), set())
+    if _HANDLE is None:
+        _HANDLE = register_optimizer_step_pre_hook(_check_step)
+
+
+def _check_step(optimizer, args, kwargs):
+    for ref, checked in list(_WATCHED.values()):
+        model = ref()
+        if model is None or id(optimizer) in checked:
+            continue
+        masks = {id(p) for p in model.backbone.mask_parameters().values()}
+        problem = mask_group_problem(optimizer, masks)
+        if problem is not None:
+            raise MaskGroupError(f'SiDT search: {problem}: {_ADVICE}.')
+        checked.add(id(optimizer))
+    return None

@@ -1,0 +1,44 @@
+"""A CIFAR-sized SiDT search run by the stock tools in a few seconds, for the integration
+tests of interruption and distributed runs.
+
+It inherits the toy CIFAR-100 search config and makes everything that could differ
+between two runs of the same seed deterministic: an iteration-based loop with a
+checkpoint every iteration, no random augmentation (every image is 32x32, so no padding
+either), no dense checkpoint to start from.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SEARCH_CFG = REPO / 'configs/cifar100/sidt-search_cls_vit-toy-p4-kr0.6_toy-cifar100.py'
+
+
+def write_config(path: Path, data_root: Path, max_iters: int, batch_size: int,
+                 extra: str = '') -> Path:
+    path.write_text(f'''\
+_base_ = {str(SEARCH_CFG)!r}
+load_from = None
+data_root = {str(data_root) + '/'!r}
+train_pipeline = [dict(type='PackInputs')]
+train_dataloader = dict(batch_size={batch_size}, sampler=dict(type='InfiniteSampler',
+                        shuffle=True), dataset=dict(data_root=data_root,
+                        pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters={max_iters},
+                 val_interval={max_iters + 1})
+val_cfg = None
+val_evaluator = None
+val_dataloader = None
+param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end={max_iters},
+                        eta_min=1e-5)]
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1,
+                                     max_keep_ckpts=3),
+                     logger=dict(type='LoggerHook', interval=1))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0, deterministic=True)
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+{extra}
+''')
+    return path

@@ -1,0 +1,212 @@
+"""Fuzzing the subnet file and SIDTViT's argument resolution with hypothesis.
+
+Properties: only the documented error types escape (``SubnetError`` from a subnet
+document, plus ``FileNotFoundError`` from a path; ``ValueError`` from SIDTViT's
+arguments), and whatever is accepted builds a backbone whose forward runs.
+Models are tiny and cached by subnet digest, so the examples stay cheap.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+hypothesis = pytest.importorskip('hypothesis', reason='fuzzing needs hypothesis (dev group)')
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from sidt_mmdet.models import SIDTViT, Subnet, SubnetError  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+E, L, H, M = 16, 2, 2, 24          # the model the subnet documents are checked against
+D = E // H
+ARCH = dict(embed_dims=E, num_layers=L, num_heads=H, mlp_ratio=M / E)
+SETTINGS = dict(deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+X = torch.randn(1, 3, 32, 24)
+_BUILT: dict[str, SIDTViT] = {}
+
+
+def _subset(upper, min_size=0):
+    return st.lists(st.integers(0, upper - 1), min_size=min_size, max_size=upper,
+                    unique=True).map(sorted)
+
+
+@st.composite
+def valid_docs(draw):
+    blocks = []
+    for _ in range(L):
+        v = [draw(_subset(D)) for _ in range(H)]
+        if not any(v):
+            v[draw(st.integers(0, H - 1))] = draw(_subset(D, 1))
+        blocks.append(dict(qk=[draw(_subset(D)) for _ in range(H)], v=v,
+                           mlp=draw(_subset(M, 1))))
+    embed = draw(st.none() | _subset(E, 1))
+    return dict(format='sidt-subnet', version=1,
+                arch=dict(embed_dims=E, num_layers=L, num_heads=H, mlp_hidden=M),
+                embed=embed, blocks=blocks, lowrank=None, budget={}, stats={}, source={})
+
+
+JUNK = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 40), st.sampled_from([10 ** 12, -(10 ** 12)]),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4),
+    st.lists(st.integers(-2, 30), max_size=5), st.dictionaries(st.text(max_size=3),
+                                                              st.integers(), max_size=2))
+
+
+def _paths(doc, prefix=()):
+    """Every (container, key) position of the document."""
+    out = []
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc)
+    for k, v in items:
+        out.append((prefix, k))
+        if isinstance(v, (dict, list)):
+            out += _paths(v, prefix + (k,))
+    return out
+
+
+def _at(doc, prefix):
+    for k in prefix:
+        doc = doc[k]
+    return doc
+
+
+@st.composite
+def mutated_docs(draw):
+    doc = copy.deepcopy(draw(valid_docs()))
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(doc)
+        if not paths:
+            break
+        prefix, key = draw(st.sampled_from(paths))
+        parent = _at(doc, prefix)
+        op = draw(st.sampled_from(['replace', 'delete', 'extra', 'duplicate', 'shift']))
+        if op == 'replace':
+            parent[key] = draw(JUNK)
+        elif op == 'delete':
+            del parent[key]
+        elif op == 'extra':
+            target = parent[key] if isinstance(parent[key], (dict, list)) else parent
+            if isinstance(target, dict):
+                target[draw(st.text(min_size=1, max_size=5))] = draw(JUNK)
+            else:
+                target.append(draw(JUNK))
+        elif op == 'duplicate' and isinstance(parent[key], list) and parent[key]:
+            parent[key].append(parent[key][0])
+        elif op == 'shift' and isinstance(parent[key], int) and not isinstance(parent[key], bool):
+            parent[key] += draw(st.sampled_from([-1, 1, D, M, -(10 ** 6)]))
+    return doc
+
+
+def _build_and_run(sub: Subnet) -> None:
+    key = sub.digest()
+    if key not in _BUILT:
+        _BUILT[key] = SIDTViT(arch=ARCH, patch_size=8, img_size=32, window_size=2,
+                              global_attn_indexes=[1], use_rel_pos=True, mode='pruned',
+                              subnet=sub).eval()
+    with torch.no_grad():
+        out = _BUILT[key](X)[0]
+    assert out.shape == (1, len(sub.kept_embed), 4, 3)
+    assert torch.isfinite(out).all()
+
+
+def _accept_or_refuse(doc) -> bool:
+    try:
+        sub = Subnet.from_dict(doc, where='fuzz.json')
+    except SubnetError as e:
+        assert str(e).startswith('fuzz.json'), e
+        return False
+    try:
+        sub.check_arch(E, L, H, M)
+    except SubnetError:
+        return False
+    _build_and_run(sub)
+    return True
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(doc=valid_docs())
+def test_valid_documents_build_and_run(doc, figures):
+    figures.add('fuzz_examples')
+    assert _accept_or_refuse(doc)
+    # the round trip keeps the structure
+    assert Subnet.from_dict(Subnet.from_dict(doc).to_dict()).digest() == \
+        Subnet.from_dict(doc).digest()
+
+
+@settings(max_examples=600, **SETTINGS)
+@given(doc=mutated_docs())
+def test_mutated_documents_are_refused_or_run(doc, figures):
+    figures.add('fuzz_examples')
+    _accept_or_refuse(doc)
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(doc=valid_docs(), cut=st.floats(0, 1), junk=st.binary(max_size=16))
+def test_damaged_files_are_refused_by_name(tmp_path_factory, doc, cut, junk, figures):
+    figures.add('fuzz_examples')
+    path = tmp_path_factory.mktemp('fuzz') / 'subnet.json'
+    text = json.dumps(doc).encode()
+    path.write_bytes(text[:int(cut * (len(text) - 1))] + junk)
+    try:
+        sub = Subnet.load(path)
+    except SubnetError as e:
+        assert str(path) in str(e)
+    else:
+        _build_and_run(sub)
+
+
+# ---------------------------------------------------------------- SIDTViT arguments
+SMALL_INT = st.integers(-2, 6)
+SIZES = st.one_of(st.none(), st.sampled_from([0, -16, 8, 16, 24, 32, (16, 24), (32,), 2.5,
+                                              True, 'x']))
+ARCH_ARG = st.one_of(
+    st.none(), st.sampled_from(['tiny', 'Small', 'giant', 3]),
+    st.fixed_dictionaries(
+        {'embed_dims': st.sampled_from([8, 16, 12, 0, 7.0, True]),
+         'num_layers': st.sampled_from([1, 2, 0, -1, 1.0]),
+         'num_heads': st.sampled_from([1, 2, 4, 3, 0])},
+        optional={'mlp_ratio': st.sampled_from([1.0, 2, 0.5, 0, -1.0, math.nan, math.inf, 'x']),
+                  'mlp_raito': st.just(2), 'depth': st.just(2)}))
+
+
+@st.composite
+def vit_kwargs(draw):
+    kw = dict(arch=draw(ARCH_ARG), patch_size=draw(st.sampled_from([8, 16, 0, 5])),
+              img_size=draw(SIZES), pretrain_img_size=draw(SIZES),
+              window_size=draw(st.sampled_from([0, 2, -1, 3])),
+              use_rel_pos=draw(st.booleans()))
+    for name, strat in (('embed_dim', st.sampled_from([8, 16, 6, 0])),
+                        ('depth', SMALL_INT), ('num_heads', st.sampled_from([1, 2, 4, 5])),
+                        ('mlp_ratio', st.sampled_from([1.0, 2.0, 0.0])),
+                        ('global_attn_indexes', st.lists(SMALL_INT, max_size=3)),
+                        ('window_block_indexes', st.lists(SMALL_INT, max_size=3))):
+        if draw(st.booleans()):
+            kw[name] = draw(strat)
+    if kw['arch'] is None and 'embed_dim' not in kw:  # never build ViT-B here
+        kw['arch'] = dict(embed_dims=8, num_layers=1, num_heads=2)
+    if isinstance(kw['arch'], str) and kw['arch'].lower() in SIDTViT.arch_zoo:
+        kw.update(embed_dim=8, depth=1, num_heads=2)  # must conflict: refused, never built
+    return kw
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(kw=vit_kwargs())
+def test_arch_and_vitdet_arguments_are_refused_or_run(kw, figures):
+    figures.add('fuzz_examples')
+    try:
+        bb = SIDTViT(**kw)
+    except ValueError as e:
+        assert str(e)
+        return
+    assert bb.embed_dims <= 16, "fuzzing must only ever build tiny models"
+    size = bb.img_size
+    with torch.no_grad():
+        out = bb.eval()(torch.randn(1, 3, *size))[0]
+    grid = [math.ceil(s / bb.patch_size) for s in size]
+    assert out.shape == (1, bb.embed_dims, *grid) and torch.isfinite(out).all()

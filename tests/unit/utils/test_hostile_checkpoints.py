@@ -1,0 +1,70 @@
+"""Hostile checkpoints are refused by every in-process load path, naming what is unsafe,
+with no side effect. (tools/train.py --resume, tools/test.py, export and low-rank:
+tests/integration/test_hostile_tools.py.)"""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from hostile import payloads, write_payload
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import CheckpointLoader
+from mmengine.runner.checkpoint import load_checkpoint
+from torch import nn
+
+import sidt_mmdet  # noqa: F401
+from sidt_mmdet.models import SIDTViT
+from sidt_mmdet.utils import UnsafeCheckpointError, load_checkpoint_safe
+
+ARCH = dict(embed_dims=16, num_layers=1, num_heads=2)
+NAMES = list(payloads('m'))
+
+
+def _loaders():
+    def init_cfg(path):
+        SIDTViT(arch=ARCH, patch_size=8, img_size=16,
+                init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()
+
+    def load_from(path):  # what Runner.load_checkpoint (load_from, --resume) calls
+        model = nn.Module()
+        model.backbone = SIDTViT(arch=ARCH, patch_size=8, img_size=16)
+        load_checkpoint(model, path, map_location='cpu')
+
+    return {'load_checkpoint_safe': load_checkpoint_safe,
+            'CheckpointLoader': lambda p: CheckpointLoader.load_checkpoint(p, 'cpu'),
+            'init_cfg Pretrained': init_cfg, 'mmengine load_checkpoint': load_from}
+
+
+@pytest.mark.parametrize('loader', list(_loaders()))
+@pytest.mark.parametrize('name', NAMES)
+def test_refused_with_no_side_effect(tmp_path, name, loader):
+    marker = tmp_path / 'marker'
+    obj, expect = payloads(str(marker))[name]
+    path = write_payload(tmp_path / 'hostile.pth', obj)
+    with pytest.raises(UnsafeCheckpointError) as err:
+        _loaders()[loader](path)
+    assert path in str(err.value) and expect in str(err.value)
+    assert not marker.exists()
+
+
+def test_plain_pickle_would_have_run_the_payload(tmp_path):
+    """The payloads are live: without weights_only, loading one runs it (so the tests
+    above cannot pass merely because a payload is inert)."""
+    marker = tmp_path / 'marker'
+    path = write_payload(tmp_path / 'hostile.pth', payloads(str(marker))['builtins.eval'][0])
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_history_buffer_of_a_real_run_still_loads(tmp_path):
+    buf = HistoryBuffer([1.0, 2.0, 3.0], [1, 1, 1])
+    torch.save({'message_hub': {'log_scalars': {'loss': buf}}, 'state_dict': {}},
+               tmp_path / 'ok.pth')
+    got = load_checkpoint_safe(tmp_path / 'ok.pth')['message_hub']['log_scalars']['loss']
+    assert got.mean() == 2.0 and got.statistics('max') == 3.0
+
+
+def test_refusal_is_an_unpickling_error(tmp_path):
+    """Callers that catch pickle's error type keep working."""
+    assert issubclass(UnsafeCheckpointError, pickle.UnpicklingError)
