@@ -14,8 +14,9 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 __all__ = ['NonFiniteMaskError', 'MaskGroupError', 'check_masks_finite', 'watch_mask_groups']
 
 
-class NonFiniteMaskError(FloatingPointError):
-    """A search mask holds NaN or Inf entries."""
+class NonFiniteMaskError(FloatingPointError, ValueError):
+    """A search mask holds NaN or Inf entries (a ValueError too: tools report it as a bad
+    input, not as a crash)."""
 
 
 class MaskGroupError(RuntimeError):

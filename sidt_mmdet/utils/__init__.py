@@ -1,5 +1,7 @@
 """Utilities shared by every stage; importing this installs the safe checkpoint loader."""
 from .safe_load import (
+    CheckpointMismatchError,
+    CorruptCheckpointError,
     UnsafeCheckpointError,
     checkpoint_safe_globals,
     install_safe_checkpoint_loader,
@@ -10,6 +12,8 @@ from .safe_load import (
 install_safe_checkpoint_loader()
 
 __all__ = [
+    'CheckpointMismatchError',
+    'CorruptCheckpointError',
     'UnsafeCheckpointError',
     'checkpoint_safe_globals',
     'install_safe_checkpoint_loader',

@@ -28,6 +28,7 @@ from .fileio import atomic_file
 
 __all__ = [
     'CheckpointMismatchError',
+    'CorruptCheckpointError',
     'UnsafeCheckpointError',
     'checkpoint_safe_globals',
     'checkpoint_source',
@@ -44,6 +45,10 @@ _NUMPY_DTYPES = (np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64, np.u
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint holds globals outside the allow-list; raised instead of loading it."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A file that is not a readable PyTorch checkpoint (truncated, or something else)."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -211,24 +216,46 @@ def load_checkpoint_safe(filename: str | os.PathLike, map_location: Any = 'cpu')
 
     Raises:
         FileNotFoundError: ``filename`` is not a file.
+        CorruptCheckpointError: the file is not a PyTorch checkpoint, or a truncated one.
         UnsafeCheckpointError: the file needs a global outside the allow-list; the message
             names the file and lists every global it holds that torch does not trust.
     """
     filename = osp.expanduser(os.fspath(filename))
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename!r} does not exist or is not a file')
+    with open(filename, 'rb') as f:
+        head = f.read(4)
+    if head[:4] != b'PK\x03\x04' and head[:1] != b'\x80':
+        raise CorruptCheckpointError(
+            f'{filename!r} is not a PyTorch checkpoint (a zip archive or a pickle written by '
+            f'torch.save); it starts with {head!r}' + (' (empty file)' if not head else ''))
     try:
         with torch.serialization.safe_globals(checkpoint_safe_globals()):
             obj = torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        foreign = _foreign_globals(filename)
+        if not any(word in str(exc) for word in ('global', 'refused', 'reduce')) and \
+                all(g.startswith('<') for g in foreign):
+            raise CorruptCheckpointError(
+                f'cannot read checkpoint {filename!r}: the file is truncated or corrupt '
+                f'(torch said: {_first_line(exc)})') from None
         raise UnsafeCheckpointError(
             f'refused to load checkpoint {filename!r} with weights_only=True: it contains '
-            f'globals outside the sidt_mmdet allow-list: {_foreign_globals(filename)}. '
+            f'globals outside the sidt_mmdet allow-list: {foreign}. '
             'Re-save it with plain tensors and Python containers only, or convert it from '
             f'a trusted source. torch said: {exc}') from exc
+    except (RuntimeError, EOFError, OSError) as exc:  # a zip or pickle cut short
+        raise CorruptCheckpointError(
+            f'cannot read checkpoint {filename!r}: the file is truncated or corrupt '
+            f'({osp.getsize(filename):,} bytes; torch said: {_first_line(exc)})') from None
     _check_loaded(obj, filename)
     _remember_source(obj, filename)
     return obj
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _foreign_globals(filename: str) -> list[str]:

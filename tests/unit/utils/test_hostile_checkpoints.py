@@ -68,3 +68,17 @@ def test_history_buffer_of_a_real_run_still_loads(tmp_path):
 def test_refusal_is_an_unpickling_error(tmp_path):
     """Callers that catch pickle's error type keep working."""
     assert issubclass(UnsafeCheckpointError, pickle.UnpicklingError)
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'text', 'empty', 'truncated legacy'])
+def test_damaged_checkpoint_is_named_not_called_unsafe(tmp_path, damage):
+    from sidt_mmdet.utils import CorruptCheckpointError
+    path = tmp_path / 'ckpt.pth'
+    torch.save({'state_dict': {'w': torch.randn(64, 64)}}, path,
+               _use_new_zipfile_serialization=damage != 'truncated legacy')
+    data = path.read_bytes()
+    path.write_bytes({'truncated': data[:len(data) // 2], 'text': b'hello, not a checkpoint',
+                      'empty': b'', 'truncated legacy': data[:40]}[damage])
+    with pytest.raises(CorruptCheckpointError) as err:
+        load_checkpoint_safe(path)
+    assert str(path) in str(err.value)
