@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
@@ -25,28 +26,59 @@ _SCOPES = ('backbone.net.', 'backbone.', 'image_encoder.', 'encoder.')
 # Keys of parts SIDTViT does not have.
 _DROP_PREFIXES = ('head.', 'fc_norm.', 'decoder', 'mask_token', 'neck.', 'dist_token',
                   'head_dist.', 'pre_logits.', 'attn_pool.')
+# Original SAM checkpoints name the MLP lin1/lin2 (timm and SIDTViT: fc1/fc2).
+_RENAMES = (('mlp.lin1.', 'mlp.fc1.'), ('mlp.lin2.', 'mlp.fc2.'))
 
 
 def unwrap_state_dict(ckpt) -> dict[str, torch.Tensor]:
     """The tensor dict inside a checkpoint ({'model': ...}, {'state_dict': ...} or raw)."""
-    state = ckpt
+    return _unwrap(ckpt)[0]
+
+
+def _unwrap(ckpt) -> tuple[dict[str, torch.Tensor], list[str]]:
+    notes = []
+    state, path = ckpt, []
     for _ in range(3):
         if not isinstance(state, dict):
             break
-        inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
-        if inner is None:
+        key = next((k for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+        if key is None:
             break
-        state = inner
+        path.append(key)
+        state = state[key]
+    if isinstance(state, dict):  # detectron2's model-zoo pickles hold numpy arrays
+        arrays = [k for k, v in state.items() if isinstance(v, np.ndarray)]
+        if arrays:
+            state = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                     for k, v in state.items()}
+            notes.append(f'converted {len(arrays)} numpy arrays to tensors')
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor)
                                               for v in state.values()):
         raise ValueError('checkpoint holds no state dict (looked under '
                          f'{", ".join(_WRAPPER_KEYS)} and at the top level)')
-    state = strip_prefix(state)
+    if path:
+        notes.append(f'read the weights under {"/".join(repr(k) for k in path)}')
+    wrapped = [k for k in state if k.startswith('module.')]
+    if wrapped:
+        state = strip_prefix(state)
+        notes.append(f"stripped 'module.' from {len(wrapped)} keys")
     for scope in _SCOPES:
-        if any(k.startswith(scope) for k in state):
-            state = {k[len(scope):]: v for k, v in state.items() if k.startswith(scope)}
+        inside = [k for k in state if k.startswith(scope)]
+        if inside:
+            outside = sorted(k for k in state if not k.startswith(scope))
+            state = {k[len(scope):]: state[k] for k in inside}
+            note = f"kept the {len(inside)} keys under '{scope}' (prefix stripped)"
+            if outside:
+                note += (f'; dropped {len(outside)} keys outside it '
+                         f'(e.g. {", ".join(outside[:3])})')
+            notes.append(note)
             break
-    return state
+    renamed = [k for k in state if any(old in k for old, _ in _RENAMES)]
+    if renamed:
+        for old, new in _RENAMES:
+            state = {k.replace(old, new): v for k, v in state.items()}
+        notes.append(f'renamed {len(renamed)} SAM MLP keys (mlp.lin1/lin2 -> mlp.fc1/fc2)')
+    return state, notes
 
 
 def _num_prefix_tokens(length: int) -> tuple[int, tuple[int, int]]:
@@ -63,20 +95,21 @@ def _resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
     return t[0].t().to(table.dtype)
 
 
-def convert_vit_state_dict(ckpt, *, embed_dims: int, patch_size: int, grid: tuple[int, int],
+def convert_vit_state_dict(ckpt, *, patch_size: int, grid: tuple[int, int],
                            num_prefix_tokens: int, rel_pos_lengths: dict[str, int] | None = None
                            ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Return (state dict in SIDTViT's dense layout, notes on what was changed).
 
+    Shapes are not checked here (a pruned checkpoint is narrower than the dense
+    model); the loader compares them with the model's and lists every mismatch.
+
     Args:
-        embed_dims: the dense width of the target model (for sanity checks).
         patch_size: the target patch size (the kernel is resampled if it differs).
         grid: the target pretrain token grid (h, w) of ``pos_embed``.
         num_prefix_tokens: 1 if the target has a class token, else 0.
         rel_pos_lengths: target length per rel-pos key (``blocks.N.attn.rel_pos_h``).
     """
-    state = unwrap_state_dict(ckpt)
-    notes = []
+    state, notes = _unwrap(ckpt)
     dropped = sorted(k for k in state if k.startswith(_DROP_PREFIXES))
     if dropped:
         notes.append(f'dropped {len(dropped)} keys of parts SIDTViT has no use for '
@@ -101,9 +134,11 @@ def convert_vit_state_dict(ckpt, *, embed_dims: int, patch_size: int, grid: tupl
             pe = torch.cat([patch.new_zeros(1, 1, patch.shape[-1]), patch], dim=1)
             notes.append('pos_embed had no class-token position: initialised it to zero')
         else:
-            if src_prefix:
-                notes.append(f'dropped {src_prefix} prefix-token position(s) of pos_embed')
             pe = patch
+        if src_prefix > num_prefix_tokens:  # no class token here, or DeiT's distillation one
+            notes.append(f'dropped {src_prefix - num_prefix_tokens} prefix-token position(s) '
+                         f'of pos_embed ({src_prefix} in the checkpoint, {num_prefix_tokens} '
+                         'in the model)')
         state['pos_embed'] = pe
 
     key = 'patch_embed.proj.weight'

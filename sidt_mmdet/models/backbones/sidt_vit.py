@@ -375,10 +375,12 @@ class SIDTViT(BaseModule):
         ckpt = checkpoint
         if isinstance(checkpoint, str):
             ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-        state, notes = convert_vit_state_dict(
-            ckpt, embed_dims=self.embed_dims_dense, patch_size=self.patch_size,
-            grid=self.pretrain_grid, num_prefix_tokens=self.num_prefix_tokens,
-            rel_pos_lengths=self.rel_pos_lengths())
+        try:
+            state, notes = convert_vit_state_dict(
+                ckpt, patch_size=self.patch_size, grid=self.pretrain_grid,
+                num_prefix_tokens=self.num_prefix_tokens, rel_pos_lengths=self.rel_pos_lengths())
+        except ValueError as e:
+            raise ValueError(f'{where}: {e}') from None
         if self.subnet is not None and self._is_dense_layout(state):
             state = slice_vit_state_dict(state, self.subnet)
             notes.append('sliced dense weights to the subnet (masks folded where present)')

@@ -1,6 +1,9 @@
 """ViTDet parity: SIDTViT against timm's VisionTransformerSAM (ViTDet/SAM architecture)."""
+import importlib
+
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import build_pruned, hard_mask_, perturb_, random_masks_, subnet_from_masks
 from timm.models.vision_transformer_sam import VisionTransformerSAM
 
@@ -121,17 +124,26 @@ def test_rel_pos_table_with_wrong_head_dim_is_refused(tmp_path):
         model.init_weights()
 
 
-def test_rel_pos_tables_of_another_size_are_resampled(tmp_path, caplog):
+def test_rel_pos_tables_of_another_size_are_resampled(tmp_path, monkeypatch):
+    """A global block's table made for a 16x16 grid (31 rows) loaded into an 8x8 model (15
+    rows): resampled linearly as SAM's get_rel_pos does, and logged. Catches the table
+    truncated, left at its zero init, or changed without a log line."""
     ref = sam_reference()
     state = ref.state_dict()
-    state['blocks.1.attn.rel_pos_h'] = torch.randn(31, 16)  # made for a 16x16 grid
+    table = torch.randn(31, 16)
+    state['blocks.1.attn.rel_pos_h'] = table
     path = tmp_path / 'other_size.pth'
     torch.save(state, path)
     model = SIDTViT(embed_dim=48, depth=3, num_heads=3, pretrain_img_size=128, window_size=4,
                     window_block_indexes=[0, 2], use_rel_pos=True,
                     init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    lines = []
+    monkeypatch.setattr(importlib.import_module('sidt_mmdet.models.backbones.sidt_vit'),
+                        'print_log', lambda msg, **_: lines.append(msg))
     model.init_weights()
-    assert model.blocks[1].attn.rel_pos_h.shape == (15, 16)
+    want = F.interpolate(table.t()[None], size=15, mode='linear')[0].t()
+    torch.testing.assert_close(model.blocks[1].attn.rel_pos_h.detach(), want)
+    assert 'SIDTViT: resized blocks.1.attn.rel_pos_h 31 -> 15 (linear)' in lines, lines
 
 
 def test_get_layer_depth():
