@@ -41,19 +41,40 @@ def test_keep_ratio_keeps_that_fraction_per_kind():
     assert max(dropped) <= thr
 
 
+def hand_macs(sub, N=16, patch=16):
+    """docs/method.md section 2 for global blocks at 64x64 (N = 16 tokens), from the kept
+    indices alone: heads without v dims are gone with their q/k dims."""
+    D = len(sub.kept_embed)
+    total = N * D * 3 * patch * patch
+    for b in sub.blocks:
+        active = [h for h, v in enumerate(b['v']) if v]
+        s_qk = sum(len(b['qk'][h]) for h in active)
+        s_v = sum(len(b['v'][h]) for h in active)
+        total += (N * D * (2 * s_qk + s_v) + N * N * s_qk + N * N * s_v + N * s_v * D
+                  + 2 * N * D * len(b['mlp']))
+    return total
+
+
 @pytest.mark.parametrize('kind', ['params', 'flops'])
 def test_budget_met_within_one_dimension(kind):
+    """The target and the result are counted independently of the counter selection uses:
+    params by the pruned model's numel, MACs by hand from method.md. Catches a budget
+    solved against a wrong cost model (e.g. without the attention matmuls, which would
+    overshoot the real MACs), and a result further than one dimension below the target."""
     model = searched()
-    dense = backbone_complexity(model, (64, 64))
     N = 16
-    target = int(0.7 * (dense.params if kind == 'params' else dense.macs))
+    if kind == 'params':
+        dense = sum(p.numel() for n, p in model.named_parameters() if not n.endswith('_mask'))
+    else:
+        dense = L * (12 * N * D * D + 2 * N * N * D) + N * D * 3 * 16 * 16
+    target = int(0.7 * dense)
     sub = select_subnet(model, **{kind: target}, round_to=1, min_mlp=1)
-    got = sub.stats['params_after'] if kind == 'params' else sub.stats['macs_after']
+    pruned = prune_backbone(model, sub)
+    got = sum(p.numel() for p in pruned.parameters()) if kind == 'params' else hand_macs(sub)
+    assert got == sub.stats['params_after' if kind == 'params' else 'macs_after']
     one_dim = (3 * D + 3 + D) if kind == 'params' else (3 * N * D + 2 * N * N + N * D)
     assert got <= target
     assert target - got < one_dim
-    pruned = prune_backbone(model, sub)
-    assert sub.stats['params_after'] == sum(p.numel() for p in pruned.parameters())
 
 
 def test_rounding_and_minimums_never_empty_a_layer():
@@ -145,3 +166,44 @@ def test_sparsity_loss_drives_masks_down():
         SparsityLoss(lambda_mlp=-1)
     with pytest.raises(ValueError, match='no search masks'):
         loss_fn(SIDTViT(arch=TINY))
+
+
+@pytest.mark.parametrize('split', [False, True])
+@pytest.mark.parametrize('weighted', [False, True])
+def test_sparsity_loss_value_by_hand(split, weighted):
+    """loss = lambda_attn*sum|m_attn| + lambda_mlp*sum|m_mlp| + lambda_embed*|m_embed|_1, each
+    entry weighted (macs_weighted) by the MACs it costs divided by the mean cost of its
+    kind. The costs are derived here from method.md for a 4x4 grid (N = 16, D = 48):
+    window blocks (3) pad to 4 windows of 9 tokens (T = 36), the global block has T = 16.
+    A q/k dim costs its q and k rows (2*T*D), q k^T (windows * n^2) and its rel-pos rows
+    (T * (k_h + k_w)); a v dim its v row and proj column (2*T*D) and attn @ v. Catches
+    a missing abs, a lambda applied to the wrong kind, weights not normalised to mean 1
+    (the loss would be ~6000x larger) or normalised over all kinds together."""
+    model = SIDTViT(arch=TINY, img_size=64, mode='search', split_qkv=split, window_size=3,
+                    global_attn_indexes=[1], use_rel_pos=True, search_dims=('attn', 'mlp', 'embed'))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.mask_parameters().values():
+            m.copy_(torch.rand(m.shape, generator=g) * 2 - 1)  # negative entries too
+    lam = dict(attn=0.1, mlp=0.01, embed=0.001)
+    loss = SparsityLoss(lambda_attn=lam['attn'], lambda_mlp=lam['mlp'], lambda_embed=lam['embed'],
+                        macs_weighted=weighted, input_size=(64, 64))(model)['loss_sparsity']
+    window = dict(qk=2 * 36 * D + 4 * 81 + 36 * (3 + 3), v=2 * 36 * D + 4 * 81)  # 3996, 3780
+    glob = dict(qk=2 * 16 * D + 256 + 16 * (4 + 4), v=2 * 16 * D + 256)         # 1920, 1792
+    costs = [window, glob, window]
+    blocks = model.blocks
+    if split:
+        attn_terms = [(c['qk'], blk.attn.qk_mask) for c, blk in zip(costs, blocks)]
+        attn_terms += [(c['v'], blk.attn.v_mask) for c, blk in zip(costs, blocks)]
+        mean = (2 * 3996 + 1920 + 2 * 3780 + 1792) / 6
+    else:
+        attn_terms = [(c['qk'] + c['v'], blk.attn.dim_mask) for c, blk in zip(costs, blocks)]
+        mean = (2 * 7776 + 3712) / 3
+    want = 0.
+    for cost, m in attn_terms:
+        w = cost / mean if weighted else 1.
+        want += lam['attn'] * w * float(m.abs().sum())
+    # every MLP unit costs 2*N*D and every embedding channel the same: weights are all 1
+    want += lam['mlp'] * sum(float(blk.mlp.hidden_mask.abs().sum()) for blk in blocks)
+    want += lam['embed'] * float(model.embed_mask.abs().sum())
+    assert float(loss) == pytest.approx(want, rel=1e-5)
