@@ -143,10 +143,13 @@ def test_cifar_config_recipe(path):
 
 
 def test_deit_config_loads_timm_weights_and_classifies_at_224(tmp_path):
-    """The 224 fine-tuning config converts a timm/DeiT checkpoint (head dropped) on init."""
+    """The 224 fine-tuning config converts a timm/DeiT checkpoint (head dropped) on init.
+    The reference weights are moved off their init, so a key left at its init (zero
+    biases, unit norms) or a tensor loaded into the wrong place cannot pass."""
     timm = pytest.importorskip('timm')
     torch.manual_seed(0)
-    ref = timm.create_model('vit_small_patch16_224', pretrained=False, num_classes=1000)
+    ref = perturb_(timm.create_model('vit_small_patch16_224', pretrained=False,
+                                     num_classes=1000))
     ckpt = tmp_path / 'deit_small_patch16_224.pth'
     torch.save({'model': ref.state_dict()}, ckpt)  # DeiT's release layout
     cfg = load_cfg(DEIT_DENSE, **{'model.backbone.init_cfg.checkpoint': str(ckpt)})

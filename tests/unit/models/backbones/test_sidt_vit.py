@@ -1,5 +1,6 @@
 """SIDTViT: equivalence with timm, the three modes, exact pruning, bad input."""
 import copy
+import importlib
 
 import pytest
 import timm
@@ -75,13 +76,43 @@ def test_every_parameter_gets_a_gradient_odd_sizes(mode):
         assert len(model.mask_parameters()) == 2 * 3 + 1
 
 
-def test_with_cp_matches_plain_forward():
+def test_with_cp_same_gradients_and_really_recomputes(monkeypatch):
+    """Catches ``with_cp`` ignored (no block would run twice, no checkpoint call) and a
+    checkpointed path that changes the maths (outputs or gradients would differ)."""
     torch.manual_seed(0)
-    a = perturb_(SIDTViT(arch=TINY, img_size=64)).train()
-    b = SIDTViT(arch=TINY, img_size=64, with_cp=True).train()
+    kw = dict(arch=TINY, img_size=64, window_size=3, global_attn_indexes=[1], use_rel_pos=True,
+              mode='search', search_dims=('attn', 'mlp', 'embed'))
+    a = perturb_(SIDTViT(**kw)).train()
+    b = SIDTViT(with_cp=True, **kw).train()
     b.load_state_dict(a.state_dict())
-    x = torch.randn(1, 3, 64, 64, requires_grad=True)
-    assert torch.allclose(a(x)[0], b(x)[0], atol=1e-6)
+    module = importlib.import_module('sidt_mmdet.models.backbones.sidt_vit')
+    real_checkpoint = module.checkpoint
+    cp_calls = []
+
+    def counting_checkpoint(fn, *args, **kwargs):
+        cp_calls.append(fn)
+        return real_checkpoint(fn, *args, **kwargs)
+
+    monkeypatch.setattr(module, 'checkpoint', counting_checkpoint)
+    x = torch.randn(2, 3, 64, 64)
+    grads, runs = [], []
+    for model in (a, b):
+        calls = []
+        # a pre-hook: the recomputation stops early, before a forward hook would run
+        hooks = [blk.register_forward_pre_hook(lambda *_, c=calls: c.append(1))
+                 for blk in model.blocks]
+        out = model(x)[0]
+        out.square().mean().backward()
+        for h in hooks:
+            h.remove()
+        runs.append(len(calls))
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert cp_calls == list(b.blocks)  # every block of b went through checkpoint, a's none
+    assert runs == [3, 6]  # with checkpointing each block's forward is re-run in backward
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7,
+                                   msg=name)
 
 
 def test_classification_outputs():
@@ -92,13 +123,23 @@ def test_classification_outputs():
     assert model(torch.randn(3, 3, 33, 31))[0].shape == (3, 48)
 
 
-def test_frozen_stages():
-    model = SIDTViT(arch=TINY, frozen_stages=1)
-    assert not model.patch_embed.proj.weight.requires_grad
-    assert not model.blocks[0].attn.qkv.weight.requires_grad
-    assert model.blocks[1].attn.qkv.weight.requires_grad
+@pytest.mark.parametrize('frozen', [0, 2])
+def test_frozen_stages(frozen):
+    """frozen_stages=N freezes the embeddings and blocks 0..N-1, also through train() and a
+    backward pass. Catches freezing stopped after block 0, the position embedding or class
+    token left trainable, and frozen blocks put back in training mode (drop path)."""
+    model = SIDTViT(arch=TINY, img_size=64, with_cls_token=True, frozen_stages=frozen,
+                    drop_path_rate=0.1)
     model.train()
-    assert not model.blocks[0].training and model.blocks[1].training
+    model(torch.randn(1, 3, 64, 64))[0].sum().backward()
+    frozen_prefixes = ('patch_embed.', 'pos_embed', 'cls_token') + tuple(
+        f'blocks.{i}.' for i in range(frozen))
+    for name, p in model.named_parameters():
+        is_frozen = name.startswith(frozen_prefixes)
+        assert p.requires_grad != is_frozen, name
+        assert (p.grad is None) == is_frozen, name
+    assert [blk.training for blk in model.blocks] == [i >= frozen for i in range(3)]
+    assert not model.patch_embed.training
 
 
 # ------------------------------------------------------------- exact pruning
@@ -124,24 +165,53 @@ def test_pruned_equals_hard_masked_supernet(split_qkv, rel_pos):
     assert diff <= 1e-5
 
 
-def test_embedding_pruning_shapes_and_reported_gap():
+class KeptChannelsLayerNorm(torch.nn.Module):
+    """The LayerNorm a pruned model computes: statistics over the kept channels only."""
+
+    def __init__(self, norm, kept):
+        super().__init__()
+        self.norm = norm
+        self.register_buffer('kept', torch.as_tensor(kept))
+
+    def forward(self, x):
+        k = x.index_select(-1, self.kept)
+        mean = k.mean(-1, keepdim=True)
+        var = k.var(-1, unbiased=False, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.norm.eps) * self.norm.weight + self.norm.bias
+
+
+@pytest.mark.parametrize('final_norm', [False, True])
+def test_embedding_pruning_is_exact_up_to_layernorm_statistics(final_norm):
+    """With every LayerNorm of the hard-masked supernet taking its statistics over the kept
+    channels, the pruned model must equal it exactly: the embedding mask folds into every
+    write to and read from the residual stream. Catches a fold missed on any of them
+    (patch embedding, position embedding, class token, attn.proj, fc2, norm weights), which
+    a loose bound on the gap would let through. With the stock LayerNorm the gap must be
+    real (the reason the retrain stage exists)."""
     torch.manual_seed(0)
-    kw = dict(arch=TINY, img_size=64)
+    kw = dict(arch=TINY, img_size=64, final_norm=final_norm, with_cls_token=final_norm)
     search = SIDTViT(mode='search', search_dims=('attn', 'mlp', 'embed'), **kw)
     perturb_(search)
     random_masks_(search, seed=2, zero_frac=0.25)
     subnet = subnet_from_masks(search)
     hard_mask_(search, subnet)
+    kept = subnet.kept_embed
+    assert 0 < len(kept) < 48
     pruned = build_pruned(search, subnet, **kw).eval()
-    x = torch.randn(1, 3, 64, 64)
+    assert pruned.out_channels == len(kept)
+    x = torch.randn(2, 3, 64, 80)
     with torch.no_grad():
-        a = search.eval()(x)[0][:, subnet.kept_embed]
         b = pruned(x)[0]
-    assert b.shape == (1, len(subnet.kept_embed), 4, 4)
-    assert pruned.out_channels == len(subnet.kept_embed)
-    # LayerNorm statistics change when channels disappear: close, not exact.
-    gap = (a - b).abs().max().item()
-    assert 0 < gap < 10 * a.abs().max().item()
+        stock_gap = (search.eval()(x)[0][:, kept] - b).abs().max()
+        for blk in search.blocks:
+            blk.norm1 = KeptChannelsLayerNorm(blk.norm1, kept)
+            blk.norm2 = KeptChannelsLayerNorm(blk.norm2, kept)
+        if final_norm:
+            search.norm = KeptChannelsLayerNorm(search.norm, kept)
+        a = search(x)[0][:, kept]
+    assert b.shape == (2, len(kept), 4, 5)
+    assert (a - b).abs().max() <= 1e-5
+    assert stock_gap > 1e-3
 
 
 def hand_params(D, patch, in_ch, n_pos, blocks, qkv_bias=True, rel=None, final_norm=False):
