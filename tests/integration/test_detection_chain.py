@@ -192,12 +192,38 @@ def test_chain_retrain_loads_pruned_checkpoint_and_stock_test_evaluates(
     assert 'unexpected key in source state_dict' not in log
     assert (work_dir / 'iter_4.pth').is_file()
 
+    preds_path = tmp_path / 'preds.pkl'
     test = run_command(
         [sys.executable, str(STOCK_TEST), RETRAIN_CFG, str(work_dir / 'iter_4.pth'),
-         '--work-dir', str(tmp_path / 'test'), '--cfg-options', subnet_opt],
+         '--work-dir', str(tmp_path / 'test'), '--out', str(preds_path),
+         '--cfg-options', subnet_opt],
         env=_env(toy_coco_dir))
     log = _output(test)
+    assert 'missing keys in source state_dict' not in log
+    assert 'unexpected key in source state_dict' not in log
     bbox, segm = COCO_BBOX.search(log), COCO_SEGM.search(log)
     assert bbox and segm, log[-3000:]
-    assert 0 <= float(bbox[1]) <= 1 and 0 <= float(segm[1]) <= 1
     print(f'toy chain: bbox mAP {bbox[1]}, segm mAP {segm[1]}')
+    _check_metrics_are_those_of_the_predictions(preds_path, toy_coco_dir, bbox, segm)
+
+
+def _check_metrics_are_those_of_the_predictions(preds_path, toy_coco_dir, bbox, segm):
+    """The mAPs stock test.py printed are CocoMetric's on the predictions it dumped, one per
+    val image with boxes and masks. Catches an evaluation of other predictions than the
+    model's (a wrong dataset, a partial run), which a range check 0 <= mAP <= 1 passes."""
+    import mmengine
+    from mmdet.evaluation import CocoMetric
+
+    ann_file = toy_coco_dir / 'annotations' / 'instances_val2017.json'
+    ann = json.loads(ann_file.read_text())
+    preds = mmengine.load(str(preds_path))
+    assert sorted(p['img_id'] for p in preds) == sorted(im['id'] for im in ann['images'])
+    for p in preds:
+        inst = p['pred_instances']
+        assert len(inst['bboxes']) == len(inst['masks']) == len(inst['scores']) > 0
+    metric = CocoMetric(ann_file=str(ann_file), metric=['bbox', 'segm'])
+    metric.dataset_meta = dict(classes=[c['name'] for c in ann['categories']])
+    metric.process({}, preds)
+    result = metric.evaluate(len(preds))
+    assert result['coco/bbox_mAP'] == pytest.approx(float(bbox[1]), abs=5e-4)
+    assert result['coco/segm_mAP'] == pytest.approx(float(segm[1]), abs=5e-4)
