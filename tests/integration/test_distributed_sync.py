@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import cpu_dist_env, run_command
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 HOOK_DIR = Path(__file__).resolve().parent
 SEARCH_CFG = (REPO / 'configs/toy'
               / 'sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py')

@@ -10,8 +10,8 @@ product over the head's q dims with each of the k_h + k_w table rows it reads.
 """
 import pytest
 import torch
+from helpers import perturb_
 from torch.utils.flop_counter import FlopCounterMode
-from vit_helpers import perturb_
 
 from sidt_mmdet.models import SIDTViT, Subnet
 from sidt_mmdet.utils.complexity import backbone_complexity
