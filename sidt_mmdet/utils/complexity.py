@@ -14,7 +14,10 @@ Module-hook counters (mmengine's ``get_model_complexity_info``, mmdet's
 Window blocks pad the token grid to a multiple of the window before the qkv
 projection (ViTDet, SAM), so their T counts the padded tokens. Two MAC figures:
 ``macs`` uses the kept widths (the analytic cost), ``macs_executed`` the widths
-that really run (heads of unequal width are zero-padded to the widest one).
+that really run in the pruned attention's layout (:func:`head_groups`): the
+default ``'grouped'`` layout runs each width's heads as one attention call and
+executes exactly the kept MACs; ``'padded'`` zero-pads every head of a block to
+the widest one (q/k/v rows, the projection's columns and the attention matmuls).
 Softmax, norms and activations are elementwise and reported as ``elementwise``.
 """
 from __future__ import annotations
@@ -24,10 +27,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..models.layers.head_layout import LAYOUTS, head_groups
 from ..models.layers.lowrank import lowrank_ranks
 
-__all__ = ['BlockWidths', 'ComplexityReport', 'backbone_widths', 'count_complexity',
-           'backbone_structure', 'backbone_complexity', 'mask_costs']
+__all__ = ['BlockWidths', 'ComplexityReport', 'LAYOUTS', 'head_groups', 'backbone_widths',
+           'count_complexity', 'backbone_structure', 'backbone_complexity', 'mask_costs']
 
 
 @dataclass
@@ -39,6 +43,7 @@ class BlockWidths:
     v: list[int]
     mlp: int
     rel_cols: int = 0
+    layout: str = 'grouped'
 
     @property
     def s_qk(self) -> int:
@@ -91,10 +96,11 @@ def backbone_widths(backbone, threshold: float | None = None) -> tuple[int, list
         else:
             qk, v = list(attn.qk_dims), list(attn.v_dims)
             rel_cols = attn.rel_pos_h.shape[1] if attn.use_rel_pos else 0
+        layout = getattr(attn, 'layout', 'grouped')
         mlp = blk.mlp.hidden_features
         if threshold is not None and hid_m is not None:
             mlp = int((hid_m.detach().abs() > threshold).sum())
-        out.append(BlockWidths(qk=qk, v=v, mlp=mlp, rel_cols=rel_cols))
+        out.append(BlockWidths(qk=qk, v=v, mlp=mlp, rel_cols=rel_cols, layout=layout))
     return embed, out
 
 
@@ -131,9 +137,9 @@ def count_complexity(*, embed: int, blocks: list[BlockWidths], input_size: tuple
     window_sizes = window_sizes or [0] * len(blocks)
     for i, (b, ws) in enumerate(zip(blocks, window_sizes)):
         heads = len(b.qk)
-        qk_pad = max(max(b.qk, default=0), 1)
-        v_pad = max(max(b.v, default=0), 1)
-        uniform = len(set(b.qk)) <= 1 and len(set(b.v)) <= 1 and min(b.qk, default=1) > 0
+        run = head_groups(b.qk, b.v, b.layout)
+        e_sqk = sum(len(hs) * a for hs, a, _ in run)  # q/k and v widths that run
+        e_sv = sum(len(hs) * c for hs, _, c in run)
         if ws > 0:
             groups = math.ceil(h / ws) * math.ceil(w / ws)
             n = ws * ws
@@ -142,8 +148,9 @@ def count_complexity(*, embed: int, blocks: list[BlockWidths], input_size: tuple
             groups, n, kh, kw = 1, N, h, w
         T = groups * n  # tokens through the attention branch (padded windows)
         name = f'blocks.{i}.'
-        p_qkv, m_qkv = _linear(D, 2 * b.s_qk + b.s_v, T, qkv_bias, lowrank.get(name + 'attn.qkv'))
-        p_proj, m_proj = _linear(b.s_v, D, T, True, lowrank.get(name + 'attn.proj'))
+        r_qkv, r_proj = lowrank.get(name + 'attn.qkv'), lowrank.get(name + 'attn.proj')
+        p_qkv, m_qkv = _linear(D, 2 * b.s_qk + b.s_v, T, qkv_bias, r_qkv)
+        p_proj, m_proj = _linear(b.s_v, D, T, True, r_proj)
         p_fc1, m_fc1 = _linear(D, b.mlp, N, True, lowrank.get(name + 'mlp.fc1'))
         p_fc2, m_fc2 = _linear(b.mlp, D, N, True, lowrank.get(name + 'mlp.fc2'))
         m_qk = groups * n * n * b.s_qk
@@ -155,17 +162,14 @@ def count_complexity(*, embed: int, blocks: list[BlockWidths], input_size: tuple
             p_rel = (rh + rw) * b.rel_cols
         p_block = p_qkv + p_proj + p_fc1 + p_fc2 + p_rel + 4 * D
         m_block = m_qkv + m_proj + m_fc1 + m_fc2 + m_qk + m_av + m_rel
-        if uniform:
-            m_exec = m_block
-        else:  # padded heads: attention matmuls run at the widest head's width
-            e_qk = groups * n * n * heads * qk_pad
-            e_av = groups * n * n * heads * v_pad
-            e_rel = T * (kh + kw) * heads * qk_pad if use_rel_pos else 0
-            m_exec = m_block - m_qk - m_av - m_rel + e_qk + e_av + e_rel
+        m_exec = (_linear(D, 2 * e_sqk + e_sv, T, qkv_bias, r_qkv)[1]
+                  + _linear(e_sv, D, T, True, r_proj)[1] + m_fc1 + m_fc2
+                  + groups * n * n * (e_sqk + e_sv)
+                  + (T * (kh + kw) * e_sqk if use_rel_pos else 0))
         elem = groups * heads * n * n + 2 * N * D + N * b.mlp  # softmax, 2 LN, GELU
         rows.append(dict(block=i, window=ws, heads=heads, qk=list(b.qk), v=list(b.v),
                          s_qk=b.s_qk, s_v=b.s_v, mlp=b.mlp, params=p_block, macs=m_block,
-                         macs_executed=m_exec,
+                         macs_executed=m_exec, calls=len(run),
                          macs_parts=dict(qkv=m_qkv, qk=m_qk, av=m_av, rel_pos=m_rel,
                                          proj=m_proj, mlp=m_fc1 + m_fc2)))
         params += p_block

@@ -29,6 +29,7 @@ from ...utils.ckpt_convert import convert_vit_state_dict
 from ...utils.safe_load import CheckpointMismatchError, checkpoint_source
 from ...utils.state_dict import compare_state_dicts
 from ..layers import PatchEmbed, SIDTAttention, SIDTBlock, SIDTMlp, apply_lowrank_structure
+from ..layers.block import masked_norm
 from ..slicing import is_mask_key, rel_pos_columns, slice_vit_state_dict
 from ..subnet import Subnet
 
@@ -70,6 +71,9 @@ class SIDTViT(BaseModule):
         subnet: pruned mode: a :class:`Subnet`, its dict, or a path to its JSON.
         search_dims: search mode: which of ``'attn'``, ``'mlp'``, ``'embed'`` get masks.
         split_qkv: search mode: separate q/k and v masks instead of one per head dim.
+        pruned_layout: pruned mode: how heads of unequal widths run, ``'grouped'``
+            (equal widths share an attention call; no padding, the default) or
+            ``'padded'`` (one call, heads zero-padded to the widest).
         with_cp: activation checkpointing per block while training.
         frozen_stages: freeze the embeddings (0) and the first N blocks (N).
 
@@ -105,6 +109,7 @@ class SIDTViT(BaseModule):
                  subnet: Subnet | dict | str | None = None,
                  search_dims: Sequence[str] = ('attn', 'mlp'),
                  split_qkv: bool = False,
+                 pruned_layout: str = 'grouped',
                  with_cp: bool = False,
                  frozen_stages: int = -1,
                  init_cfg: dict | None = None,
@@ -222,7 +227,8 @@ class SIDTViT(BaseModule):
             attn = SIDTAttention(D, self.num_heads, head_dim=self.head_dim, qkv_bias=qkv_bias,
                                  qk_dims=qk_dims, v_dims=v_dims, mask=attn_mask,
                                  use_rel_pos=use_rel_pos, rel_pos_size=rel_size,
-                                 rel_pos_index=rel_index, rel_pos_zero_init=rel_pos_zero_init)
+                                 rel_pos_index=rel_index, rel_pos_zero_init=rel_pos_zero_init,
+                                 layout=pruned_layout)
             mlp = SIDTMlp(D, hidden, mask='mlp' in search_dims)
             blocks.append(SIDTBlock(D, attn, mlp, window_size=ws, drop_path=dpr[i],
                                     norm_layer=norm_layer))
@@ -477,24 +483,24 @@ class SIDTViT(BaseModule):
     # -------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         B = x.shape[0]
-        x, hw = self.patch_embed(x)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
-        if self.pos_embed is not None:
-            x = x + resample_abs_pos_embed(self.pos_embed, list(hw), old_size=self.pretrain_grid,
-                                           num_prefix_tokens=self.num_prefix_tokens)
+        # The embedding mask (search) scales weights, not tokens: every write into the
+        # residual stream and every normalised read (see SIDTBlock).
         m = self.embed_mask
-        if m is not None:
-            x = x * m
+        x, hw = self.patch_embed(x, out_scale=m)
+        if self.cls_token is not None:
+            cls = self.cls_token if m is None else self.cls_token * m
+            x = torch.cat([cls.expand(B, -1, -1), x], dim=1)
+        if self.pos_embed is not None:
+            pos = resample_abs_pos_embed(self.pos_embed, list(hw), old_size=self.pretrain_grid,
+                                         num_prefix_tokens=self.num_prefix_tokens)
+            x = x + (pos if m is None else pos * m)
         for blk in self.blocks:
             if self.with_cp and self.training and x.requires_grad:
                 x = checkpoint(blk, x, hw, m, use_reentrant=False)
             else:
                 x = blk(x, hw, m)
         if self.norm is not None:
-            x = self.norm(x)
-            if m is not None:
-                x = x * m
+            x = masked_norm(self.norm, x, m)
         if self.out_type == 'cls_token':
             return (x[:, 0],)
         patches = x[:, self.num_prefix_tokens:]

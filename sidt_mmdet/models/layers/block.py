@@ -5,6 +5,7 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from timm.layers import DropPath
 from timm.models.vision_transformer_sam import window_partition, window_unpartition
 from torch import nn
@@ -12,13 +13,19 @@ from torch import nn
 from .attention import SIDTAttention
 from .mlp import SIDTMlp
 
-__all__ = ['SIDTBlock']
+__all__ = ['SIDTBlock', 'masked_norm']
 
 _LAYER_NORM = partial(nn.LayerNorm, eps=1e-6)
 
 
-def _scale(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return x if mask is None else x * mask
+def masked_norm(norm: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``norm(x) * mask``, with the mask folded into a LayerNorm's affine (exact)."""
+    if mask is None:
+        return norm(x)
+    if isinstance(norm, nn.LayerNorm) and norm.weight is not None:
+        bias = norm.bias * mask if norm.bias is not None else None
+        return F.layer_norm(x, norm.normalized_shape, norm.weight * mask, bias, norm.eps)
+    return norm(x) * mask
 
 
 class SIDTBlock(nn.Module):
@@ -26,7 +33,9 @@ class SIDTBlock(nn.Module):
 
     ``embed_mask`` (search mode) multiplies every write into the residual stream and
     every normalised read from it, so a zeroed channel is zero everywhere except in the
-    LayerNorm statistics (which is why embedding pruning is not exact).
+    LayerNorm statistics (which is why embedding pruning is not exact). It is applied
+    on the weight side: the norms' affine parameters and the rows of ``attn.proj``
+    and ``mlp.fc2``, so it costs O(weights) and stores no activation.
 
     ``norm_layer(dim)`` builds each norm (timm's convention; the backbone passes mmcv's
     ``build_norm_layer`` for its ``norm_cfg``, so this module stays pure torch + timm).
@@ -46,16 +55,16 @@ class SIDTBlock(nn.Module):
     def forward(self, x: torch.Tensor, hw: tuple[int, int],
                 embed_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, P + h*w, C) with P prefix tokens (class token) before the patch grid."""
-        y = _scale(self.norm1(x), embed_mask)
+        y = masked_norm(self.norm1, x, embed_mask)
         if self.window_size > 0:
             B, _, C = y.shape
             h, w = hw
             y, pad_hw = window_partition(y.view(B, h, w, C), self.window_size)
             ws = self.window_size
-            y = self.attn(y.view(-1, ws * ws, C), (ws, ws))
+            y = self.attn(y.view(-1, ws * ws, C), (ws, ws), out_scale=embed_mask)
             y = window_unpartition(y.view(-1, ws, ws, C), ws, hw, pad_hw).view(B, h * w, C)
         else:
-            y = self.attn(y, hw)
-        x = x + self.drop_path(_scale(y, embed_mask))
-        y = self.mlp(_scale(self.norm2(x), embed_mask))
-        return x + self.drop_path(_scale(y, embed_mask))
+            y = self.attn(y, hw, out_scale=embed_mask)
+        x = x + self.drop_path(y)
+        y = self.mlp(masked_norm(self.norm2, x, embed_mask), out_scale=embed_mask)
+        return x + self.drop_path(y)

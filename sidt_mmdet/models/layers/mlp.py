@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .linear_ops import linear_stages, run_stages
+
 __all__ = ['SIDTMlp']
 
 
@@ -11,7 +13,9 @@ class SIDTMlp(nn.Module):
     """fc1 -> GELU -> (hidden mask) -> fc2.
 
     The mask multiplies the activated hidden units, so at export it folds into the
-    columns of fc2 (GELU is not homogeneous, fc1 could not absorb it).
+    columns of fc2 (GELU is not homogeneous, fc1 could not absorb it). In search mode
+    it is applied there too, on the weight side (``fc2(x * m) == fc2 with W * m``):
+    O(weights) per forward, no extra activation stored, the same gradients.
     """
 
     def __init__(self, in_features: int, hidden_features: int, drop: float = 0.,
@@ -25,8 +29,14 @@ class SIDTMlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, in_features)
         self.hidden_mask = nn.Parameter(torch.ones(hidden_features)) if mask else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.fc1(x))
-        if self.hidden_mask is not None:
-            x = x * self.hidden_mask
-        return self.drop(self.fc2(self.drop(x)))
+    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``out_scale`` (in_features,) multiplies the output channels (the embedding mask)."""
+        x = self.drop(self.act(self.fc1(x)))
+        if self.hidden_mask is None and out_scale is None:
+            return self.drop(self.fc2(x))
+        # On the weight side (F.linear): module hooks on fc2 do not see this call.
+        stages = linear_stages(self.fc2, out_scale=out_scale)
+        if self.hidden_mask is not None:  # scale fc2's input columns (its first weight)
+            w, b = stages[0]
+            stages[0] = (w * self.hidden_mask.to(w.dtype), b)
+        return self.drop(run_stages(x, stages))

@@ -17,13 +17,21 @@ class PatchEmbed(nn.Module):
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=patch_size)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Returns tokens (B, h*w, C) and the grid (h, w)."""
+    def forward(self, x: torch.Tensor, out_scale: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Returns tokens (B, h*w, C) and the grid (h, w); ``out_scale`` (C,) multiplies the
+        output channels on the weight side (the embedding mask of the search mode)."""
         p = self.patch_size
         H, W = x.shape[-2:]
         pad_h, pad_w = (-H) % p, (-W) % p
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.proj(x)
+        if out_scale is None:
+            x = self.proj(x)
+        else:
+            conv = self.proj
+            bias = conv.bias * out_scale if conv.bias is not None else None
+            x = F.conv2d(x, conv.weight * out_scale[:, None, None, None], bias, conv.stride,
+                         conv.padding, conv.dilation, conv.groups)
         hw = (x.shape[2], x.shape[3])
         return x.flatten(2).transpose(1, 2), hw

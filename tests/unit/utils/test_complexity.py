@@ -35,7 +35,19 @@ def test_params_equal_numel_pruned_unequal_heads_rel_pos():
     rep = backbone_complexity(model, (64, 64))
     assert rep.params == n_params(model)
     assert rep.blocks[0]['qk'] == [3, 0] and rep.blocks[0]['v'] == [1, 2]
-    assert rep.macs_executed > rep.macs  # padded heads run at the widest width
+    # grouped layout (default): each width's heads run at their own width
+    assert rep.macs_executed == rep.macs and rep.blocks[0]['calls'] == 2
+    padded = SIDTViT(arch=TINY, img_size=64, mode='pruned', subnet=sub, window_size=3,
+                     global_attn_indexes=[2], use_rel_pos=True, pruned_layout='padded')
+    rep_p = backbone_complexity(padded, (64, 64))
+    assert rep_p.macs == rep.macs and rep_p.params == rep.params
+    # block 0: heads (3 q/k, 1 v) and (0, 2) run padded to (3, 2) on 4x4 = 16 tokens;
+    # window 3 pads the 4x4 grid to 6x6 (36 tokens, 4 windows of 9)
+    T, n, D = 36, 9, 16
+    extra_qk, extra_v = 3, 1  # padded q/k and v dims beyond the kept ones
+    want = (T * D * (2 * extra_qk + extra_v) + T * extra_v * D
+            + 4 * n * n * (extra_qk + extra_v) + T * (3 + 3) * extra_qk)
+    assert rep_p.blocks[0]['macs_executed'] - rep.blocks[0]['macs_executed'] == want
 
 
 def test_macs_match_hand_formula_global_attention():
