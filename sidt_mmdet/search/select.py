@@ -11,6 +11,12 @@ monotone in cost, so a binary search finds the largest subnet within the budget,
 which is then at most one unit's cost below it. Minimum widths per layer and
 rounding of widths up to a multiple are applied to every point of the chain (they
 only ever add a layer's next-best dims), so they keep it monotone.
+
+A MACs budget counts either the kept MACs (the analytic cost) or the executed MACs
+of the pruned layout (``macs='executed'``: zero padding of unequal heads counted,
+see :func:`~sidt_mmdet.utils.complexity.head_groups`); the subnet file records
+both. ``equal_heads`` gives every head of a layer the widest head's width (its
+next-best dims, never padding), so a layer runs as one attention call.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import torch
 
 from ..models.subnet import Subnet
 from ..utils.complexity import (
+    LAYOUTS,
     BlockWidths,
     backbone_complexity,
     backbone_structure,
@@ -28,9 +35,10 @@ from ..utils.complexity import (
 )
 from .checks import check_masks_finite
 
-__all__ = ['select_subnet', 'GRANULARITIES']
+__all__ = ['select_subnet', 'GRANULARITIES', 'MACS_COUNTS']
 
 GRANULARITIES = ('dim', 'head_uniform', 'head')
+MACS_COUNTS = ('kept', 'executed')
 
 
 @dataclass
@@ -68,8 +76,10 @@ def _sorted(units: list[_Unit]) -> list[_Unit]:
 class _Selector:
     """Turns "keep the first k units of each kind" into a Subnet."""
 
-    def __init__(self, backbone, granularity, round_to, min_heads, min_mlp, min_embed):
+    def __init__(self, backbone, granularity, round_to, min_heads, min_mlp, min_embed,
+                 equal_heads=False):
         self.bb = backbone
+        self.equal_heads = equal_heads
         self.H, self.d = backbone.num_heads, backbone.head_dim
         self.L, self.hidden = backbone.num_layers, backbone.mlp_hidden
         self.D = backbone.embed_dims_dense
@@ -175,6 +185,15 @@ class _Selector:
                     if shared or self.granularity == 'head':
                         qk_sets[h].update(best)
                     active.append(h)
+        n_qk = [self._round(len(qk_sets[h]), d) for h in range(H)]
+        n_v = [self._round(len(v_sets[h]), d) for h in range(H)]
+        if shared:
+            n_qk = n_v = [max(a, b) for a, b in zip(n_qk, n_v)]
+        if self.equal_heads:  # every active head at the layer's widest width
+            live = [h for h in range(H) if v_sets[h]]
+            w_qk, w_v = max(n_qk[h] for h in live), max(n_v[h] for h in live)
+            n_qk = [w_qk if v_sets[h] else 0 for h in range(H)]
+            n_v = [w_v if v_sets[h] else 0 for h in range(H)]
         qk_out, v_out = [], []
         for h in range(H):
             if self.granularity == 'head':
@@ -182,35 +201,35 @@ class _Selector:
                 qk_out.append(keep)
                 v_out.append(list(keep))
                 continue
-            n_v = self._round(len(v_sets[h]), d)
-            n_qk = self._round(len(qk_sets[h]), d)
             if shared:
-                keep = self._top(sq[h], v_sets[h], max(n_v, n_qk))
+                keep = self._top(sq[h], v_sets[h], n_v[h])
                 qk_out.append(keep)
                 v_out.append(list(keep))
             else:
-                qk_out.append(self._top(sq[h], qk_sets[h], n_qk))
-                v_out.append(self._top(sv[h], v_sets[h], n_v))
+                qk_out.append(self._top(sq[h], qk_sets[h], n_qk[h]))
+                v_out.append(self._top(sv[h], v_sets[h], n_v[h]))
         return qk_out, v_out
 
 
-def _cost(backbone, subnet: Subnet, input_size) -> tuple[int, int]:
+def _cost(backbone, subnet: Subnet, input_size, layout: str) -> tuple[int, int, int]:
+    """(params, kept MACs, executed MACs) of ``subnet`` in ``layout``."""
     structure = backbone_structure(backbone)
     blocks = []
     for i, b in enumerate(subnet.blocks):
         active = subnet.active_heads(i)
         blocks.append(BlockWidths(qk=[len(b['qk'][h]) for h in active],
                                   v=[len(b['v'][h]) for h in active], mlp=len(b['mlp']),
-                                  rel_cols=len(subnet.qk_union(i))))
+                                  rel_cols=len(subnet.qk_union(i)), layout=layout))
     rep = count_complexity(embed=len(subnet.kept_embed), blocks=blocks,
                            input_size=tuple(input_size), **structure)
-    return rep.params, rep.macs
+    return rep.params, rep.macs, rep.macs_executed
 
 
 def select_subnet(backbone, keep_ratio: float | None = None, params: int | None = None,
                   flops: int | None = None, *, input_size: tuple[int, int] | None = None,
                   granularity: str = 'dim', round_to: int = 8, min_heads: int = 1,
                   min_mlp: int = 8, min_embed: int | None = None,
+                  macs: str = 'kept', layout: str = 'grouped', equal_heads: bool = False,
                   source: dict | None = None) -> Subnet:
     """Choose the widths to keep for exactly one budget.
 
@@ -225,6 +244,11 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         round_to: round kept widths (per head, per MLP, embedding) *up* to a
             multiple of this, for hardware speed; 1 turns rounding off.
         min_heads / min_mlp / min_embed: never empty a layer.
+        macs: what a ``flops`` target counts: ``'kept'`` MACs or the MACs ``'executed'``
+            by the pruned attention in ``layout`` (padding of unequal heads included).
+        layout: the pruned layout the executed MACs assume (``'grouped'`` pads nothing,
+            so there both counts agree; ``'padded'``).
+        equal_heads: give every head of a layer the width of its widest head.
     """
     given = {k: v for k, v in (('keep_ratio', keep_ratio), ('params', params),
                                ('flops', flops)) if v is not None}
@@ -235,6 +259,10 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         raise ValueError(f'granularity: expected one of {GRANULARITIES}, got {granularity!r}')
     if not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f'round_to: expected an integer >= 1, got {round_to!r}')
+    if macs not in MACS_COUNTS:
+        raise ValueError(f'macs: expected one of {MACS_COUNTS}, got {macs!r}')
+    if layout not in LAYOUTS:
+        raise ValueError(f'layout: expected one of {LAYOUTS}, got {layout!r}')
     if min_heads < 1 or min_mlp < 1:
         raise ValueError('min_heads and min_mlp must be >= 1: a layer is never emptied')
     input_size = tuple(input_size or backbone.img_size)
@@ -243,7 +271,8 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         raise ValueError(f'{kind}: expected a finite number, got {value!r}')
     check_masks_finite(backbone, where=' checkpoint')
     sel = _Selector(backbone, granularity, round_to, min_heads, min_mlp,
-                    min_embed if min_embed is not None else max(round_to, backbone.num_heads))
+                    min_embed if min_embed is not None else max(round_to, backbone.num_heads),
+                    equal_heads=equal_heads)
     dense = backbone_complexity(backbone, input_size)
     sizes = {k: len(u) for k, u in sel.kinds.items()}
 
@@ -251,7 +280,7 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         if not 0 < value <= 1:
             raise ValueError(f'keep_ratio: expected a value in (0, 1], got {value}')
         subnet = sel.build({k: round(value * n) for k, n in sizes.items()})
-        cost = _cost(backbone, subnet, input_size)
+        cost = _cost(backbone, subnet, input_size, layout)
     else:
         dense_value = dense.params if kind == 'params' else dense.macs
         if not value > 0:
@@ -268,9 +297,9 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
                 counts[k] += 1
             return counts
 
-        pick = 0 if kind == 'params' else 1
+        pick = 0 if kind == 'params' else (2 if macs == 'executed' else 1)
         lo_subnet = sel.build(at(0))
-        lo_cost = _cost(backbone, lo_subnet, input_size)
+        lo_cost = _cost(backbone, lo_subnet, input_size, layout)
         if lo_cost[pick] > value:
             raise ValueError(f'{kind}={value:,} is below the smallest subnet the per-layer '
                              f'minimums allow ({lo_cost[pick]:,})')
@@ -279,16 +308,18 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         while lo < hi:  # largest t with cost(t) <= value
             mid = (lo + hi + 1) // 2
             s = sel.build(at(mid))
-            c = _cost(backbone, s, input_size)
+            c = _cost(backbone, s, input_size, layout)
             if c[pick] <= value:
                 lo, best = mid, (s, c)
             else:
                 hi = mid - 1
         subnet, cost = best
     subnet.budget = dict(kind=kind, value=value, granularity=granularity, round_to=round_to,
-                         min_heads=min_heads, min_mlp=min_mlp, input_size=list(input_size))
+                         min_heads=min_heads, min_mlp=min_mlp, input_size=list(input_size),
+                         macs=macs, layout=layout, equal_heads=equal_heads)
     subnet.stats = dict(params_before=dense.params, params_after=cost[0],
                         macs_before=dense.macs, macs_after=cost[1],
-                        input_size=list(input_size))
+                        macs_executed_before=dense.macs_executed, macs_executed_after=cost[2],
+                        layout=layout, input_size=list(input_size))
     subnet.source = dict(source or {})
     return subnet

@@ -1,0 +1,91 @@
+"""Budgets on executed MACs (padding counted) and kept MACs; equalised head widths."""
+import pytest
+import torch
+from vit_helpers import perturb_
+
+from sidt_mmdet.export import prune_backbone
+from sidt_mmdet.models import SIDTViT
+from sidt_mmdet.search import select_subnet
+from sidt_mmdet.utils.complexity import backbone_complexity, head_groups
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+TINY = dict(embed_dims=48, num_layers=3, num_heads=3)
+D, H, N = 48, 3, 16  # 64 px, patch 16
+
+
+def searched(seed=0):
+    torch.manual_seed(seed)
+    model = SIDTViT(arch=TINY, img_size=64, mode='search')
+    perturb_(model, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.mask_parameters().values():
+            m.copy_(torch.rand(m.shape, generator=g))
+    return model.eval()
+
+
+def test_head_groups():
+    assert head_groups([8, 16, 8], [8, 16, 8]) == [((1,), 16, 16), ((0, 2), 8, 8)]
+    assert head_groups([8, 16, 8], [8, 4, 8], 'padded') == [((0, 1, 2), 16, 8)]
+    assert head_groups([0, 4], [4, 4]) == [((1,), 4, 4), ((0,), 0, 4)]
+    with pytest.raises(ValueError, match='layout: expected one of'):
+        head_groups([1], [1], 'gathered')
+
+
+@pytest.mark.parametrize('layout', ['padded', 'grouped'])
+def test_executed_budget_met_within_one_unit(layout):
+    model = searched()
+    dense = backbone_complexity(model, (64, 64))
+    # One attention dim, executed: when it widens the layer's widest head every head of the
+    # padded layout grows by one (q, k, v rows + proj column + both attention matmuls).
+    one_unit = H * (3 * N * D + N * D + 2 * N * N)
+    for frac in (0.45, 0.6, 0.8):
+        target = int(frac * dense.macs)
+        sub = select_subnet(model, flops=target, macs='executed', layout=layout, round_to=1,
+                            min_mlp=1)
+        got = sub.stats['macs_executed_after']
+        assert got <= target
+        assert target - got < one_unit
+        assert sub.stats['macs_after'] <= got
+        assert sub.budget['macs'] == 'executed' and sub.budget['layout'] == layout
+        pruned = prune_backbone(model, sub)
+        pruned = SIDTViT(arch=TINY, img_size=64, mode='pruned', subnet=sub,
+                         pruned_layout=layout)
+        rep = backbone_complexity(pruned, (64, 64))
+        assert (rep.macs, rep.macs_executed) == (sub.stats['macs_after'], got)
+    kept = select_subnet(model, flops=int(0.6 * dense.macs), layout='padded', round_to=1)
+    executed = select_subnet(model, flops=int(0.6 * dense.macs), macs='executed',
+                             layout='padded', round_to=1)
+    assert executed.stats['macs_executed_after'] <= kept.stats['macs_executed_after']
+
+
+def test_grouped_layout_executes_the_kept_macs():
+    sub = select_subnet(searched(), keep_ratio=0.5, round_to=1)
+    assert sub.stats['macs_executed_after'] == sub.stats['macs_after']
+    padded = select_subnet(searched(), keep_ratio=0.5, round_to=1, layout='padded')
+    assert padded.stats['macs_executed_after'] > padded.stats['macs_after']
+    assert padded.blocks == sub.blocks  # the layout changes the count, not the choice
+
+
+@pytest.mark.parametrize('split', [False, True])
+def test_equal_heads(split):
+    torch.manual_seed(0)
+    model = SIDTViT(arch=TINY, img_size=64, mode='search', split_qkv=split)
+    with torch.no_grad():
+        for m in model.mask_parameters().values():
+            m.uniform_(0, 1)
+    plain = select_subnet(model, keep_ratio=0.5, round_to=1)
+    equal = select_subnet(model, keep_ratio=0.5, round_to=1, equal_heads=True)
+    assert equal.budget['equal_heads'] is True
+    for a, b in zip(plain.blocks, equal.blocks):
+        widths_qk = {len(q) for q, v in zip(b['qk'], b['v']) if v}
+        widths_v = {len(v) for v in b['v'] if v}
+        assert len(widths_qk) == 1 and len(widths_v) == 1
+        assert max(len(v) for v in a['v']) == widths_v.pop()  # the widest head's width
+        for h in range(H):  # only ever adds dims
+            assert set(a['qk'][h]) <= set(b['qk'][h]) and set(a['v'][h]) <= set(b['v'][h])
+    pruned = prune_backbone(model, equal)
+    assert all(len(blk.attn.groups) == 1 for blk in pruned.blocks)
+    with pytest.raises(ValueError, match="macs: expected one of \\('kept', 'executed'\\)"):
+        select_subnet(model, keep_ratio=0.5, macs='padded')
