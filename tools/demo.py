@@ -24,7 +24,6 @@ import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
-sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
 
 TOY = osp.join('configs', 'toy')
 DENSE_CFG = osp.join(TOY, 'mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py')
@@ -104,15 +103,15 @@ def backbones(dense_ckpt: str, pruned_ckpt: str, subnet: str):
 
 def measure(dense, pruned, sizes: list[tuple[int, int]], iters_: int) -> list[dict]:
     import torch
-    from benchmark_backbone import time_models
 
+    from sidt_mmdet.studies.latency import median_latency
     from sidt_mmdet.utils.complexity import backbone_complexity
 
     rows = []
     for side, batch in sizes:
         x = torch.randn(batch, 3, side, side)
         log(f'timing backbones at {side}x{side}, batch {batch}')
-        t = time_models({'dense': dense, 'pruned': pruned}, x, iters_, warmup=2)
+        t = median_latency({'dense': dense, 'pruned': pruned}, x, iters_, warmup=2)
         a = backbone_complexity(dense, (side, side))
         b = backbone_complexity(pruned, (side, side))
         rows.append(dict(size=side, batch=batch, ms_dense=t['dense'] * 1e3,
@@ -150,7 +149,7 @@ def write_report(path: str, ctx: dict) -> None:
         *[f'| {n} | {a} | {b} | {r:.3f} |' for n, a, b, r in rows], '',
         'Toy data, a few hundred iterations from scratch: the mAP figures show that the chain '
         'works end to end, not what SiDT reaches on COCO. Latency is the median of interleaved '
-        'runs of the two backbones in one process (`tools/analysis/benchmark_backbone.py`). '
+        'runs of the two backbones in one process (`sidt_mmdet.studies.latency`). '
         'MACs include the attention matmuls that module-hook counters miss.', '',
         '## Kept width per layer', '', '![kept widths](export/widths.png)', '',
         ctx['widths_md'], '',

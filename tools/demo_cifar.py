@@ -21,7 +21,6 @@ times slower); on an idle machine `OMP_NUM_THREADS=2 make demo-cifar` is faster.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -190,11 +189,8 @@ def measure(subnet_path: str, batch: int = 64, iters: int = 30, warmup: int = 5)
     """Params, MACs (our counter, attention matmuls included) and backbone latency."""
     import torch
 
+    from sidt_mmdet.studies.latency import median_latency
     from sidt_mmdet.utils.complexity import backbone_complexity
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_backbone', osp.join(REPO, 'tools', 'analysis', 'benchmark_backbone.py'))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
 
     dense, pruned = build_model(DENSE_CFG), build_model(RETRAIN_CFG, subnet_path)
     size = tuple(dense.backbone.img_size)
@@ -210,8 +206,8 @@ def measure(subnet_path: str, batch: int = 64, iters: int = 30, warmup: int = 5)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     x = torch.randn(batch, 3, *size)
-    times = bench.time_models({'dense': dense.backbone, 'pruned': pruned.backbone}, x, iters,
-                              warmup)
+    times = median_latency({'dense': dense.backbone, 'pruned': pruned.backbone}, x, iters,
+                           warmup)
     for name, t in times.items():
         out[name]['latency_ms'] = t * 1e3
     out['latency'] = dict(batch=batch, input_size=list(size), iters=iters, threads=threads,

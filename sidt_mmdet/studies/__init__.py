@@ -1,0 +1,1 @@
+"""Studies as library functions that write JSON, Markdown and PNG (tools stay thin)."""

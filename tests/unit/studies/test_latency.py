@@ -1,0 +1,115 @@
+"""The latency study runs end to end at a tiny size (nothing timed is asserted), writes
+JSON + Markdown + PNG, renders the README table from the JSON, and skips Torch-Pruning
+cleanly when it is absent."""
+import json
+
+import pytest
+
+from sidt_mmdet.studies import latency
+from sidt_mmdet.studies.latency import (
+    README_BEGIN,
+    README_END,
+    load_study,
+    run_latency_study,
+    time_interleaved,
+    update_readme,
+    write_study,
+)
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+
+@pytest.fixture(scope='module')
+def tiny_study():
+    return run_latency_study('tiny', iters=1, torch_pruning=False, search_cost=False,
+                             log=lambda m: None)
+
+
+def test_tiny_study_writes_json_markdown_png(tiny_study, tmp_path):
+    files = write_study(tiny_study, str(tmp_path))
+    study = load_study(files.json)
+    assert study['meta']['preset'] == 'tiny'
+    names = set(study['groups'][0]['models'])
+    for gran in ('dim', 'head_uniform', 'head'):
+        assert f'sidt {gran} kr0.6 r8' in names
+    assert {'sidt dense', 'ref SIDTViT', 'ref timm', 'sidt dim kr0.6 r8 padded',
+            'sidt dim kr0.6 r8 eq'} <= names
+    pruned = [r for g in study['groups'] for r in g['models'].values()
+              if r['kind'] == 'sidt_pruned']
+    for r in pruned:
+        assert r['macs_ratio'] < 1 and r['latency_ratio'] > 0
+        assert r['macs_executed'] >= r['macs']
+        if r['layout'] == 'grouped':
+            assert r['macs_executed'] == r['macs']
+    assert any(r['layout'] == 'padded' and r['macs_executed'] > r['macs'] for r in pruned)
+    assert study['groups'][1]['shape']['vitdet']
+    text = open(files.markdown, encoding='utf-8').read()
+    assert '| sidt dim kr0.6 r8 |' in text and '## Goals' in text
+    assert 'Torch-Pruning turned off' in text
+    with open(files.png, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert not any(r['kind'] == 'tp_pruned' for g in study['groups']
+                   for r in g['models'].values())
+
+
+def test_missing_torch_pruning_is_a_note(monkeypatch):
+    monkeypatch.setattr(latency.importlib.util, 'find_spec', lambda name: None)
+    study = run_latency_study('tiny', iters=1, search_cost=False, log=lambda m: None)
+    assert any('Torch-Pruning is not installed' in n for n in study['meta']['notes'])
+    assert study['meta']['torch_pruning'] is None
+
+
+def test_torch_pruning_rows():
+    pytest.importorskip('torch_pruning', reason='Torch-Pruning rows need the bench extra '
+                                                '(pip install -e ".[bench]")')
+    study = run_latency_study('tiny', iters=1, search_cost=False, log=lambda m: None)
+    rows = study['groups'][0]['models']
+    tp = rows['tp kr0.6 r8']
+    assert tp['kind'] == 'tp_pruned' and tp['base'] == 'timm dense'
+    assert 0.3 < tp['macs_ratio'] < 0.9
+    assert 'timm dense' in rows
+
+
+def test_readme_table_round_trip(tiny_study, tmp_path):
+    files = write_study(tiny_study, str(tmp_path / 'out'))
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'# x\n\nbefore\n{README_BEGIN}\nold table\n{README_END}\nafter\n')
+    update_readme(str(readme), load_study(files.json), image='out/latency.png')
+    text = readme.read_text()
+    assert 'old table' not in text and text.startswith('# x\n\nbefore\n')
+    assert text.rstrip().endswith('after')
+    assert '| toy 64, bs 2 | 0.6 |' in text and '![latency ratio' in text
+    again = text
+    update_readme(str(readme), load_study(files.json), image='out/latency.png')
+    assert readme.read_text() == again
+    bare = tmp_path / 'bare.md'
+    bare.write_text('no markers\n')
+    with pytest.raises(ValueError, match='bare.md: expected the markers'):
+        update_readme(str(bare), tiny_study)
+
+
+def test_load_study_rejects_other_json(tmp_path):
+    path = tmp_path / 'x.json'
+    path.write_text(json.dumps({'format': 'other'}))
+    with pytest.raises(ValueError, match='x.json: not a latency study JSON'):
+        load_study(str(path))
+
+
+def test_time_interleaved_rotates_and_checks_arguments():
+    calls = []
+    fns = {n: (lambda n=n: calls.append(n)) for n in 'abc'}
+    times = time_interleaved(fns, iters=3, warmup=0)
+    assert all(len(t) == 3 for t in times.values())
+    assert calls == list('abc' 'bca' 'cab')
+    with pytest.raises(ValueError, match='iters must be >= 1'):
+        time_interleaved(fns, iters=0)
+    with pytest.raises(ValueError, match="preset: expected one of"):
+        run_latency_study('huge')
+
+
+@pytest.mark.slow
+def test_search_cost_measures_time_and_memory():
+    shape, iters = latency.PRESETS['tiny']['search'][0]
+    cost = latency.search_step_cost(shape, iters=iters, log=lambda m: None)
+    assert cost['peak_bytes']['dense step'] > 0 and cost['peak_bytes']['search step'] > 0
+    assert cost['time_ratio'] > 0 and cost['memory_ratio'] > 0
