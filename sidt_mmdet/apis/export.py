@@ -25,7 +25,7 @@ from mmengine.registry import MODELS, init_default_scope
 from ..export import prune_model_state_dict
 from ..models import Subnet
 from ..models.slicing import MASK_SUFFIXES, is_mask_key
-from ..search.select import GRANULARITIES, select_subnet
+from ..search.select import GRANULARITIES, MACS_COUNTS, select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.cli import ToolError, count, int_at_least, ratio, run_tool
 from ..utils.complexity import ComplexityReport, backbone_complexity
@@ -229,7 +229,8 @@ def _budget_kind(budget: dict) -> str:
 
 def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str, *,
                   granularity: str = 'dim', round_to: int = 8, min_heads: int = 1,
-                  min_mlp: int = 8, input_size: tuple[int, int] | None = None,
+                  min_mlp: int = 8, equal_heads: bool = False, macs: str = 'kept',
+                  input_size: tuple[int, int] | None = None,
                   device: str = 'cpu', overwrite: bool = False,
                   cfg_options: dict | None = None) -> ExportResult:
     """Select a subnet of the searched model ``cfg`` + ``checkpoint`` and write it.
@@ -241,7 +242,8 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
             ``params`` (backbone parameters), ``flops`` (backbone MACs per image at
             ``input_size``) or ``subnet`` (a subnet file to prune to instead of selecting).
         out_dir: created with all the files or none (see the module doc).
-        granularity, round_to, min_heads, min_mlp: passed to ``select_subnet``.
+        granularity, round_to, min_heads, min_mlp, equal_heads, macs: passed to
+            ``select_subnet`` (``macs``: what a ``flops`` budget counts, kept or executed).
         input_size: image size for MACs (default: the backbone's ``img_size``).
 
     Raises:
@@ -289,7 +291,8 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
             f'round_to={round_to}, input size {input_size[0]}x{input_size[1]}')
         subnet = select_subnet(backbone, **{kind: budget[kind]}, input_size=input_size,
                                granularity=granularity, round_to=round_to,
-                               min_heads=min_heads, min_mlp=min_mlp, source=source)
+                               min_heads=min_heads, min_mlp=min_mlp, equal_heads=equal_heads,
+                               macs=macs, source=source)
 
     log('pruning the model state dict and rebuilding the pruned model from config + subnet')
     pruned_state = prune_model_state_dict(model.state_dict(), subnet)
@@ -365,6 +368,12 @@ def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
     parser.add_argument('--round-to', type=int_at_least(1), default=8,
                         help='round kept widths up to a multiple of this; 1: off '
                              '(default: %(default)s)')
+    parser.add_argument('--equal-heads', action='store_true',
+                        help="give every head of a layer its widest head's width (one "
+                             'attention call per layer)')
+    parser.add_argument('--macs', choices=MACS_COUNTS, default='kept',
+                        help='what --flops counts: kept MACs, or the MACs the pruned layout '
+                             'executes (default: %(default)s)')
     parser.add_argument('--min-heads', type=int, default=1, help='heads kept per block, at least')
     parser.add_argument('--min-mlp', type=int, default=8, help='MLP units kept per block, at least')
     parser.add_argument('--input-size', type=int_at_least(1), nargs=2, metavar=('H', 'W'),
