@@ -167,3 +167,32 @@ def test_embedding_pruned_layouts_agree():
 def test_bad_layout():
     with pytest.raises(ValueError, match="layout: expected one of \\('grouped', 'padded'\\)"):
         SIDTViT(arch=TINY, pruned_layout='gathered')
+
+
+@pytest.mark.parametrize('granularity', ['dim', 'head_uniform', 'head'])
+def test_exact_after_mmengine_checkpoint_round_trip(tmp_path, granularity):
+    from mmengine.runner import load_checkpoint
+
+    from sidt_mmdet.utils import save_checkpoint_atomic
+    model = searched(split=granularity == 'dim', use_rel_pos=True)
+    sub = select_subnet(model, keep_ratio=0.5, granularity=granularity, round_to=2)
+    hard_mask_(model, sub)
+    pruned = prune_backbone(model, sub).eval()
+    x = torch.randn(1, 3, 70, 50)
+    with torch.no_grad():
+        pruned(x)  # caches filled before saving must not leak into the file
+    path, sub_path = tmp_path / 'pruned.pth', tmp_path / 'subnet.json'
+    save_checkpoint_atomic({'state_dict': pruned.state_dict(), 'meta': {'iter': 1}}, path)
+    sub.save(sub_path)
+    kw = dict(use_rel_pos=True, split_qkv=granularity == 'dim', **VITDET)
+    # mmengine's loader (safe loading installed by sidt_mmdet) and our init_cfg path
+    again = SIDTViT(mode='pruned', subnet=str(sub_path), **kw)
+    load_checkpoint(again, str(path), strict=True)
+    by_init = SIDTViT(mode='pruned', subnet=str(sub_path),
+                      init_cfg=dict(type='Pretrained', checkpoint=str(path)), **kw)
+    by_init.init_weights()
+    with torch.no_grad():
+        want = model(x)[0]
+        for m in (again.eval(), by_init.eval()):
+            assert (want - m(x)[0]).abs().max() <= 1e-5
+    assert set(torch.load(path, weights_only=True)['state_dict']) == set(pruned.state_dict())

@@ -1,0 +1,86 @@
+"""The pruned layout stays exact through the tool chain: a hard-masked search detector
+(windows + relative positions) and the detector exported from it give the same predictions
+through tools/test.py (each from its own config, checkpoint file and subnet file)."""
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_command
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+from vit_helpers import hard_mask_, perturb_
+
+from sidt_mmdet.search import select_subnet
+from sidt_mmdet.utils import save_checkpoint_atomic
+
+REPO = Path(__file__).resolve().parents[2]
+TOY = 'configs/toy'
+SEARCH_CFG = f'{TOY}/sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'
+RETRAIN_CFG = f'{TOY}/sidt-retrain_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'
+
+pytestmark = pytest.mark.slow
+
+
+def _export_tool():
+    spec = importlib.util.spec_from_file_location('export_subnet', REPO / 'tools/export_subnet.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _predictions(path: Path) -> list[dict]:
+    with open(path, 'rb') as f:  # written by tools/test.py --out in this test
+        return pickle.load(f)
+
+
+def _same_detections(a: dict, b: dict) -> None:
+    """Every detection of ``a`` has one in ``b`` with the same label, score and box."""
+    pa, pb = a['pred_instances'], b['pred_instances']
+    assert len(pa['scores']) == len(pb['scores'])
+    box_a, box_b = np.asarray(pa['bboxes']), np.asarray(pb['bboxes'])
+    sc_a, sc_b = np.asarray(pa['scores']), np.asarray(pb['scores'])
+    lab_a, lab_b = np.asarray(pa['labels']), np.asarray(pb['labels'])
+    np.testing.assert_allclose(np.sort(sc_a), np.sort(sc_b), atol=1e-4)
+    for i in range(len(sc_a)):
+        match = (lab_b == lab_a[i]) & (np.abs(sc_b - sc_a[i]) <= 1e-4)
+        assert match.any()
+        assert np.abs(box_b[match] - box_a[i]).max(axis=1).min() <= 1e-2
+
+
+@pytest.mark.parametrize('granularity', ['dim', 'head'])
+def test_tools_test_predictions_match_the_hard_masked_supernet(tmp_path, toy_coco_dir,
+                                                                 granularity):
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = perturb_(MODELS.build(Config.fromfile(str(REPO / SEARCH_CFG)).model))
+    with torch.no_grad():
+        for m in model.backbone.mask_parameters().values():
+            m.uniform_(0.2, 1.5)
+    sub = select_subnet(model.backbone, keep_ratio=0.5, granularity=granularity, round_to=2)
+    hard_mask_(model.backbone, sub)
+    search_ckpt, sub_path = tmp_path / 'search.pth', tmp_path / 'subnet.json'
+    save_checkpoint_atomic({'state_dict': model.state_dict(), 'meta': {}}, search_ckpt)
+    sub.save(sub_path)
+    out = tmp_path / 'export'
+    assert _export_tool().main([str(REPO / SEARCH_CFG), str(search_ckpt), '--subnet',
+                                str(sub_path), '-o', str(out)]) == 0
+    env = {'SIDT_TOY_COCO': str(toy_coco_dir)}
+    runs = {'search': (SEARCH_CFG, search_ckpt, []),
+            'pruned': (RETRAIN_CFG, out / 'pruned.pth',
+                       ['--cfg-options', f'model.backbone.subnet={out / "subnet.json"}'])}
+    preds = {}
+    for name, (cfg, ckpt, extra) in runs.items():
+        dump = tmp_path / f'{name}.pkl'
+        run_command([sys.executable, 'tools/test.py', cfg, str(ckpt), '--work-dir',
+                     str(tmp_path / f'test_{name}'), '--out', str(dump), *extra], env=env)
+        preds[name] = _predictions(dump)
+    assert len(preds['search']) == len(preds['pruned']) > 0
+    for a, b in zip(preds['search'], preds['pruned']):
+        assert a['img_id'] == b['img_id']
+        _same_detections(a, b)
