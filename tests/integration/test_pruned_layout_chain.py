@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_command
+from helpers import hard_mask_, perturb_
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
-from vit_helpers import hard_mask_, perturb_
 
 from sidt_mmdet.search import select_subnet
 from sidt_mmdet.utils import save_checkpoint_atomic

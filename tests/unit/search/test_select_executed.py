@@ -1,7 +1,7 @@
 """Budgets on executed MACs (padding counted) and kept MACs; equalised head widths."""
 import pytest
 import torch
-from vit_helpers import perturb_
+from helpers import perturb_
 
 from sidt_mmdet.export import prune_backbone
 from sidt_mmdet.models import SIDTViT

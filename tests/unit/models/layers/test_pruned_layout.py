@@ -2,8 +2,8 @@
 and layout, no activation gathers per forward, caches that follow the parameters."""
 import pytest
 import torch
+from helpers import build_pruned, hard_mask_, perturb_, random_masks_, subnet_from_masks
 from torch.overrides import TorchFunctionMode
-from vit_helpers import build_pruned, hard_mask_, perturb_, random_masks_, subnet_from_masks
 
 from sidt_mmdet.export import prune_backbone
 from sidt_mmdet.models import SIDTViT

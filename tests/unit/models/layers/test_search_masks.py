@@ -4,9 +4,9 @@ embedding mask."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import perturb_, random_masks_
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer_sam import get_rel_pos, window_partition, window_unpartition
-from vit_helpers import perturb_, random_masks_
 
 from sidt_mmdet.models import SIDTViT
 
