@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -255,11 +256,16 @@ def test_demo_report_has_the_figures(chain, demo, tmp_path):
     d, p = figures['dense'], figures['pruned']
     assert p['backbone_params'] < d['backbone_params'] and p['backbone_macs'] < d['backbone_macs']
     assert p['backbone_params'] == Subnet.load(chain['subnet']).stats['params_after']
-    assert d['latency_ms'] > 0 and p['latency_ms'] > 0
     report = tmp_path / 'report.md'
     text = demo.write_report(str(report), chain, figures, Subnet.load(chain['subnet']), 60.0,
                              None)
     assert report.read_text() == text
+    # the report shows the measured figures in their columns (not swapped, not stale)
+    dl, pl = d['latency_ms'], p['latency_ms']
+    assert math.isfinite(dl) and math.isfinite(pl)
+    threads = figures['latency']['threads']
+    assert (f'| backbone latency, ms / batch of 2 ({threads} thread) | {dl:.2f} | {pl:.2f} | '
+            f'{pl / dl:.3f} |') in text
     for want in ('backbone params', 'backbone MACs', 'backbone latency', 'top-1 (%)',
                  'top-5 (%)', 'before retraining', 'kind=keep_ratio'):
         assert want in text, want
