@@ -8,7 +8,7 @@ VENV_PY := $(VENV_BIN)/python
 # Scripts and tests that call `python`, `ruff` or `torchrun` get the venv's.
 RUN := PATH="$(VENV_BIN):$$PATH"
 
-.PHONY: install lint test demo demo-cifar toy-data clean
+.PHONY: install lint test test-fast demo demo-cifar toy-data clean
 
 install: $(VENV_PY)
 	@$(VENV_PY) tools/install_env.py
@@ -27,6 +27,11 @@ test: install
 		echo "make test: pytest collected no tests (exit 5); an empty suite is a failure" >&2; \
 	fi; \
 	exit $$rc
+
+# The tests not marked slow (no training, evaluation or subprocess): a couple of minutes.
+test-fast: install
+	$(RUN) ruff check .
+	$(RUN) python -m pytest -q -m "not slow" tests
 
 toy-data: install
 	$(RUN) python tools/dataset/make_toy_coco.py --out-dir data/toy_coco --overwrite

@@ -1,23 +1,50 @@
-"""Shared fixtures: generated data sets and one real (tiny) Runner training on CPU."""
+"""Shared fixtures: generated data sets and one real (tiny) Runner training on CPU (the
+helpers they use live in helpers.py)."""
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import (
+    REPO,
+    TOY_CIFAR_SIZES,
+    TOY_COCO_SIZES,
+    TOY_DETECTOR_CFG,
+    TRAIN_ITERS,
+    cpu_dist_env,
+    run_command,
+    toy_coco_cfg_options,
+)
 
 from sidt_mmdet.datasets.generation import make_toy_cifar100, make_toy_coco
 
-TOY_DETECTOR_CFG = REPO / 'configs/toy/retinanet_r18-tiny_fpn_300it_toy-coco.py'
-TOY_COCO_SIZES = dict(num_train=12, num_val=6, img_size=128)
-TOY_CIFAR_SIZES = dict(num_train=1000, num_test=300)
-TRAIN_ITERS = 2
+# Fixtures that train (or run a training chain): a test that uses one is a slow test.
+TRAINING_FIXTURES = frozenset({'toy_train_run', 'runner_checkpoint', 'chain', 'search_run',
+                               'export_dir', 'exported'})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Refuse to collect a test that trains through a fixture without ``@pytest.mark.slow``,
+    so that ``-m "not slow"`` stays fast."""
+    unmarked = [item.nodeid for item in items if TRAINING_FIXTURES & set(item.fixturenames)
+                and item.get_closest_marker('slow') is None]
+    if unmarked:
+        raise pytest.UsageError('these tests train through a fixture but are not marked '
+                                f'@pytest.mark.slow: {unmarked}')
+
+
+@pytest.fixture(autouse=True)
+def _subprocess_only_when_slow(request, monkeypatch):
+    """A test not marked slow that starts a subprocess fails and says so."""
+    if request.node.get_closest_marker('slow') is None:
+        def refuse(*args, **kwargs):
+            raise AssertionError(f'{request.node.nodeid} starts a subprocess ({args[:1]}): '
+                                 'mark it @pytest.mark.slow')
+        monkeypatch.setattr(subprocess, 'Popen', refuse)
 
 
 class Figures:
@@ -79,50 +106,6 @@ def toy_coco_dir(tmp_path_factory) -> Path:
 def toy_cifar_dir(tmp_path_factory) -> Path:
     return Path(make_toy_cifar100(str(tmp_path_factory.mktemp('data') / 'toy_cifar100'),
                                   **TOY_CIFAR_SIZES, progress=_quiet))
-
-
-def toy_coco_cfg_options(data_root: Path, max_iters: int = TRAIN_ITERS) -> list[str]:
-    """``--cfg-options`` pointing the toy detector config at ``data_root``, short schedule."""
-    ann = f'{data_root}/annotations/instances_val2017.json'
-    return [
-        '--cfg-options',
-        f'train_dataloader.dataset.data_root={data_root}/',
-        f'val_dataloader.dataset.data_root={data_root}/',
-        f'test_dataloader.dataset.data_root={data_root}/',
-        f'val_evaluator.ann_file={ann}',
-        f'test_evaluator.ann_file={ann}',
-        f'train_cfg.max_iters={max_iters}',
-        f'train_cfg.val_interval={max_iters}',
-        'train_dataloader.batch_size=2',
-        f'default_hooks.checkpoint.interval={TRAIN_ITERS}',
-        'default_hooks.logger.interval=1',
-        # after a few iterations no score passes 0.05 yet; keep every box so that
-        # CocoMetric has detections to score and prints its metrics
-        'model.test_cfg.score_thr=0.0',
-    ]
-
-
-def run_command(args: list[str], cwd: Path = REPO, timeout: float = 300,
-                env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command with the test's python first on PATH; fail with its output if it fails."""
-    full_env = {**os.environ, 'PATH': f'{Path(sys.executable).parent}:{os.environ["PATH"]}',
-                'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1', **(env or {})}
-    result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
-                            timeout=timeout, stdin=subprocess.DEVNULL)
-    if check and result.returncode != 0:
-        pytest.fail(f'{" ".join(map(str, args))} exited {result.returncode}\n'
-                    f'--- stdout (tail) ---\n{result.stdout[-4000:]}\n'
-                    f'--- stderr (tail) ---\n{result.stderr[-4000:]}')
-    return result
-
-
-def cpu_dist_env() -> dict[str, str]:
-    """Environment for a 2-process torchrun on CPU: a free port, and no GPU even where one
-    exists (two ranks on one GPU is not what these tests check)."""
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = str(s.getsockname()[1])
-    return {'PORT': port, 'CUDA_VISIBLE_DEVICES': ''}
 
 
 @pytest.fixture(scope='session')

@@ -1,13 +1,69 @@
-"""Helpers shared by the tests: the repository root; perturbed weights, random masks and
-hard-masked subnets for the backbone tests."""
+"""Helpers shared by the tests: the repository root, the toy data sizes, running a command
+with the test's interpreter; perturbed weights, random masks and hard-masked subnets for the
+backbone tests. (Fixtures are in conftest.py.)"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from sidt_mmdet.models import SIDTViT, Subnet
 from sidt_mmdet.models.slicing import slice_vit_state_dict
 
 REPO = Path(__file__).resolve().parent.parent
+TOY_DETECTOR_CFG = REPO / 'configs/toy/retinanet_r18-tiny_fpn_300it_toy-coco.py'
+TOY_COCO_SIZES = dict(num_train=12, num_val=6, img_size=128)
+TOY_CIFAR_SIZES = dict(num_train=1000, num_test=300)
+TRAIN_ITERS = 2
+
+
+def toy_coco_cfg_options(data_root: Path, max_iters: int = TRAIN_ITERS) -> list[str]:
+    """``--cfg-options`` pointing the toy detector config at ``data_root``, short schedule."""
+    ann = f'{data_root}/annotations/instances_val2017.json'
+    return [
+        '--cfg-options',
+        f'train_dataloader.dataset.data_root={data_root}/',
+        f'val_dataloader.dataset.data_root={data_root}/',
+        f'test_dataloader.dataset.data_root={data_root}/',
+        f'val_evaluator.ann_file={ann}',
+        f'test_evaluator.ann_file={ann}',
+        f'train_cfg.max_iters={max_iters}',
+        f'train_cfg.val_interval={max_iters}',
+        'train_dataloader.batch_size=2',
+        f'default_hooks.checkpoint.interval={TRAIN_ITERS}',
+        'default_hooks.logger.interval=1',
+        # after a few iterations no score passes 0.05 yet; keep every box so that
+        # CocoMetric has detections to score and prints its metrics
+        'model.test_cfg.score_thr=0.0',
+    ]
+
+
+def run_command(args: list[str], cwd: Path = REPO, timeout: float = 300,
+                env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with the test's python first on PATH; fail with its output if it fails."""
+    full_env = {**os.environ, 'PATH': f'{Path(sys.executable).parent}:{os.environ["PATH"]}',
+                'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1', **(env or {})}
+    result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
+                            timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and result.returncode != 0:
+        pytest.fail(f'{" ".join(map(str, args))} exited {result.returncode}\n'
+                    f'--- stdout (tail) ---\n{result.stdout[-4000:]}\n'
+                    f'--- stderr (tail) ---\n{result.stderr[-4000:]}')
+    return result
+
+
+def cpu_dist_env() -> dict[str, str]:
+    """Environment for a 2-process torchrun on CPU: a free port, and no GPU even where one
+    exists (two ranks on one GPU is not what these tests check)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = str(s.getsockname()[1])
+    return {'PORT': port, 'CUDA_VISIBLE_DEVICES': ''}
 
 
 def perturb_(module, seed=0, std=0.05):

@@ -19,7 +19,10 @@ _base_ = [
     'mmpretrain::_base_/schedules/cifar10_bs128.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
+# sidt_mmdet.datasets.toy_cifar100 registers ToyCIFAR100 (an mmpretrain dataset, which
+# `import sidt_mmdet` alone leaves out).
+custom_imports = dict(imports=['sidt_mmdet', 'sidt_mmdet.datasets.toy_cifar100'],
+                      allow_failed_imports=False)
 
 data_root = 'data/cifar100/'
 num_classes = 100

@@ -16,8 +16,7 @@ from pathlib import Path
 import mmdet
 import pytest
 import torch
-from conftest import run_command
-from helpers import REPO
+from helpers import REPO, run_command
 
 from sidt_mmdet.models import Subnet
 from sidt_mmdet.utils import load_checkpoint_safe

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mmdet
 import pytest
-from conftest import (
+from helpers import (
     TOY_COCO_SIZES,
     TOY_DETECTOR_CFG,
     TRAIN_ITERS,
@@ -61,6 +61,7 @@ def test_train_resume_continues_from_checkpoint(toy_train_run, toy_coco_dir, tmp
     assert (work_dir / f'iter_{2 * TRAIN_ITERS}.pth').is_file()
 
 
+@pytest.mark.slow
 def test_dist_train_ran_two_gloo_processes_on_cpu(toy_train_run):
     """The shared training fixture is ``tools/dist_train.sh CFG 2``: check how it ran."""
     log = next(toy_train_run.glob('*/*.log')).read_text()
@@ -100,3 +101,10 @@ def test_dist_backend_selection(monkeypatch):
     monkeypatch.setattr('torch.cuda.is_available', lambda: True)
     cfg = Config(dict(launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='nccl'))))
     assert select_dist_backend(cfg) == 'nccl'
+
+
+@pytest.mark.slow
+def test_import_sidt_mmdet_does_not_import_mmpretrain():
+    code = ('import sys, sidt_mmdet; assert "mmpretrain" not in sys.modules, '
+            '[m for m in sys.modules if m.startswith("mmpretrain")][:5]')
+    run_command([sys.executable, '-c', code])

@@ -14,8 +14,7 @@ from pathlib import Path
 import mmdet
 import pytest
 import torch
-from conftest import run_command
-from helpers import REPO
+from helpers import REPO, run_command
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 

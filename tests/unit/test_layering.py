@@ -82,3 +82,42 @@ def test_import_direction(path):
         if name == package or name.startswith(package + '.'):
             bad = _hits(imported, prefixes)
             assert not bad, f'{path}: {name} must not import {bad}'
+
+
+def eager_imports(path: Path) -> set[str]:
+    """What importing ``path`` imports right away: imports outside function bodies."""
+    name = module_name(path)
+    tree = ast.parse(path.read_text(encoding='utf-8'))
+    stack, found = list(tree.body), set()
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found |= imports_in(ast.unparse(node), name, path.name == '__init__.py')
+        else:
+            stack.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def import_closure(root: str) -> set[str]:
+    """Every module that ``import root`` loads, as far as our source tells."""
+    files = {module_name(p): p for p in SOURCES}
+    seen, todo = set(), [root]
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        parts = mod.split('.')
+        todo += ['.'.join(parts[:i]) for i in range(1, len(parts))]  # parents run first
+        if mod in files:
+            todo += [m for m in eager_imports(files[mod]) if m not in seen]
+    return seen
+
+
+def test_import_sidt_mmdet_leaves_mmpretrain_out():
+    closure = import_closure('sidt_mmdet')
+    assert 'sidt_mmdet.models.backbones.sidt_vit' in closure  # the walk follows the package
+    assert not _hits(closure, ('mmpretrain',)), sorted(_hits(closure, ('mmpretrain',)))
+    assert _hits(import_closure('sidt_mmdet.datasets.toy_cifar100'), ('mmpretrain',))

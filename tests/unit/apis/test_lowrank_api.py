@@ -18,8 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import run_command
-from helpers import REPO, perturb_, random_masks_, subnet_from_masks
+from helpers import REPO, perturb_, random_masks_, run_command, subnet_from_masks
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
@@ -212,6 +211,7 @@ def dense_classifier(tmp_path_factory):
     return model, save(model, tmp_path_factory.mktemp('cls') / 'dense.pth')
 
 
+@pytest.mark.slow
 def test_classifier_fine_tunes_through_train_py(tool, dense_classifier, toy_cifar_dir,
                                                tmp_path):
     _, ckpt = dense_classifier

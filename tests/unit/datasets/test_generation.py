@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TOY_CIFAR_SIZES, TOY_COCO_SIZES, run_command
-from helpers import REPO
+from helpers import REPO, TOY_CIFAR_SIZES, TOY_COCO_SIZES, run_command
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+import sidt_mmdet.datasets.toy_cifar100  # noqa: F401  (registers ToyCIFAR100 in mmpretrain)
 from sidt_mmdet.datasets.generation import TOY_COCO_CLASSES, make_toy_cifar100, make_toy_coco
 from sidt_mmdet.datasets.generation import toy_cifar100 as cifar_cli
 from sidt_mmdet.datasets.generation import toy_coco as coco_cli
@@ -218,6 +218,7 @@ def test_generators_refuse_non_empty_dir_without_overwrite(tmp_path, capsys, cli
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
 
 
+@pytest.mark.slow
 def test_generator_cli_refusal_exit_code_and_message(tmp_path):
     """The real command line (argparse's own exit 2 is covered in-process above)."""
     (tmp_path / 'out').mkdir()

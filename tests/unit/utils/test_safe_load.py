@@ -21,6 +21,7 @@ from sidt_mmdet.utils.safe_load import _global_name
 HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
 
 
+@pytest.mark.slow
 def test_bare_weights_only_load_refuses_runner_checkpoint(runner_checkpoint):
     """The failure our loader exists for, still there for any other torch.load in the process
     (so nothing was allowed globally)."""
@@ -28,6 +29,7 @@ def test_bare_weights_only_load_refuses_runner_checkpoint(runner_checkpoint):
         torch.load(runner_checkpoint, map_location='cpu', weights_only=True)
 
 
+@pytest.mark.slow
 def test_runner_checkpoint_loads_with_weights_only(runner_checkpoint):
     ckpt = load_checkpoint_safe(runner_checkpoint)
     assert {'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers'} <= set(ckpt)
@@ -36,11 +38,13 @@ def test_runner_checkpoint_loads_with_weights_only(runner_checkpoint):
     assert any(k.startswith('backbone.') for k in ckpt['state_dict'])
 
 
+@pytest.mark.slow
 def test_mmengine_local_loader_is_ours(runner_checkpoint):
     ckpt = CheckpointLoader.load_checkpoint(str(runner_checkpoint), map_location='cpu')
     assert 'state_dict' in ckpt
 
 
+@pytest.mark.slow
 def test_allow_list_covers_exactly_what_runner_checkpoints_hold(runner_checkpoint):
     unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(runner_checkpoint)))
     allowed = {_global_name(g) for g in checkpoint_safe_globals()}
