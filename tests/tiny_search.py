@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
+
 SEARCH_CFG = REPO / 'configs/cifar100/sidt-search_cls_vit-toy-p4-kr0.6_toy-cifar100.py'
 
 

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -109,7 +108,8 @@ def test_cifar_config_recipe(path):
     """What every CIFAR-100 config must resolve to (tests/test_configs.py builds them all)."""
     cfg = load_cfg(path)
     assert cfg.default_scope == 'mmpretrain'
-    assert cfg.custom_imports == dict(imports=['sidt_mmdet'], allow_failed_imports=False)
+    assert cfg.custom_imports == dict(imports=['sidt_mmdet', 'sidt_mmdet.datasets.toy_cifar100'],
+                                      allow_failed_imports=False)
     model = cfg.model
     assert model.get('model_type', model.type) == 'ImageClassifier'
     backbone = model.backbone
@@ -204,13 +204,6 @@ def test_pruned_classifier_equals_hard_masked_supernet(out_type, size):
 
 
 # ----------------------------------------------------------------- chain through the tools
-def _load_tool(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def export_tool():
     from sidt_mmdet.apis import export
@@ -220,22 +213,27 @@ def export_tool():
 
 @pytest.fixture(scope='module')
 def demo():
-    return _load_tool('demo_cifar', REPO / 'tools/demo_cifar.py')
+    from sidt_mmdet.apis import demo
+
+    return demo
 
 
 @pytest.fixture(scope='module')
 def chain(tmp_path_factory, toy_cifar_dir, demo):
     """`make demo-cifar`'s chain, 1 epoch per stage on a slice of the toy set: dense ->
     test -> search -> export (keep 0.6) -> test -> retrain -> test, each a tool subprocess."""
+    from sidt_mmdet.apis.chain import run_chain
+
     work = tmp_path_factory.mktemp('cifar_chain')
     small = ['train_dataloader.dataset.indices=256', 'val_dataloader.dataset.indices=100',
              'test_dataloader.dataset.indices=100', 'default_hooks.logger.interval=1']
-    result = demo.run_chain(str(work), str(toy_cifar_dir), ['--keep-ratio', '0.6'],
-                            sys.executable, epochs=dict(dense=1, search=1, retrain=1),
-                            extra_options=small)
+    spec = demo.classification_spec(str(toy_cifar_dir), ['--keep-ratio', '0.6'],
+                                    dict(dense=1, search=1, retrain=1), small, sys.executable)
+    result = run_chain(spec, str(work)).to_dict()
     return dict(result, work=work, export=Path(result['dirs']['export']))
 
 
+@pytest.mark.slow
 def test_chain_through_the_tools_reports_top1(chain):
     assert Path(chain['retrain_ckpt']).name == 'epoch_1.pth'
     files = sorted(Path(chain['dirs']['retrain_test']).glob('*/*.json'))
@@ -251,14 +249,15 @@ def test_chain_through_the_tools_reports_top1(chain):
     assert 'accuracy/top1' in retrain_log
 
 
+@pytest.mark.slow
 def test_demo_report_has_the_figures(chain, demo, tmp_path):
-    figures = demo.measure(chain['subnet'], batch=2, iters=2, warmup=1)
+    figures = demo.measure_classifier(chain['subnet'], batch=2, iters=2, warmup=1)
     d, p = figures['dense'], figures['pruned']
     assert p['backbone_params'] < d['backbone_params'] and p['backbone_macs'] < d['backbone_macs']
     assert p['backbone_params'] == Subnet.load(chain['subnet']).stats['params_after']
     report = tmp_path / 'report.md'
-    text = demo.write_report(str(report), chain, figures, Subnet.load(chain['subnet']), 60.0,
-                             None)
+    text = demo.write_classification_report(str(report), chain, figures,
+                                            Subnet.load(chain['subnet']), 60.0, None)
     assert report.read_text() == text
     # the report shows the measured figures in their columns (not swapped, not stale)
     dl, pl = d['latency_ms'], p['latency_ms']
@@ -271,6 +270,7 @@ def test_demo_report_has_the_figures(chain, demo, tmp_path):
         assert want in text, want
 
 
+@pytest.mark.slow
 def test_chain_pruned_checkpoint_is_the_retrain_model(chain):
     export = chain['export']
     subnet = Subnet.load(export / 'subnet.json')
@@ -290,6 +290,7 @@ def test_chain_pruned_checkpoint_is_the_retrain_model(chain):
 
 
 @pytest.mark.parametrize('budget', ['params', 'flops'])
+@pytest.mark.slow
 def test_export_budget_kinds_for_the_classifier(chain, export_tool, budget, tmp_path):
     before = Subnet.load(chain['export'] / 'subnet.json').stats
     key = 'params' if budget == 'params' else 'macs'

@@ -26,6 +26,10 @@ CONFIG_DIR = REPO / 'configs'
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
 BASE_PIECES = sorted((CONFIG_DIR / '_base_').rglob('*.py'))
 CUSTOM_IMPORTS = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
+# mmpretrain configs also import the module that registers ToyCIFAR100 (import sidt_mmdet
+# alone leaves mmpretrain out)
+CLS_CUSTOM_IMPORTS = dict(imports=['sidt_mmdet', 'sidt_mmdet.datasets.toy_cifar100'],
+                          allow_failed_imports=False)
 # The detection configs; other folders (e.g. classification) are built generically.
 DETECTION_DIRS = ('vit', 'vitdet', 'sidt', 'toy')
 # The foundation engineer's dense ResNet toy detector (no SIDTViT in it).
@@ -148,8 +152,9 @@ def test_base_pieces_parse(path):
 @pytest.mark.parametrize('path', CONFIGS, ids=_rel)
 def test_config_builds(path, tmp_path):
     cfg = Config.fromfile(str(path))
-    assert cfg.get('custom_imports') == CUSTOM_IMPORTS
     detection = _rel(path).split('/')[0] in DETECTION_DIRS
+    want = CLS_CUSTOM_IMPORTS if cfg.get('default_scope') == 'mmpretrain' else CUSTOM_IMPORTS
+    assert cfg.get('custom_imports') == want
     if not detection or _rel(path) in NOT_SIDT:
         backbone_cfg = _backbone_cfg(cfg)
         if backbone_cfg.get('mode') == 'pruned':

@@ -1,0 +1,339 @@
+"""Low-rank methods at equal params, pruning alone and the hybrid, on the toy CIFAR-100
+classifier (``tools/analysis/compare_lowrank.py`` runs :func:`compare_lowrank`).
+
+Steps (each a real stage of the pipeline, on CPU in minutes):
+
+1. dense + search through the stage runner (``sidt_mmdet.apis.chain``): the dense toy
+   classifier, then its SiDT search from it, unless ``search_checkpoint`` is given;
+2. methods at equal params: ``lowrank_export(method='svd', backbone_ratio=R)`` on the
+   searched model (masks folded, every dim kept), then every other method with
+   ``ranks_from`` the SVD run, so all of them have exactly the same ranks and params;
+3. equal compression: pruning alone (``select_subnet(params=R x dense)``, attention and MLP)
+   against the hybrid (``mlp_keep_ratio=K``, low-rank ``attn.qkv attn.proj``,
+   ``backbone_ratio=R``) for each K;
+4. every variant, and the uncompressed searched model as the reference, is evaluated (top-1 on
+   the test split) right after compression and after the same short fine-tune through the
+   retrain config configs/lowrank/sidt-lowrank-retrain_cls_vit-toy-p4_toy-cifar100.py
+   (mmengine Runner, ``finetune_iters`` iterations).
+
+Writes WORK/compare_lowrank.md and WORK/compare_lowrank.json. The hybrid's measure is the
+relative increase of the top-1 error over the reference: ``(err - err_ref) / err_ref``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os.path as osp
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner import Runner
+
+from .. import __version__
+from ..apis.chain import REPO, ChainSpec, ensure_data, run_chain
+from ..apis.demo import CLASSIFICATION_CONFIGS
+from ..apis.lowrank import LowRankError, lowrank_export
+from ..export import prune_model_state_dict
+from ..export.lowrank import METHODS
+from ..models import Subnet
+from ..search.select import select_subnet
+from ..utils import load_checkpoint_safe, save_checkpoint_atomic
+from ..utils.complexity import backbone_complexity
+from ..utils.fileio import write_json_atomic, write_text_atomic
+
+__all__ = ['METHODS', 'compare_lowrank', 'rel_error_increase', 'markdown']
+
+DENSE_CFG = Path(CLASSIFICATION_CONFIGS['dense'])
+SEARCH_CFG = Path(CLASSIFICATION_CONFIGS['search'])
+RETRAIN_CFG = Path(REPO) / 'configs/lowrank/sidt-lowrank-retrain_cls_vit-toy-p4_toy-cifar100.py'
+
+
+def log(msg: str) -> None:
+    print(f'[compare_lowrank] {msg}', flush=True)
+
+
+# ------------------------------------------------------------------------ stages
+def data_options(root: str) -> dict:
+    return {'train_dataloader.dataset.data_root': root,
+            'val_dataloader.dataset.data_root': root,
+            'test_dataloader.dataset.data_root': root}
+
+
+def build_search_model(ckpt: Path):
+    cfg = Config.fromfile(str(SEARCH_CFG))
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(cfg.model)
+    model.load_state_dict(load_checkpoint_safe(ckpt)['state_dict'], strict=True)
+    return model.eval()
+
+
+def prune_only(search_model, ratio: float, out: Path) -> dict:
+    """Pruning alone at ``ratio`` of the dense backbone's params (attention and MLP)."""
+    bb = search_model.backbone
+    dense = backbone_complexity(bb, bb.img_size).params
+    subnet = select_subnet(bb, params=int(ratio * dense), source=dict(kind='prune-only'))
+    out.mkdir(parents=True, exist_ok=True)
+    subnet.save(out / 'subnet.json')
+    state = prune_model_state_dict(search_model.state_dict(), subnet)
+    save_checkpoint_atomic(dict(state_dict=state, meta=dict(subnet='subnet.json')),
+                           out / 'pruned.pth')
+    return dict(checkpoint=out / 'pruned.pth', subnet=subnet)
+
+
+def dense_reference(search_model, out: Path) -> dict:
+    """The searched model with masks folded, every dim kept, nothing factorized."""
+    bb = search_model.backbone
+    subnet = Subnet.dense(bb.embed_dims_dense, bb.num_layers, bb.num_heads, bb.mlp_hidden)
+    out.mkdir(parents=True, exist_ok=True)
+    subnet.save(out / 'subnet.json')
+    state = prune_model_state_dict(search_model.state_dict(), subnet)
+    save_checkpoint_atomic(dict(state_dict=state, meta={}), out / 'dense.pth')
+    return dict(subnet_path=out / 'subnet.json', checkpoint=out / 'dense.pth',
+                params=backbone_complexity(bb, bb.img_size).params)
+
+
+def widths(subnet, bb) -> dict:
+    attn = sum(len(v) for b in subnet.blocks for v in b['v'])
+    mlp = sum(len(b['mlp']) for b in subnet.blocks)
+    return dict(attn_kept=attn / (bb.num_layers * bb.embed_dims_dense),
+                mlp_kept=mlp / (bb.num_layers * bb.mlp_hidden))
+
+
+def evaluate(model, loader) -> float:
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for data in loader:
+            for sample in model.val_step(data):
+                correct += int(sample.pred_label.item() == sample.gt_label.item())
+                total += 1
+    return 100.0 * correct / total
+
+
+def load_model(cfg: Config, checkpoint: Path):
+    """The model a Runner of ``cfg`` builds (top-level data_preprocessor merged in, as the
+    Runner does), with ``checkpoint`` loaded strictly. Not the Runner's own model: train()
+    re-initialises it before loading ``load_from``."""
+    model_cfg = copy.deepcopy(cfg.model)
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(model_cfg)
+    model.load_state_dict(load_checkpoint_safe(checkpoint)['state_dict'], strict=True)
+    return model
+
+
+def finetune(args, data_root: str, subnet: Path, checkpoint: Path, work: Path, loader) -> dict:
+    """Top-1 right after loading and after ``--finetune-iters`` of the retrain config."""
+    cfg = Config.fromfile(str(RETRAIN_CFG))
+    cfg.merge_from_dict({**data_options(data_root), 'model.backbone.subnet': str(subnet),
+                         'optim_wrapper.optimizer.lr': args.finetune_lr})
+    cfg.load_from = str(checkpoint)
+    iters = args.finetune_iters
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
+    cfg.param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=iters,
+                                eta_min=1e-5)]
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.test_cfg = cfg.test_dataloader = cfg.test_evaluator = None
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=iters)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=50)
+    cfg.log_processor = dict(by_epoch=False)
+    cfg.work_dir = str(work)
+    cfg.randomness = dict(seed=args.seed)
+    cfg.log_level = 'WARNING'
+    before = evaluate(load_model(cfg, checkpoint), loader)
+    t = time.time()
+    model = Runner.from_cfg(cfg).train()
+    after = evaluate(model, loader)
+    params = sum(p.numel() for p in model.backbone.parameters())
+    return dict(top1_before_ft=before, top1_after_ft=after, backbone_params=params,
+                finetune_seconds=round(time.time() - t, 1))
+
+
+def rel_error_increase(top1: float, ref_top1: float) -> float:
+    """The hybrid's measure: relative increase of the top-1 error over the reference."""
+    err, ref = 100.0 - top1, 100.0 - ref_top1
+    return (err - ref) / ref if ref > 0 else float('inf')
+
+
+# ------------------------------------------------------------------------ report
+def markdown(res: dict) -> str:
+    ref = res['reference']
+    dense = ref['backbone_params']
+    k = res['settings']['finetune_iters']
+    r0, r1 = ref['top1_before_ft'], ref['top1_after_ft']
+
+    def row(r, *cells):
+        share = r['backbone_params'] / dense
+        return ' | '.join([f'| {r["name"]}', f'{r["backbone_params"]:,} ({share:.0%})', *cells,
+                           f'{r["top1_before_ft"]:.1f} ({r["top1_before_ft"] - r0:+.1f})',
+                           f'{r["top1_after_ft"]:.1f} ({r["top1_after_ft"] - r1:+.1f}) |'])
+
+    lines = [
+        '# Low-rank compression on the toy CIFAR-100 classifier', '',
+        f'Reference: the searched toy ViT (dense {res["settings"]["dense_epochs"]} epochs + '
+        f'search {res["settings"]["search_epochs"]}, masks folded, nothing removed), test top-1 '
+        f'**{r0:.1f}%**; after the same {k}-iteration fine-tune as every variant **{r1:.1f}%**. '
+        f'Backbone params {dense:,}. Top-1 in %, in brackets the change in points against the '
+        'reference (before / after fine-tuning). The relative error increase is in the '
+        'JSON (rel_err_increase_*); it is only meaningful when the reference error is not ~0.',
+        '', f'## Methods at equal params (SVD ranks at {res["settings"]["ratio"]:.0%} of the '
+        'backbone, the same ranks for every method)', '',
+        '| method | backbone params | mean rel. error | max rel. error | top-1 after '
+        f'factorization | top-1 after {k}-it fine-tune |',
+        '|---|---:|---:|---:|---:|---:|']
+    for r in res['methods']:
+        lines.append(row(r, f'{r["mean_rel_error"]:.3f}', f'{r["max_rel_error"]:.3f}'))
+    lines += ['', f'## Pruning alone vs hybrid at {res["settings"]["ratio"]:.0%} of the '
+              'backbone params', '',
+              '| variant | backbone params | attn dims kept | MLP units kept | low-rank layers | '
+              f'top-1 after compression | top-1 after {k}-it fine-tune |',
+              '|---|---:|---:|---:|---:|---:|---:|']
+    for r in res['budget']:
+        lines.append(row(r, f'{r["attn_kept"]:.0%}', f'{r["mlp_kept"]:.0%}',
+                         str(r['lowrank_layers'])))
+    s = res['settings']
+    lines += ['', f'Settings: seed {s["seed"]}, fine-tune {k} iterations (AdamW lr '
+              f'{s["finetune_lr"]}, cosine, batch 64), {s["threads"]} torch thread(s); '
+              f'{res["seconds"]:.0f}s in all. rel. error = |W - AB|_F / |W|_F per factorized '
+              'layer. JSON: compare_lowrank.json.', '']
+    return '\n'.join(lines)
+
+
+# -------------------------------------------------------------------------- main
+def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
+                    data_root: str = 'data/toy_cifar100', search_checkpoint: str | None = None,
+                    dense_epochs: int = 6, search_epochs: int = 2, ratio: float = 0.5,
+                    mlp_keep_ratios=(0.5, 0.6), methods=METHODS, finetune_iters: int = 150,
+                    finetune_lr: float = 5e-4, seed: int = 0, threads: int = 1) -> dict:
+    """Run the comparison (see the module doc); returns what compare_lowrank.json holds.
+
+    ``ratio``: backbone params after compression, as a fraction of the dense backbone;
+    ``mlp_keep_ratios``: the hybrid's MLP keep ratios to try (attention takes the rest by
+    low rank).
+    """
+    args = SimpleNamespace(
+        work_dir=work_dir, data_root=data_root, search_checkpoint=search_checkpoint,
+        dense_epochs=dense_epochs, search_epochs=search_epochs, ratio=ratio,
+        mlp_keep_ratios=list(mlp_keep_ratios), methods=list(methods),
+        finetune_iters=finetune_iters, finetune_lr=finetune_lr, seed=seed, threads=threads)
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    work = Path(args.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data_root = osp.abspath(args.data_root)
+    ensure_data('classification', data_root, seed=args.seed)
+    if args.search_checkpoint:
+        ckpt = Path(args.search_checkpoint)
+    else:
+        spec = ChainSpec(task='classification', dense_cfg=str(DENSE_CFG),
+                         search_cfg=str(SEARCH_CFG), retrain_cfg=str(RETRAIN_CFG),
+                         data_root=data_root, skip=('dense_test',), stop_after='search',
+                         lengths=dict(dense=args.dense_epochs, search=args.search_epochs),
+                         extra_options=[f'randomness.seed={args.seed}', 'log_level=WARNING'])
+        ckpt = Path(run_chain(spec, str(work / 'chain'), log=log).search_ckpt)
+    search_model = build_search_model(ckpt)
+    val_cfg = Config.fromfile(str(SEARCH_CFG))
+    val_cfg.merge_from_dict(data_options(data_root))
+    init_default_scope(val_cfg.get('default_scope', 'mmdet'))
+    loader = Runner.build_dataloader(val_cfg.test_dataloader)
+
+    def lowrank(name, **rule):
+        out = work / 'compressed' / name
+        lowrank_export(str(SEARCH_CFG), str(ckpt), str(out), overwrite=True, seed=args.seed,
+                       **rule)
+        report = json.loads((out / 'lowrank_report.json').read_text())
+        return out, report
+
+    done = {}
+
+    def ft(name, subnet, checkpoint):
+        if checkpoint in done:  # the same compressed model in both tables
+            return dict(done[checkpoint])
+        log(f'fine-tuning {name} ({args.finetune_iters} iterations)')
+        r = finetune(args, data_root, subnet, checkpoint, work / 'finetune' / name, loader)
+        log(f'  {name}: top-1 {r["top1_before_ft"]:.1f} -> {r["top1_after_ft"]:.1f}')
+        done[checkpoint] = dict(r)
+        return r
+
+    # Reference: the searched model with every dim kept (masks folded), same fine-tune.
+    reference = dense_reference(search_model, work / 'compressed' / 'reference')
+    ref = ft('reference', reference['subnet_path'], reference['checkpoint'])
+    ref['backbone_params'] = reference['params']
+    results = dict(settings=dict(vars(args), data_root=data_root, search_checkpoint=str(ckpt)),
+                   reference=ref, methods=[], budget=[])
+
+    svd_dir = None
+    for method in ['svd'] + [m for m in args.methods if m != 'svd']:
+        rule = (dict(backbone_ratio=args.ratio) if method == 'svd'
+                else dict(ranks_from=str(svd_dir / 'subnet.json')))
+        out, report = lowrank(f'lowrank-{method}', method=method, **rule)
+        svd_dir = svd_dir or out
+        if method not in args.methods:
+            continue
+        errors = [row['rel_error'] for row in report['layers'] if row['replaced']]
+        r = ft(f'lowrank-{method}', out / 'subnet.json', out / 'lowrank.pth')
+        r.update(name=method, mean_rel_error=sum(errors) / len(errors),
+                 max_rel_error=max(errors), layers=len(errors),
+                 rel_err_increase_before_ft=rel_error_increase(r['top1_before_ft'],
+                                                               ref['top1_before_ft']),
+                 rel_err_increase_after_ft=rel_error_increase(r['top1_after_ft'],
+                                                              ref['top1_after_ft']))
+        results['methods'].append(r)
+
+    bb = search_model.backbone
+    variants = []
+    pruned = prune_only(search_model, args.ratio, work / 'compressed' / 'prune-only')
+    variants.append(('pruning only', work / 'compressed' / 'prune-only' / 'subnet.json',
+                     pruned['checkpoint'], pruned['subnet'], 0))
+    if 'svd' in args.methods:
+        sub = json.loads((svd_dir / 'subnet.json').read_text())
+        variants.append(('low rank only (SVD, all four)', svd_dir / 'subnet.json',
+                         svd_dir / 'lowrank.pth', _subnet(svd_dir), len(sub['lowrank']['ranks'])))
+    for keep in args.mlp_keep_ratios:
+        name = f'hybrid (MLP keep {keep:g} + SVD attention)'
+        try:
+            out, _ = lowrank(f'hybrid-mlp{keep:g}', method='svd', mlp_keep_ratio=keep,
+                             targets=('attn.qkv', 'attn.proj'), backbone_ratio=args.ratio)
+        except LowRankError as e:
+            log(f'  skipped {name}: infeasible at --ratio {args.ratio}: {e}')
+            continue
+        sub = _subnet(out)
+        variants.append((name, out / 'subnet.json', out / 'lowrank.pth', sub,
+                         len(sub.lowrank['ranks'])))
+    for name, subnet_path, checkpoint, subnet, n_lowrank in variants:
+        r = ft(Path(checkpoint).parent.name, subnet_path, checkpoint)
+        r.update(name=name, lowrank_layers=n_lowrank, **widths(subnet, bb),
+                 rel_err_increase_before_ft=rel_error_increase(r['top1_before_ft'],
+                                                               ref['top1_before_ft']),
+                 rel_err_increase_after_ft=rel_error_increase(r['top1_after_ft'],
+                                                              ref['top1_after_ft']))
+        results['budget'].append(r)
+
+    results['seconds'] = round(time.time() - t0, 1)
+    results['sidt_mmdet_version'] = __version__
+    write_json_atomic(work / 'compare_lowrank.json', _plain(results))
+    write_text_atomic(work / 'compare_lowrank.md', markdown(results))
+    log(f'wrote {work / "compare_lowrank.md"} and compare_lowrank.json '
+        f'({results["seconds"]:.0f}s)')
+    print(markdown(results))
+    return results
+
+
+def _subnet(out: Path) -> Subnet:
+    return Subnet.load(out / 'subnet.json')
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
