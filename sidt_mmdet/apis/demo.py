@@ -74,8 +74,8 @@ def detection_spec(data_root: str, keep_ratio: float = 0.6, round_to: int = 8,
 def _measure_detectors(chain: ChainResult, sizes, iters: int, log) -> list[dict]:
     import torch
 
-    from ..utils.complexity import backbone_complexity
     from ..studies.latency import median_latency
+    from ..utils.complexity import backbone_complexity
 
     dense = build_model(DETECTION_CONFIGS['dense'], checkpoint=chain.dense_ckpt).backbone
     pruned = build_model(DETECTION_CONFIGS['retrain'], chain.subnet,
@@ -198,8 +198,8 @@ def measure_classifier(subnet_path: str, batch: int = 64, iters: int = 30,
     dense and the pruned toy classifier."""
     import torch
 
-    from ..utils.complexity import backbone_complexity
     from ..studies.latency import median_latency
+    from ..utils.complexity import backbone_complexity
 
     dense = build_model(CLASSIFICATION_CONFIGS['dense'])
     pruned = build_model(CLASSIFICATION_CONFIGS['retrain'], subnet_path)

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cpu_dist_env, run_command
-from helpers import REPO
+from helpers import REPO, cpu_dist_env, run_command
 
 HOOK_DIR = Path(__file__).resolve().parent
 SEARCH_CFG = (REPO / 'configs/toy'

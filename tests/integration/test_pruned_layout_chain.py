@@ -3,7 +3,6 @@
 through tools/test.py (each from its own config, checkpoint file and subnet file)."""
 from __future__ import annotations
 
-import importlib.util
 import pickle
 import sys
 from pathlib import Path
@@ -11,27 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_command
-from helpers import hard_mask_, perturb_
+from helpers import REPO, hard_mask_, perturb_, run_command
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
+from sidt_mmdet.apis import export as export_tool
 from sidt_mmdet.search import select_subnet
 from sidt_mmdet.utils import save_checkpoint_atomic
 
-REPO = Path(__file__).resolve().parents[2]
 TOY = 'configs/toy'
 SEARCH_CFG = f'{TOY}/sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'
 RETRAIN_CFG = f'{TOY}/sidt-retrain_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'
 
 pytestmark = pytest.mark.slow
-
-
-def _export_tool():
-    spec = importlib.util.spec_from_file_location('export_subnet', REPO / 'tools/export_subnet.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _predictions(path: Path) -> list[dict]:
@@ -68,7 +59,7 @@ def test_tools_test_predictions_match_the_hard_masked_supernet(tmp_path, toy_coc
     save_checkpoint_atomic({'state_dict': model.state_dict(), 'meta': {}}, search_ckpt)
     sub.save(sub_path)
     out = tmp_path / 'export'
-    assert _export_tool().main([str(REPO / SEARCH_CFG), str(search_ckpt), '--subnet',
+    assert export_tool.main([str(REPO / SEARCH_CFG), str(search_ckpt), '--subnet',
                                 str(sub_path), '-o', str(out)]) == 0
     env = {'SIDT_TOY_COCO': str(toy_coco_dir)}
     runs = {'search': (SEARCH_CFG, search_ckpt, []),
