@@ -174,13 +174,13 @@ PRESETS: dict[str, dict] = {
                             global_blocks=(1,)),
                       _grid((0.6,), ('dim',), (8,), tp=False), iters=2)],
         cuda=[], search=[(Shape('toy 64', _TOY, 64, 2), 2)]),
-    # The README's figures: about 15-20 min on 2 idle cores.
+    # The README's figures: about 30 TMACs of forwards, 10-20 min on 2 idle cores.
     'readme': dict(
-        groups=[Group(Shape('ViT-S 224', VIT_S, 224, 8), _ROUND8_AT06, iters=7),
+        groups=[Group(Shape('ViT-S 224', VIT_S, 224, 8), _ROUND8_AT06, iters=5),
                 Group(Shape('ViT-S 224', VIT_S, 224, 1), _ROUND8_AT06, iters=15),
-                Group(Shape('ViT-B 224', VIT_B, 224, 1), _ROUND8_AT06, iters=9),
-                Group(Shape('ViT-B 224', VIT_B, 224, 8), _ROUND8, iters=4),
-                Group(_vitdet('base', 512, 1), _grid(_KEEPS, _GRANS, (8,), tp=False), iters=5),
+                Group(Shape('ViT-B 224', VIT_B, 224, 1), _ROUND8_AT06, iters=7),
+                Group(Shape('ViT-B 224', VIT_B, 224, 8), _ROUND8, iters=3),
+                Group(_vitdet('base', 512, 1), _grid(_KEEPS, _GRANS, (8,), tp=False), iters=4),
                 Group(_vitdet('base', 1024, 1),
                       _grid((0.6,), ('dim', 'head_uniform'), (8,), tp=False), iters=3)],
         cuda=_cuda_groups(20),
@@ -559,6 +559,7 @@ def run_latency_study(preset: str = 'readme', *, iters: int | None = None,
                                  progress=lambda s: print(f'\r  {s}', end='', file=sys.stderr,
                                                           flush=True))
         print(file=sys.stderr)
+        log(f'  done, {time.time() - start:.0f} s since the start')
         results.append(_group_result(replace(g, iters=n), records, times))
         del fns
     search = []

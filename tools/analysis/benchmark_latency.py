@@ -3,7 +3,7 @@
 Writes OUT_DIR/latency.json, latency.md and latency.png in one run (models of a group
 timed interleaved, median per model; see sidt_mmdet/studies/latency.py). No dataset.
 
-    # the README's figures (about 15-20 min on 2 idle CPU cores), README table updated
+    # the README's figures (10-20 min on 2 idle CPU cores, estimate), README table updated
     python tools/analysis/benchmark_latency.py --preset readme --out-dir docs/benchmarks \\
         --readme README.md
     # re-render the Markdown, the PNG and the README table from a JSON, without timing
