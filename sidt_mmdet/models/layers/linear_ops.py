@@ -71,7 +71,8 @@ def run_stages(x: torch.Tensor, stages: Stages) -> torch.Tensor:
 
 
 def _tracing() -> bool:
-    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
+    exporting = getattr(torch.compiler, 'is_exporting', lambda: False)
+    return (torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting()
             or torch.onnx.is_in_onnx_export())
 
 
