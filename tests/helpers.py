@@ -16,7 +16,7 @@ from sidt_mmdet.models import SIDTViT, Subnet
 from sidt_mmdet.models.slicing import slice_vit_state_dict
 
 REPO = Path(__file__).resolve().parent.parent
-TOY_DETECTOR_CFG = REPO / 'configs/toy/retinanet_r18-tiny_fpn_300it_toy-coco.py'
+TOY_DETECTOR_CFG = REPO / 'configs/toy/sidt-dense_retinanet_r18-tiny_fpn_300it_toy-coco.py'
 TOY_COCO_SIZES = dict(num_train=12, num_val=6, img_size=128)
 TOY_CIFAR_SIZES = dict(num_train=1000, num_test=300)
 TRAIN_ITERS = 2

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from helpers import REPO
 
-SEARCH_CFG = REPO / 'configs/cifar100/sidt-search_cls_vit-toy-p4-kr0.6_toy-cifar100.py'
+SEARCH_CFG = (REPO / 'configs/cifar100/'
+              'sidt-search_cls_vit-toy-p4-kr0.6_linear_2e_toy-cifar100.py')
 
 
 def write_config(path: Path, data_root: Path, max_iters: int, batch_size: int,

@@ -7,7 +7,7 @@
 #       --cfg-options model.backbone.subnet=DIR/subnet.json load_from=DIR/pruned.pth
 #   python tools/test.py $CFG CHECKPOINT --cfg-options model.backbone.subnet=DIR/subnet.json
 # (mmdet's own tools/test.py works the same way).
-_base_ = './faster-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
+_base_ = './sidt-dense_faster-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 

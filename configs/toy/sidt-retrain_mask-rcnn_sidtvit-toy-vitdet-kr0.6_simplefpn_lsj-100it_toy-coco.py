@@ -5,7 +5,7 @@
 # directory DIR:
 #   python tools/train.py $CFG \
 #       --cfg-options model.backbone.subnet=DIR/subnet.json load_from=DIR/pruned.pth
-_base_ = './mask-rcnn_sidtvit-toy-vitdet_simplefpn_lsj-100it_toy-coco.py'
+_base_ = './sidt-dense_mask-rcnn_sidtvit-toy-vitdet_simplefpn_lsj-100it_toy-coco.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 

@@ -7,8 +7,9 @@
 #   python tools/train.py $CFG           (or on 2 CPU processes: bash tools/dist_train.sh $CFG 2)
 #   python tools/export_subnet.py $CFG $WORK/iter_100.pth --keep-ratio 0.6 -o $WORK/export
 # It starts from scratch; to search from the trained dense toy detector add
-#   --cfg-options load_from=work_dirs/retinanet_sidtvit-toy_simplefpn_100it_toy-coco/iter_100.pth
-_base_ = './retinanet_sidtvit-toy_simplefpn_100it_toy-coco.py'
+#   --cfg-options
+#   load_from=work_dirs/sidt-dense_retinanet_sidtvit-toy_simplefpn_100it_toy-coco/iter_100.pth
+_base_ = './sidt-dense_retinanet_sidtvit-toy_simplefpn_100it_toy-coco.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 

@@ -8,7 +8,7 @@
 #   bash tools/dist_test.sh $CFG $WORK/iter_184375.pth 8
 # For another export directory DIR add, to both:
 #   --cfg-options model.backbone.subnet=DIR/subnet.json load_from=DIR/pruned.pth
-_base_ = './mask-rcnn_sidtvit-h_simplefpn_lsj-100e_coco.py'
+_base_ = './sidt-dense_mask-rcnn_sidtvit-h_simplefpn_lsj-100e_coco.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 

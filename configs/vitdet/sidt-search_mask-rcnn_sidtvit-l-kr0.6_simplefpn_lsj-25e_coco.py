@@ -10,7 +10,7 @@
 #   bash tools/dist_train.sh $CFG 16 [--cfg-options load_from=DENSE_CHECKPOINT]
 #   python tools/export_subnet.py $CFG $WORK/iter_46094.pth --keep-ratio 0.6 \
 #       --input-size 1024 1024 -o $WORK/export
-_base_ = './mask-rcnn_sidtvit-l_simplefpn_lsj-100e_coco.py'
+_base_ = './sidt-dense_mask-rcnn_sidtvit-l_simplefpn_lsj-100e_coco.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
@@ -21,7 +21,7 @@ model = dict(
                   input_size=(1024, 1024), keep_threshold=0.05),
     # every weight comes from load_from
     backbone=dict(mode='search', search_dims=('attn', 'mlp', 'embed'), init_cfg=None))
-load_from = 'work_dirs/mask-rcnn_sidtvit-l_simplefpn_lsj-100e_coco/iter_184375.pth'
+load_from = 'work_dirs/sidt-dense_mask-rcnn_sidtvit-l_simplefpn_lsj-100e_coco/iter_184375.pth'
 
 max_iters = 46094
 train_cfg = dict(max_iters=max_iters, dynamic_intervals=None)

@@ -23,15 +23,15 @@ __all__ = ['DETECTION_CONFIGS', 'CLASSIFICATION_CONFIGS', 'detection_demo', 'det
 
 _TOY = osp.join('configs', 'toy')
 DETECTION_CONFIGS = dict(
-    dense=osp.join(_TOY, 'mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'),
+    dense=osp.join(_TOY, 'sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'),
     search=osp.join(_TOY, 'sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'),
     retrain=osp.join(_TOY,
                      'sidt-retrain_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'))
 _CIFAR = osp.join(REPO, 'configs', 'cifar100')
 CLASSIFICATION_CONFIGS = dict(
-    dense=osp.join(_CIFAR, 'sidt-dense_cls_vit-toy-p4_toy-cifar100.py'),
-    search=osp.join(_CIFAR, 'sidt-search_cls_vit-toy-p4-kr0.6_toy-cifar100.py'),
-    retrain=osp.join(_CIFAR, 'sidt-retrain_cls_vit-toy-p4-kr0.6_toy-cifar100.py'))
+    dense=osp.join(_CIFAR, 'sidt-dense_cls_vit-toy-p4_linear_6e_toy-cifar100.py'),
+    search=osp.join(_CIFAR, 'sidt-search_cls_vit-toy-p4-kr0.6_linear_2e_toy-cifar100.py'),
+    retrain=osp.join(_CIFAR, 'sidt-retrain_cls_vit-toy-p4-kr0.6_linear_4e_toy-cifar100.py'))
 
 
 def _log(tag: str):

@@ -13,7 +13,7 @@ Steps (each a real stage of the pipeline, on CPU in minutes):
    ``backbone_ratio=R``) for each K;
 4. every variant, and the uncompressed searched model as the reference, is evaluated (top-1 on
    the test split) right after compression and after the same short fine-tune through the
-   retrain config configs/lowrank/sidt-lowrank-retrain_cls_vit-toy-p4_toy-cifar100.py
+   retrain config configs/lowrank/sidt-lowrank-retrain_cls_vit-toy-p4_linear_4e_toy-cifar100.py
    (mmengine Runner, ``finetune_iters`` iterations).
 
 Writes WORK/compare_lowrank.md and WORK/compare_lowrank.json. The hybrid's measure is the
@@ -49,7 +49,8 @@ __all__ = ['METHODS', 'compare_lowrank', 'rel_error_increase', 'markdown']
 
 DENSE_CFG = Path(CLASSIFICATION_CONFIGS['dense'])
 SEARCH_CFG = Path(CLASSIFICATION_CONFIGS['search'])
-RETRAIN_CFG = Path(REPO) / 'configs/lowrank/sidt-lowrank-retrain_cls_vit-toy-p4_toy-cifar100.py'
+RETRAIN_CFG = (Path(REPO) / 'configs/lowrank/'
+               'sidt-lowrank-retrain_cls_vit-toy-p4_linear_4e_toy-cifar100.py')
 
 
 def log(msg: str) -> None:

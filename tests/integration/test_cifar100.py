@@ -27,11 +27,11 @@ from sidt_mmdet.search import select_subnet
 from sidt_mmdet.utils import load_checkpoint_safe
 
 CFG_DIR = REPO / 'configs/cifar100'
-TOY_DENSE = CFG_DIR / 'sidt-dense_cls_vit-toy-p4_toy-cifar100.py'
-TOY_SEARCH = CFG_DIR / 'sidt-search_cls_vit-toy-p4-kr0.6_toy-cifar100.py'
-TOY_RETRAIN = CFG_DIR / 'sidt-retrain_cls_vit-toy-p4-kr0.6_toy-cifar100.py'
-REAL_DENSE = CFG_DIR / 'sidt-dense_cls_vit-tiny-p4_200e_cifar100.py'
-DEIT_DENSE = CFG_DIR / 'sidt-dense_cls_deit-small-p16_224px_30e_cifar100.py'
+TOY_DENSE = CFG_DIR / 'sidt-dense_cls_vit-toy-p4_linear_6e_toy-cifar100.py'
+TOY_SEARCH = CFG_DIR / 'sidt-search_cls_vit-toy-p4-kr0.6_linear_2e_toy-cifar100.py'
+TOY_RETRAIN = CFG_DIR / 'sidt-retrain_cls_vit-toy-p4-kr0.6_linear_4e_toy-cifar100.py'
+REAL_DENSE = CFG_DIR / 'sidt-dense_cls_vit-tiny-p4_linear_200e_cifar100.py'
+DEIT_DENSE = CFG_DIR / 'sidt-dense_cls_deit-small-p16_linear_224px-30e_cifar100.py'
 TINY_ARCH = dict(embed_dims=48, num_layers=2, num_heads=3)
 
 

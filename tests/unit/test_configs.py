@@ -32,8 +32,18 @@ CLS_CUSTOM_IMPORTS = dict(imports=['sidt_mmdet', 'sidt_mmdet.datasets.toy_cifar1
                           allow_failed_imports=False)
 # The detection configs; other folders (e.g. classification) are built generically.
 DETECTION_DIRS = ('vit', 'vitdet', 'sidt', 'toy')
-# The foundation engineer's dense ResNet toy detector (no SIDTViT in it).
-NOT_SIDT = {'toy/retinanet_r18-tiny_fpn_300it_toy-coco.py'}
+# The dense ResNet toy detector (no SIDTViT in it), a reference for the tools.
+NOT_SIDT = {'toy/sidt-dense_retinanet_r18-tiny_fpn_300it_toy-coco.py'}
+# Every config in every folder: {stage}_{algorithm}_{backbone}_{neck}_{schedule}_{dataset}.py
+# (mmdet's scheme with a stage prefix; a classifier's "neck" field names its head, `linear`).
+CONFIG_NAME = re.compile(
+    r'(?P<stage>sidt-(?:dense|search|retrain|lowrank-retrain|hybrid-search|hybrid-retrain))_'
+    r'(?P<algorithm>[a-z0-9-]+)_(?P<backbone>[a-z0-9.-]+)_(?P<neck>[a-z0-9-]+)_'
+    r'(?P<schedule>[a-z0-9.-]+)_(?P<dataset>[a-z0-9-]+)\.py')
+# what the stage prefix says about the backbone's mode
+STAGE_MODE = {'sidt-dense': 'dense', 'sidt-search': 'search', 'sidt-hybrid-search': 'search',
+              'sidt-retrain': 'pruned', 'sidt-lowrank-retrain': 'pruned',
+              'sidt-hybrid-retrain': 'pruned'}
 STAGE_NAME = re.compile(
     r'sidt-(?P<stage>search|retrain)_(?P<detector>mask-rcnn|faster-rcnn|retinanet)_'
     r'(?P<backbone>sidtvit-[a-z0-9-]+?)-kr(?P<ratio>0\.\d+|1\.0)_(?P<neck>simplefpn)_'
@@ -133,12 +143,12 @@ def test_there_is_a_config_for_every_detector_arch_and_stage():
     names = {_rel(p) for p in CONFIGS}
     for det in ('mask-rcnn', 'faster-rcnn', 'retinanet'):
         for arch in 'tsb':
-            assert f'vit/{det}_sidtvit-{arch}_simplefpn_1x_coco.py' in names
-        assert f'toy/{det}_sidtvit-toy_simplefpn_100it_toy-coco.py' in names
+            assert f'vit/sidt-dense_{det}_sidtvit-{arch}_simplefpn_1x_coco.py' in names
+        assert f'toy/sidt-dense_{det}_sidtvit-toy_simplefpn_100it_toy-coco.py' in names
     for stage_dir in ('sidt/search', 'sidt/retrain'):
         assert len([n for n in names if n.startswith(stage_dir + '/')]) == 9
     for arch in 'blh':
-        assert f'vitdet/mask-rcnn_sidtvit-{arch}_simplefpn_lsj-100e_coco.py' in names
+        assert f'vitdet/sidt-dense_mask-rcnn_sidtvit-{arch}_simplefpn_lsj-100e_coco.py' in names
         assert any(n.startswith(f'vitdet/sidt-search_mask-rcnn_sidtvit-{arch}-') for n in names)
         assert any(n.startswith(f'vitdet/sidt-retrain_mask-rcnn_sidtvit-{arch}-') for n in names)
 
@@ -155,6 +165,9 @@ def test_config_builds(path, tmp_path):
     detection = _rel(path).split('/')[0] in DETECTION_DIRS
     want = CLS_CUSTOM_IMPORTS if cfg.get('default_scope') == 'mmpretrain' else CUSTOM_IMPORTS
     assert cfg.get('custom_imports') == want
+    if _rel(path) not in NOT_SIDT:
+        stage = CONFIG_NAME.fullmatch(path.name)['stage']
+        assert _backbone_cfg(cfg).get('mode', 'dense') == STAGE_MODE[stage], stage
     if not detection or _rel(path) in NOT_SIDT:
         backbone_cfg = _backbone_cfg(cfg)
         if backbone_cfg.get('mode') == 'pruned':
@@ -198,8 +211,15 @@ def test_config_builds(path, tmp_path):
         assert all(torch.isfinite(f).all() for f in feats)
 
 
-STAGE_CONFIGS = [p for p in CONFIGS if p.name.startswith('sidt-')
+STAGE_CONFIGS = [p for p in CONFIGS if p.name.startswith(('sidt-search_', 'sidt-retrain_'))
                  and _rel(p).split('/')[0] in DETECTION_DIRS]
+
+
+def test_every_config_name_follows_the_scheme():
+    bad = [_rel(p) for p in CONFIGS if not CONFIG_NAME.fullmatch(p.name)]
+    assert not bad, f'not following {{stage}}_{{algorithm}}_{{backbone}}_{{neck}}_' \
+        f'{{schedule}}_{{dataset}}.py: {bad}'
+    assert len({p.name for p in CONFIGS}) == len(CONFIGS), 'two folders hold the same name'
 
 
 def test_stage_config_names():
@@ -231,7 +251,7 @@ def test_search_config_has_a_retrain_config_reading_its_export(path):
 @pytest.mark.parametrize('arch', sorted(VITDET_RECIPE))
 def test_vitdet_configs_follow_the_recipe(arch):
     recipe = VITDET_RECIPE[arch]
-    cfg = Config.fromfile(str(CONFIG_DIR / f'vitdet/mask-rcnn_sidtvit-{arch}_simplefpn_'
+    cfg = Config.fromfile(str(CONFIG_DIR / f'vitdet/sidt-dense_mask-rcnn_sidtvit-{arch}_simplefpn_'
                                            'lsj-100e_coco.py'))
     bb = cfg.model.backbone
     # ViTDet's own argument names, resolved by SIDTViT
@@ -260,7 +280,8 @@ def test_vitdet_configs_follow_the_recipe(arch):
 
 
 def test_vitdet_b_backbone_parameters_match_the_hand_formula():
-    cfg = Config.fromfile(str(CONFIG_DIR / 'vitdet/mask-rcnn_sidtvit-b_simplefpn_lsj-100e_coco.py'))
+    cfg = Config.fromfile(str(CONFIG_DIR / 'vitdet'
+                              / 'sidt-dense_mask-rcnn_sidtvit-b_simplefpn_lsj-100e_coco.py'))
     backbone = build_model(cfg).backbone
     D, d, grid, window = 768, 64, 1024 // 16, 14
     per_block = 12 * D * D + 9 * D + 4 * D  # qkv, proj, fc1, fc2 (+biases), two LayerNorms

@@ -21,7 +21,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--data-root', default='data/toy_cifar100',
                    help='toy CIFAR-100 root; generated (5000/1000 images) if missing')
     p.add_argument('--search-checkpoint', help='skip the search: use this searched checkpoint '
-                   'of configs/cifar100/sidt-search_cls_vit-toy-p4-kr0.6_toy-cifar100.py')
+                   'of configs/cifar100/sidt-search_cls_vit-toy-p4-kr0.6_linear_2e_toy-cifar100.py')
     p.add_argument('--dense-epochs', type=int, default=6)
     p.add_argument('--search-epochs', type=int, default=2)
     p.add_argument('--ratio', type=float, default=0.5,

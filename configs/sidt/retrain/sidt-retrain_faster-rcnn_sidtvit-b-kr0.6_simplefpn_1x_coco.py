@@ -8,7 +8,7 @@
 #   bash tools/dist_test.sh $CFG $WORK/epoch_12.pth 8
 # For another export directory DIR add, to both:
 #   --cfg-options model.backbone.subnet=DIR/subnet.json load_from=DIR/pruned.pth
-_base_ = '../../vit/faster-rcnn_sidtvit-b_simplefpn_1x_coco.py'
+_base_ = '../../vit/sidt-dense_faster-rcnn_sidtvit-b_simplefpn_1x_coco.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 

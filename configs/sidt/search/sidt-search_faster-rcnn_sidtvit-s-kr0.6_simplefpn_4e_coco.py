@@ -8,7 +8,7 @@
 # CFG = this file, WORK = work_dirs/sidt-search_faster-rcnn_sidtvit-s-kr0.6_simplefpn_4e_coco:
 #   bash tools/dist_train.sh $CFG 8 [--cfg-options load_from=DENSE_CHECKPOINT]
 #   python tools/export_subnet.py $CFG $WORK/epoch_4.pth --keep-ratio 0.6 -o $WORK/export
-_base_ = '../../vit/faster-rcnn_sidtvit-s_simplefpn_1x_coco.py'
+_base_ = '../../vit/sidt-dense_faster-rcnn_sidtvit-s_simplefpn_1x_coco.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
@@ -18,7 +18,7 @@ model = dict(
     sparsity=dict(lambda_attn=2e-4, lambda_mlp=5e-5, keep_threshold=0.05),
     # every weight comes from load_from
     backbone=dict(mode='search', search_dims=('attn', 'mlp'), init_cfg=None))
-load_from = 'work_dirs/faster-rcnn_sidtvit-s_simplefpn_1x_coco/epoch_12.pth'
+load_from = 'work_dirs/sidt-dense_faster-rcnn_sidtvit-s_simplefpn_1x_coco/epoch_12.pth'
 
 train_cfg = dict(max_epochs=4, val_interval=4)
 param_scheduler = [

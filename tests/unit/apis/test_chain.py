@@ -18,8 +18,8 @@ from sidt_mmdet.apis.chain import (
 )
 from sidt_mmdet.utils.cli import ToolError
 
-TOY_DET = 'configs/toy/mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
-TOY_CLS = 'configs/cifar100/sidt-dense_cls_vit-toy-p4_toy-cifar100.py'
+TOY_DET = 'configs/toy/sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
+TOY_CLS = 'configs/cifar100/sidt-dense_cls_vit-toy-p4_linear_6e_toy-cifar100.py'
 
 
 def test_schedule_rule_iterations():

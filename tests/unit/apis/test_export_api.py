@@ -22,7 +22,7 @@ from sidt_mmdet.utils import load_checkpoint_safe, save_checkpoint_atomic
 TOY = REPO / 'configs/toy'
 SEARCH_CFG = TOY / 'sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'
 RETRAIN_CFG = TOY / 'sidt-retrain_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py'
-DENSE_CFG = TOY / 'mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
+DENSE_CFG = TOY / 'sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
 FILES = ['pruned.pth', 'subnet.json', 'widths.csv', 'widths.md', 'widths.png']
 
 

@@ -31,13 +31,13 @@ from sidt_mmdet.utils import load_checkpoint_safe
 from sidt_mmdet.utils.cli import EXIT_ERROR, EXIT_USAGE
 from sidt_mmdet.utils.complexity import backbone_complexity
 
-DET_DENSE = REPO / 'configs/toy/mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
+DET_DENSE = REPO / 'configs/toy/sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
 DET_SEARCH = (REPO / 'configs/toy/'
               'sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py')
 DET_RETRAIN = (REPO / 'configs/lowrank/'
                'sidt-lowrank-retrain_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py')
-CLS_DENSE = REPO / 'configs/cifar100/sidt-dense_cls_vit-toy-p4_toy-cifar100.py'
-CLS_RETRAIN = REPO / 'configs/lowrank/sidt-lowrank-retrain_cls_vit-toy-p4_toy-cifar100.py'
+CLS_DENSE = REPO / 'configs/cifar100/sidt-dense_cls_vit-toy-p4_linear_6e_toy-cifar100.py'
+CLS_RETRAIN = REPO / 'configs/lowrank/sidt-lowrank-retrain_cls_vit-toy-p4_linear_4e_toy-cifar100.py'
 TINY = dict(embed_dims=48, num_layers=3, num_heads=3)
 
 

@@ -2,11 +2,11 @@
 # 6 heads, 16x16 patches) on CIFAR-100 resized to 224x224 (196 tokens + a class token).
 # SIDTViT converts the timm/DeiT checkpoint on load (its head is dropped; a new 100-class
 # LinearClsHead is trained). Registry choice and data layout: see
-# sidt-dense_cls_vit-tiny-p4_200e_cifar100.py. With no network, download the weights first
+# sidt-dense_cls_vit-tiny-p4_linear_200e_cifar100.py. With no network, download the weights first
 # and point at the file:
 #   --cfg-options model.backbone.init_cfg.checkpoint=checkpoints/deit_small_patch16_224-cd65a155.pth
 # Layer-wise lr decay (0.75) through SIDTLayerDecayOptimWrapperConstructor.
-_base_ = './sidt-dense_cls_vit-tiny-p4_200e_cifar100.py'
+_base_ = './sidt-dense_cls_vit-tiny-p4_linear_200e_cifar100.py'
 
 embed_dims = 384
 img_size = 224

@@ -1,15 +1,15 @@
 # SiDT search of the ViT-small p4 CIFAR-100 classifier, from the trained dense model; see
-# sidt-search_cls_vit-tiny-p4-kr0.6_50e_cifar100.py for the stages and commands.
+# sidt-search_cls_vit-tiny-p4-kr0.6_linear_50e_cifar100.py for the stages and commands.
 #   python tools/train.py $CFG
 #   python tools/export_subnet.py $CFG $WORK/epoch_50.pth --keep-ratio 0.6 -o $WORK/export
-_base_ = './sidt-dense_cls_vit-small-p4_200e_cifar100.py'
+_base_ = './sidt-dense_cls_vit-small-p4_linear_200e_cifar100.py'
 
 model = dict(
     type='mmdet.SIDTModel',
     model_type='ImageClassifier',
     sparsity=dict(lambda_attn=2e-4, lambda_mlp=5e-5, keep_threshold=0.05),
     backbone=dict(mode='search', search_dims=('attn', 'mlp')))
-load_from = 'work_dirs/sidt-dense_cls_vit-small-p4_200e_cifar100/epoch_200.pth'
+load_from = 'work_dirs/sidt-dense_cls_vit-small-p4_linear_200e_cifar100/epoch_200.pth'
 
 optim_wrapper = dict(optimizer=dict(lr=5e-4), paramwise_cfg=dict(mask_lr=5e-4))
 max_epochs = 50

@@ -2,7 +2,7 @@
 # width 1024, 16 heads, global blocks [5, 11, 17, 23], drop path 0.4, layer decay 0.8.
 # ViTDet reports 55.5 box / 49.2 mask AP.
 # Weights: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth -> checkpoints/
-_base_ = './mask-rcnn_sidtvit-b_simplefpn_lsj-100e_coco.py'
+_base_ = './sidt-dense_mask-rcnn_sidtvit-b_simplefpn_lsj-100e_coco.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 

@@ -2,13 +2,13 @@
 # pickle format, 5000 train / 1000 test images by default) with a ViT small enough for a CPU:
 # 64 wide, 4 blocks, 2 heads of 32, MLP 256, 4x4 patches on 32x32 images (65 tokens). Used by
 # `make demo-cifar`, tests/test_cifar100.py and tools/analysis/cifar_prune_benchmark.py; the
-# recipe is the ViT-tiny one (sidt-dense_cls_vit-tiny-p4_200e_cifar100.py, see its header for
+# recipe is the ViT-tiny one (sidt-dense_cls_vit-tiny-p4_linear_200e_cifar100.py, see its header for
 # the registry choice), shortened.
 #
 # Data: ToyCIFAR100 is mmpretrain's CIFAR100 without the md5 check of the official archive
 # (sidt_mmdet/datasets/toy_cifar100.py); a data root without cifar-100-python/ is an error
 # naming the missing file.
-_base_ = './sidt-dense_cls_vit-tiny-p4_200e_cifar100.py'
+_base_ = './sidt-dense_cls_vit-tiny-p4_linear_200e_cifar100.py'
 
 data_root = 'data/toy_cifar100/'
 embed_dims = 64

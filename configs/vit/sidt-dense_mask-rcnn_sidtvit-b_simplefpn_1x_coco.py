@@ -4,7 +4,7 @@
 # Weights: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth
 # saved as checkpoints/mae_pretrain_vit_base.pth (or --cfg-options
 # model.backbone.init_cfg.checkpoint=PATH; timm/DeiT/MAE files are converted on load).
-#   bash tools/dist_train.sh configs/vit/mask-rcnn_sidtvit-b_simplefpn_1x_coco.py 8
+#   bash tools/dist_train.sh configs/vit/sidt-dense_mask-rcnn_sidtvit-b_simplefpn_1x_coco.py 8
 # This is the first stage of SiDT: configs/sidt/search/ starts from its checkpoint.
 _base_ = [
     '../_base_/models/mask-rcnn_sidtvit-b_simplefpn.py',

@@ -6,7 +6,7 @@
 #   python tools/train.py $THIS --cfg-options model.backbone.subnet=DIR/subnet.json \
 #       load_from=DIR/lowrank.pth
 # (CFG/CKPT: the dense, search or retrain toy classifier and its checkpoint.)
-_base_ = '../cifar100/sidt-retrain_cls_vit-toy-p4-kr0.6_toy-cifar100.py'
+_base_ = '../cifar100/sidt-retrain_cls_vit-toy-p4-kr0.6_linear_4e_toy-cifar100.py'
 
 lowrank_dir = 'work_dirs/lowrank_cls_vit-toy-p4_toy-cifar100'
 model = dict(backbone=dict(subnet=lowrank_dir + '/subnet.json'))

@@ -7,7 +7,8 @@
 # pretrain_img_size is the grid its position embedding and global rel-pos tables are made for
 # (ViTDet's img_size=1024); MAE's 224 embedding and cls token are converted on load.
 # Weights: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth -> checkpoints/
-#   bash tools/dist_train.sh configs/vitdet/mask-rcnn_sidtvit-b_simplefpn_lsj-100e_coco.py 16
+#   bash tools/dist_train.sh
+#   configs/vitdet/sidt-dense_mask-rcnn_sidtvit-b_simplefpn_lsj-100e_coco.py 16
 # SiDT stages: sidt-search_*/sidt-retrain_* beside this file.
 _base_ = [
     '../_base_/models/mask-rcnn_sidtvit-b_simplefpn.py',

@@ -1,6 +1,6 @@
 # Dense toy Faster R-CNN: the toy ViTDet-style SIDTViT of
-# mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py on mmdet's Faster R-CNN, boxes only.
-#   python tools/train.py configs/toy/faster-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py
+# sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py on mmdet's Faster R-CNN, boxes only.
+#   python tools/train.py configs/toy/sidt-dense_faster-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py
 _base_ = [
     '../_base_/models/faster-rcnn_sidtvit-b_simplefpn.py',
     '../_base_/datasets/toy-coco_detection.py',

@@ -1,7 +1,8 @@
 # Dense toy RetinaNet: the toy ViTDet-style SIDTViT of
-# mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py on mmdet's RetinaNet (pyramid P2-P6 as
+# sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py on mmdet's RetinaNet (pyramid P2-P6
+# as
 # in configs/_base_/models/retinanet_sidtvit-b_simplefpn.py), boxes only.
-#   python tools/train.py configs/toy/retinanet_sidtvit-toy_simplefpn_100it_toy-coco.py
+#   python tools/train.py configs/toy/sidt-dense_retinanet_sidtvit-toy_simplefpn_100it_toy-coco.py
 _base_ = [
     '../_base_/models/retinanet_sidtvit-b_simplefpn.py',
     '../_base_/datasets/toy-coco_detection.py',

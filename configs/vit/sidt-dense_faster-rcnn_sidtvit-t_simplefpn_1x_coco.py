@@ -1,8 +1,9 @@
-# Dense RetinaNet with a ViTDet-style SIDTViT-Ti (DeiT-Ti weights, 192 wide, 3 heads): the
-# ViT-B config (retinanet_sidtvit-b_simplefpn_1x_coco.py) with the tiny arch and a pyramid
+# Dense Faster R-CNN with a ViTDet-style SIDTViT-Ti (DeiT-Ti weights, 192 wide, 3 heads): the
+# ViT-B config (sidt-dense_faster-rcnn_sidtvit-b_simplefpn_1x_coco.py) with the tiny arch and a
+# pyramid
 # reading 192 channels. Weights:
 # https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth -> checkpoints/
-_base_ = './retinanet_sidtvit-b_simplefpn_1x_coco.py'
+_base_ = './sidt-dense_faster-rcnn_sidtvit-b_simplefpn_1x_coco.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 

@@ -3,9 +3,9 @@
 #   python tools/train.py $CFG \
 #       --cfg-options model.backbone.subnet=DIR/subnet.json load_from=DIR/pruned.pth
 #   python tools/test.py $CFG WORK/epoch_4.pth --cfg-options model.backbone.subnet=DIR/subnet.json
-_base_ = './sidt-dense_cls_vit-toy-p4_toy-cifar100.py'
+_base_ = './sidt-dense_cls_vit-toy-p4_linear_6e_toy-cifar100.py'
 
-export_dir = 'work_dirs/sidt-search_cls_vit-toy-p4-kr0.6_toy-cifar100/export'
+export_dir = 'work_dirs/sidt-search_cls_vit-toy-p4-kr0.6_linear_2e_toy-cifar100/export'
 model = dict(
     type='mmdet.SIDTModel',
     model_type='ImageClassifier',

@@ -1,10 +1,10 @@
 # SiDT retrain stage of the ViT-small p4 CIFAR-100 classifier from the export of the search
-# config of the same name; see sidt-retrain_cls_vit-tiny-p4-kr0.6_100e_cifar100.py.
+# config of the same name; see sidt-retrain_cls_vit-tiny-p4-kr0.6_linear_100e_cifar100.py.
 #   python tools/train.py $CFG \
 #       --cfg-options model.backbone.subnet=DIR/subnet.json load_from=DIR/pruned.pth
-_base_ = './sidt-dense_cls_vit-small-p4_200e_cifar100.py'
+_base_ = './sidt-dense_cls_vit-small-p4_linear_200e_cifar100.py'
 
-export_dir = 'work_dirs/sidt-search_cls_vit-small-p4-kr0.6_50e_cifar100/export'
+export_dir = 'work_dirs/sidt-search_cls_vit-small-p4-kr0.6_linear_50e_cifar100/export'
 model = dict(
     type='mmdet.SIDTModel',
     model_type='ImageClassifier',

@@ -4,8 +4,9 @@
 # with one global block (3), relative positions. Large-scale jitter at 160 px (resize by
 # 0.5-2.0, random 160 crop, training batches padded to 160 x 160), toy COCO (see
 # configs/_base_/datasets/toy-coco_instance.py for the data root).
-#   python tools/train.py configs/toy/mask-rcnn_sidtvit-toy-vitdet_simplefpn_lsj-100it_toy-coco.py
-_base_ = './mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
+#   python tools/train.py
+#   configs/toy/sidt-dense_mask-rcnn_sidtvit-toy-vitdet_simplefpn_lsj-100it_toy-coco.py
+_base_ = './sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 

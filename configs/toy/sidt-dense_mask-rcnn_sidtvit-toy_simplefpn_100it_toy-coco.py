@@ -3,7 +3,7 @@
 # global block and relative positions; pyramid and heads at 32 channels; toy COCO at 160 px
 # (configs/_base_/datasets/toy-coco_instance.py says how to point it at another data root).
 #   python tools/dataset/make_toy_coco.py --out-dir data/toy_coco
-#   python tools/train.py configs/toy/mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py
+#   python tools/train.py configs/toy/sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py
 _base_ = [
     '../_base_/models/mask-rcnn_sidtvit-b_simplefpn.py',
     '../_base_/datasets/toy-coco_instance.py',

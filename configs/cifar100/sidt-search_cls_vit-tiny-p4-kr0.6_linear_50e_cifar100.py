@@ -10,14 +10,14 @@
 #   python tools/export_subnet.py $CFG $WORK/epoch_50.pth --keep-ratio 0.6 -o $WORK/export
 #   (or --params 3.2M / --flops 200M: a backbone params / MACs-per-image target at 32x32)
 # For another dense checkpoint: --cfg-options load_from=PATH; from scratch: load_from=None.
-_base_ = './sidt-dense_cls_vit-tiny-p4_200e_cifar100.py'
+_base_ = './sidt-dense_cls_vit-tiny-p4_linear_200e_cifar100.py'
 
 model = dict(
     type='mmdet.SIDTModel',
     model_type='ImageClassifier',
     sparsity=dict(lambda_attn=2e-4, lambda_mlp=5e-5, keep_threshold=0.05),
     backbone=dict(mode='search', search_dims=('attn', 'mlp')))
-load_from = 'work_dirs/sidt-dense_cls_vit-tiny-p4_200e_cifar100/epoch_200.pth'
+load_from = 'work_dirs/sidt-dense_cls_vit-tiny-p4_linear_200e_cifar100/epoch_200.pth'
 
 optim_wrapper = dict(optimizer=dict(lr=5e-4), paramwise_cfg=dict(mask_lr=5e-4))
 max_epochs = 50

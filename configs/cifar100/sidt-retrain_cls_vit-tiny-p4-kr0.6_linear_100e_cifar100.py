@@ -8,9 +8,9 @@
 #   python tools/test.py $CFG CHECKPOINT --cfg-options model.backbone.subnet=DIR/subnet.json
 # A subnet searched on another architecture (e.g. a detector's ViT-B) is refused when the
 # model is built, naming each field that differs.
-_base_ = './sidt-dense_cls_vit-tiny-p4_200e_cifar100.py'
+_base_ = './sidt-dense_cls_vit-tiny-p4_linear_200e_cifar100.py'
 
-export_dir = 'work_dirs/sidt-search_cls_vit-tiny-p4-kr0.6_50e_cifar100/export'
+export_dir = 'work_dirs/sidt-search_cls_vit-tiny-p4-kr0.6_linear_50e_cifar100/export'
 model = dict(
     type='mmdet.SIDTModel',
     model_type='ImageClassifier',

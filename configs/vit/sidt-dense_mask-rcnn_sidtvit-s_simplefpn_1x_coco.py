@@ -1,8 +1,9 @@
-# Dense Faster R-CNN with a ViTDet-style SIDTViT-S (DeiT-S weights, 384 wide, 6 heads): the
-# ViT-B config (faster-rcnn_sidtvit-b_simplefpn_1x_coco.py) with the small arch and a pyramid
+# Dense Mask R-CNN with a ViTDet-style SIDTViT-S (DeiT-S weights, 384 wide, 6 heads): the
+# ViT-B config (sidt-dense_mask-rcnn_sidtvit-b_simplefpn_1x_coco.py) with the small arch and a
+# pyramid
 # reading 384 channels. Weights:
 # https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth -> checkpoints/
-_base_ = './faster-rcnn_sidtvit-b_simplefpn_1x_coco.py'
+_base_ = './sidt-dense_mask-rcnn_sidtvit-b_simplefpn_1x_coco.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
