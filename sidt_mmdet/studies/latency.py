@@ -641,8 +641,12 @@ def _goal_lines(study: dict) -> list[str]:
                          f'{"met" if ok else "NOT met"}')
         ref = rows.get('ref SIDTViT')
         if ref and 'latency_ratio' in ref:
-            lines.append(f'  - dense SIDTViT / timm {rows["ref timm"]["model"]}: '
-                         f'{_f(ref["latency_ratio"])}')
+            model = rows['ref timm']['model']
+            goal = (GOALS['dense SIDTViT / VisionTransformerSAM, 1024'] if s['vitdet']
+                    else GOALS['dense SIDTViT / VisionTransformer, 224 batch 8'])
+            lines.append(f'  - dense SIDTViT / timm {model}: {_f(ref["latency_ratio"])}, '
+                         f'goal <= {goal}: '
+                         f'{"met" if ref["latency_ratio"] <= goal else "NOT met"}')
     for c in study.get('search', []):
         lines.append(f'- search step / dense step, {c["shape"]["name"]} bs '
                      f'{c["shape"]["batch"]} ({c["device"]}): time {_f(c["time_ratio"])}, '
