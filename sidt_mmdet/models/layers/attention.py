@@ -202,6 +202,13 @@ class SIDTAttention(nn.Module):
                                              linear_stages(self.proj, in_index=self.proj_cols,
                                                            in_padded=self.cols_padded)))
 
+    def train(self, mode: bool = True):
+        """Also drops the packed-weight caches: writes through ``param.data`` (as
+        mmengine's EMA hooks make before validation) leave no version trace, and every
+        such swap is followed by ``model.eval()`` / ``model.train()``."""
+        self._cache.clear()
+        return super().train(mode)
+
     def masks(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(q/k mask, v mask), each (H, head_dim) or None."""
         if self.mask_kind == 'shared':

@@ -10,6 +10,8 @@ The attention and MLP layers use these instead of gathering or scaling activatio
 The cost is O(weights) per forward while training, and nothing in eval / no-grad mode,
 where the packed weights are cached and rebuilt only when a parameter changes (its
 storage or its version counter: optimizer steps, ``load_state_dict``, ``.to()``).
+Writes through ``param.data`` bypass the version counter: the layers drop their
+caches on ``train()`` / ``eval()``, which follows such writes (EMA parameter swaps).
 
 A projection is an ``nn.Linear`` or a factorized ``up(down(x))`` (the low-rank
 layers: ``down`` without bias, ``up`` with it); input columns live on the first

@@ -130,6 +130,13 @@ def test_cache_follows_parameter_changes():
         pruned.double()
         fresh.double()
         assert torch.equal(pruned(x.double())[0], fresh(x.double())[0])
+        # through .data (no version bump), as EMA hooks swap weights, then eval()
+        state = {k: v * 1.2 for k, v in pruned.state_dict().items()}
+        for name, p in pruned.named_parameters():
+            p.data.copy_(state[name])
+        pruned.eval()
+        fresh.load_state_dict(state)
+        assert torch.equal(pruned(x.double())[0], fresh(x.double())[0])
 
 
 def test_training_reaches_the_compact_parameters():
