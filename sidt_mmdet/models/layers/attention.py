@@ -39,7 +39,7 @@ from timm.models.vision_transformer_sam import get_rel_pos
 from torch import nn
 
 from .head_layout import LAYOUTS, head_groups
-from .linear_ops import WeightCache, linear_stages, run_stages
+from .linear_ops import WeightCache, linear_stages, run_stages, scaled_linear
 
 __all__ = ['SIDTAttention']
 
@@ -184,7 +184,7 @@ class SIDTAttention(nn.Module):
         qk_mask, v_mask = self.masks()
         if qk_mask is not None:  # search: the masks scale the q, k and v rows
             scale = torch.cat([qk_mask.reshape(-1), qk_mask.reshape(-1), v_mask.reshape(-1)])
-            return run_stages(x, linear_stages(self.qkv, out_scale=scale))
+            return scaled_linear(self.qkv, x, row=scale)
         if not self.packed:  # the module itself, so module hooks (counters) see it
             return self.qkv(x)
         return run_stages(x, self._cache.get('qkv', list(self.qkv.parameters()), lambda:
@@ -192,10 +192,8 @@ class SIDTAttention(nn.Module):
                                                            out_padded=self.rows_padded)))
 
     def _proj(self, x: torch.Tensor, out_scale: torch.Tensor | None) -> torch.Tensor:
-        if out_scale is not None:  # search: the embedding mask scales the output rows
-            return run_stages(x, linear_stages(
-                self.proj, in_index=self.proj_cols if self.packed else None,
-                in_padded=self.packed and self.cols_padded, out_scale=out_scale))
+        if out_scale is not None:  # search (dense layout): the embedding mask scales rows
+            return scaled_linear(self.proj, x, row=out_scale)
         if not self.packed:
             return self.proj(x)
         return run_stages(x, self._cache.get('proj', list(self.proj.parameters()), lambda:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['Stages', 'linear_stages', 'run_stages', 'WeightCache']
+__all__ = ['Stages', 'linear_stages', 'run_stages', 'scaled_linear', 'WeightCache']
 
 # One (weight, bias) pair per matmul; a factorized projection has two.
 Stages = list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -62,6 +62,76 @@ def linear_stages(module: nn.Module, *, in_index: torch.Tensor | None = None,
         b = module.up.bias
         b = _take(b, 0, out_index, out_padded) if b is not None else None
         return [(down, None), (_scale(up, 0, out_scale), _scale(b, 0, out_scale))]
+    raise TypeError(f'expected an nn.Linear or a factorized (down, up) projection, got '
+                    f'{type(module).__name__}')
+
+
+class _ScaledLinear(torch.autograd.Function):
+    """``F.linear(x, row[:, None] * weight * col[None, :], row * bias)`` that saves only
+    its input and the parameters: the scaled weight is rebuilt in backward, so a
+    masked projection stores nothing weight-sized between forward and backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, row, col):
+        w = _scaled(weight, row, col)
+        b = bias * row if bias is not None and row is not None else bias
+        out = F.linear(x, w, b)
+        ctx.dtype = out.dtype  # the dtype autocast (if any) ran the matmul in
+        ctx.save_for_backward(x, weight, bias, row, col)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, bias, row, col = ctx.saved_tensors
+        need_x, need_w, need_b, need_row, need_col = ctx.needs_input_grad
+        dt = ctx.dtype
+        w = _scaled(weight, row, col)
+        g = grad.to(dt)
+        gx = gw = gb = grow = gcol = None
+        if need_x:
+            gx = (g @ w.to(dt)).to(x.dtype)
+        g2 = g.reshape(-1, g.shape[-1])
+        if need_w or need_row or need_col:
+            gw_eff = (g2.t() @ x.reshape(-1, x.shape[-1]).to(dt)).to(weight.dtype)
+            if need_w:
+                gw = _scaled(gw_eff, row, col)
+            if need_row:
+                grow = (gw_eff * _scaled(weight, None, col)).sum(1)
+            if need_col:
+                gcol = (gw_eff * _scaled(weight, row, None)).sum(0)
+        if bias is not None and (need_b or need_row):
+            gb_eff = g2.sum(0).to(bias.dtype)
+            if need_b:
+                gb = gb_eff * row if row is not None else gb_eff
+            if need_row:
+                grow = grow + gb_eff * bias if grow is not None else gb_eff * bias
+        if grow is not None:
+            grow = grow.to(row.dtype)
+        if gcol is not None:
+            gcol = gcol.to(col.dtype)
+        return gx, gw, gb, grow, gcol
+
+
+def _scaled(w: torch.Tensor, row: torch.Tensor | None, col: torch.Tensor | None):
+    if row is not None:
+        w = w * row.to(w.dtype)[:, None]
+    if col is not None:
+        w = w * col.to(w.dtype)[None, :]
+    return w
+
+
+def scaled_linear(module: nn.Module, x: torch.Tensor, row: torch.Tensor | None = None,
+                  col: torch.Tensor | None = None) -> torch.Tensor:
+    """``module(x)`` with its output rows scaled by ``row`` and its input columns by
+    ``col`` (search masks), for an ``nn.Linear``; a factorized projection scales its
+    ``up`` rows and ``down`` columns the same way."""
+    if row is None and col is None:
+        return module(x)
+    if isinstance(module, nn.Linear):
+        return _ScaledLinear.apply(x, module.weight, module.bias, row, col)
+    if hasattr(module, 'down') and hasattr(module, 'up'):
+        h = _ScaledLinear.apply(x, module.down.weight, None, None, col)
+        return _ScaledLinear.apply(h, module.up.weight, module.up.bias, row, None)
     raise TypeError(f'expected an nn.Linear or a factorized (down, up) projection, got '
                     f'{type(module).__name__}')
 

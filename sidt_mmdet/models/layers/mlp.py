@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .linear_ops import linear_stages, run_stages
+from .linear_ops import scaled_linear
 
 __all__ = ['SIDTMlp']
 
@@ -34,9 +34,5 @@ class SIDTMlp(nn.Module):
         x = self.drop(self.act(self.fc1(x)))
         if self.hidden_mask is None and out_scale is None:
             return self.drop(self.fc2(x))
-        # On the weight side (F.linear): module hooks on fc2 do not see this call.
-        stages = linear_stages(self.fc2, out_scale=out_scale)
-        if self.hidden_mask is not None:  # scale fc2's input columns (its first weight)
-            w, b = stages[0]
-            stages[0] = (w * self.hidden_mask.to(w.dtype), b)
-        return self.drop(run_stages(x, stages))
+        # On the weight side: module hooks on fc2 do not see this call.
+        return self.drop(scaled_linear(self.fc2, x, row=out_scale, col=self.hidden_mask))

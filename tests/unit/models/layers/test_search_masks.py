@@ -92,3 +92,16 @@ def test_weight_side_masks_equal_activation_form(split, dims, rel_pos):
         assert (grads[0][name] - g).abs().max() <= tol, name
         if name in masks:
             assert g.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize('row, col, bias', [(True, True, True), (True, False, True),
+                                            (False, True, False), (True, True, False)])
+def test_scaled_linear_gradients(row, col, bias):
+    from sidt_mmdet.models.layers.linear_ops import _ScaledLinear
+    g = torch.Generator().manual_seed(0)
+
+    def t(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+    args = (t(2, 3, 5), t(4, 5), t(4) if bias else None, t(4) if row else None,
+            t(5) if col else None)
+    assert torch.autograd.gradcheck(_ScaledLinear.apply, args)
