@@ -6,7 +6,6 @@ _base_ = [
     '../_base_/datasets/toy-coco_detection.py',
     '../_base_/schedules/toy_adamw_100it.py',
 ]
-custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
 num_classes = 4

@@ -7,7 +7,6 @@
 #   python tools/train.py
 #   configs/toy/sidt-dense_mask-rcnn_sidtvit-toy-vitdet_simplefpn_lsj-100it_toy-coco.py
 _base_ = './sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
-custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
 image_size = (160, 160)

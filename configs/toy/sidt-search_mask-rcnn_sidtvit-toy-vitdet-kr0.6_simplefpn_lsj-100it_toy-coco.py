@@ -7,7 +7,6 @@
 #   python tools/train.py $CFG
 #   python tools/export_subnet.py $CFG $WORK/iter_100.pth --keep-ratio 0.6 -o $WORK/export
 _base_ = './sidt-dense_mask-rcnn_sidtvit-toy-vitdet_simplefpn_lsj-100it_toy-coco.py'
-custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
 model = dict(

@@ -4,7 +4,6 @@
 # reading 192 channels. Weights:
 # https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth -> checkpoints/
 _base_ = './sidt-dense_faster-rcnn_sidtvit-b_simplefpn_1x_coco.py'
-custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
 model = dict(

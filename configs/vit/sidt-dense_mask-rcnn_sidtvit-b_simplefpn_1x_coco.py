@@ -12,5 +12,4 @@ _base_ = [
     '../_base_/schedules/adamw-layer-decay_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'

@@ -15,7 +15,6 @@ _base_ = [
     '../_base_/datasets/coco-instance_lsj-1024.py',
     '../_base_/schedules/vitdet_lsj-100e.py',
 ]
-custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
 image_size = (1024, 1024)

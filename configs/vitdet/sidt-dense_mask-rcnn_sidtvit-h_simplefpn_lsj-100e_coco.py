@@ -4,7 +4,6 @@
 # embedding is resized to 16 on load, as ViTDet does.
 # Weights: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_huge.pth -> checkpoints/
 _base_ = './sidt-dense_mask-rcnn_sidtvit-b_simplefpn_lsj-100e_coco.py'
-custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
 model = dict(

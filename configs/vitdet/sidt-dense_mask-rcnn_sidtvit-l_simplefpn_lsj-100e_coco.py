@@ -3,7 +3,6 @@
 # ViTDet reports 55.5 box / 49.2 mask AP.
 # Weights: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth -> checkpoints/
 _base_ = './sidt-dense_mask-rcnn_sidtvit-b_simplefpn_lsj-100e_coco.py'
-custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
 model = dict(

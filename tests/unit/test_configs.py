@@ -6,6 +6,7 @@ naming scheme, search/retrain pairs) are checked against what the configs really
 """
 from __future__ import annotations
 
+import ast
 import functools
 import math
 import random
@@ -177,7 +178,7 @@ def test_config_builds(path, tmp_path):
         assert build_model(cfg) is not None
         return
     assert cfg.get('default_scope') == 'mmdet'
-    assert 'custom_imports' in path.read_text()  # in the file itself, not only inherited
+    # custom_imports comes from the root of the chain: test_custom_imports_declared_once_per_chain
     backbone_cfg = _backbone_cfg(cfg)
     mode = backbone_cfg.get('mode', 'dense')
     subnet = None
@@ -213,6 +214,27 @@ def test_config_builds(path, tmp_path):
 
 STAGE_CONFIGS = [p for p in CONFIGS if p.name.startswith(('sidt-search_', 'sidt-retrain_'))
                  and _rel(p).split('/')[0] in DETECTION_DIRS]
+
+
+def _local_bases(path: Path) -> list[Path]:
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == '_base_'
+                                                for t in node.targets):
+            value = ast.literal_eval(node.value)
+            names = [value] if isinstance(value, str) else list(value)
+            return [(path.parent / n).resolve() for n in names if '::' not in n]
+    return []
+
+
+def _chain(path: Path) -> list[Path]:
+    return [path] + [a for b in _local_bases(path) for a in _chain(b)]
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=_rel)
+def test_custom_imports_declared_once_per_chain(path):
+    declaring = [_rel(p) for p in _chain(path)
+                 if re.search(r'^custom_imports\s*=', p.read_text(), re.M)]
+    assert len(declaring) == 1, f'{_rel(path)}: custom_imports declared in {declaring}'
 
 
 def test_every_config_name_follows_the_scheme():
