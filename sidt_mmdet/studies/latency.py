@@ -65,6 +65,7 @@ GOALS = {
     'dense SIDTViT / VisionTransformer, 224 batch 8': 1.03,
     'dense SIDTViT / VisionTransformerSAM, 1024': 1.00,
     'search step / dense step (time and peak memory)': 1.10,
+    'CUDA fp16 batch 64: speedup >= (MACs ratio) ** -0.85': 0.85,
 }
 
 VITDET_GLOBAL = {'base': (2, 5, 8, 11), 'large': (5, 11, 17, 23), 'huge': (7, 15, 23, 31)}
@@ -618,6 +619,15 @@ def _goal_lines(study: dict) -> list[str]:
         s = g['shape']
         sidt = [r for r in rows.values() if r['kind'] == 'sidt_pruned']
         if not sidt:
+            continue
+        if g['device'] != 'cpu':
+            if g['dtype'] == 'fp16' and s['batch'] >= 64:
+                worst = max(sidt, key=lambda r: r['latency_ratio'] / r['macs_ratio'] ** 0.85)
+                ok = worst['latency_ratio'] <= worst['macs_ratio'] ** 0.85
+                lines.append(f'- {_shape_label(g)}: worst speedup {1 / worst["latency_ratio"]:.2f}'
+                             f' against (MACs ratio)^-0.85 = '
+                             f'{worst["macs_ratio"] ** -0.85:.2f} ({_name(worst)}): '
+                             f'{"met" if ok else "NOT met"}')
             continue
         if s['vitdet']:
             limit, label = GOALS['latency/MACs, ViTDet'], 'latency/MACs, ViTDet'

@@ -113,3 +113,18 @@ def test_search_cost_measures_time_and_memory():
     cost = latency.search_step_cost(shape, iters=iters, log=lambda m: None)
     assert cost['peak_bytes']['dense step'] > 0 and cost['peak_bytes']['search step'] > 0
     assert cost['time_ratio'] > 0 and cost['memory_ratio'] > 0
+
+
+def test_cuda_rows_render(tiny_study):
+    """CUDA groups (fp16 autocast, batch 64) render with their own goal, from plain data."""
+    import copy
+
+    from sidt_mmdet.studies.latency import readme_table, render_markdown
+    study = copy.deepcopy(tiny_study)
+    cuda = copy.deepcopy(study['groups'][0])
+    cuda.update(device='cuda', dtype='fp16')
+    cuda['shape']['batch'] = 64
+    study['groups'].append(cuda)
+    text = render_markdown(study)
+    assert '## toy 64, bs 64, cuda fp16' in text and 'worst speedup' in text
+    assert '| toy 64, bs 64, cuda fp16 | 0.6 |' in readme_table(study)
