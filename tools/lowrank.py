@@ -7,7 +7,7 @@ CONFIG/CHECKPOINT: any trained model with a SIDTViT backbone (detector or classi
 - a pruned (retrain) model: CONFIG has ``mode='pruned', subnet=...``; its subnet is kept;
 - a searched model (``mode='search'``): with ``--subnet SUBNET_JSON`` it is pruned to that
   subnet first, with ``--mlp-keep-ratio K`` to an MLP-only subnet (attention kept whole,
-  Kumar's hybrid), otherwise the masks are folded into a dense-width backbone.
+  the hybrid (arXiv 2203.13444)), otherwise the masks are folded into a dense-width backbone.
   Pruning always comes first (it slices dense weights), factorization second.
 
 One rank rule: ``--energy E`` (per layer, kept fraction of sum sigma^2), ``--params-budget N``
@@ -16,7 +16,8 @@ backbone ends at F x the params of its dense architecture; the targeted layers a
 pruning has not removed), ``--rank R`` (every targeted layer) or ``--ranks-from SUBNET_JSON``
 (the ranks another run chose: equal params across methods).
 
-Kumar's hybrid, low-rank attention + lighter MLP pruning, 50% of the backbone's params::
+The hybrid (arXiv 2203.13444), low-rank attention + lighter MLP pruning, 50% of the backbone's
+params::
 
     python tools/lowrank.py SEARCH_CONFIG SEARCH_CKPT --mlp-keep-ratio 0.5 \\
         --targets attn.qkv attn.proj --backbone-ratio 0.5 --method svd -o OUT_DIR

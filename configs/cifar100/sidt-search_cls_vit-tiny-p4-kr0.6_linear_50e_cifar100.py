@@ -1,6 +1,6 @@
 # SiDT search of the ViT-tiny p4 CIFAR-100 classifier: the dense config with learnable masks
 # (initialised to 1) on every attention head dim and MLP hidden unit, and the sparsity loss
-# lambda_attn*sum|m_attn| + lambda_mlp*sum|m_mlp| (method.md section 1; ViT-Slim's DeiT-S
+# lambda_attn*sum|m_attn| + lambda_mlp*sum|m_mlp| (docs/method.md section 1; ViT-Slim's DeiT-S
 # lambdas). It starts from the trained dense model (load_from) and keeps training the weights
 # with the masks; masks get their own optimizer group (constant-ratio lr, no weight decay).
 # Logged: loss_sparsity, sparsity_mean_abs_{attn,mlp}, sparsity_kept_{attn,mlp}.

@@ -1,5 +1,6 @@
-# Kumar's hybrid, stage 2: fine-tune Mask R-CNN with SIDTViT-B whose MLPs are pruned and whose
-# attention projections (qkv, proj) are low rank, at 50% of the dense backbone's params. The
+# The hybrid (arXiv 2203.13444), stage 2: fine-tune Mask R-CNN with SIDTViT-B whose MLPs are
+# pruned and whose attention projections (qkv, proj) are low rank, at 50% of the dense
+# backbone's params. The
 # backbone is rebuilt from the subnet file alone (kept MLP units + lowrank.ranks); the weights
 # come from the factorized checkpoint tools/lowrank.py wrote beside it (no missing or
 # unexpected keys). Both default to the output of the command in

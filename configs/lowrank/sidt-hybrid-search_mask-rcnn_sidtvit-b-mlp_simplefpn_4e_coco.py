@@ -1,4 +1,4 @@
-# Kumar's hybrid (arXiv 2203.13444, method.md section 3), stage 1: the SiDT search of Mask
+# The hybrid (arXiv 2203.13444, docs/method.md section 3), stage 1: the SiDT search of Mask
 # R-CNN with SIDTViT-B with masks on the MLP hidden units only. Pruning alone removes mostly
 # MLP dims; the hybrid keeps attention whole here and compresses it by low rank afterwards.
 # CFG = this file, WORK = work_dirs/sidt-hybrid-search_mask-rcnn_sidtvit-b-mlp_simplefpn_4e_coco:

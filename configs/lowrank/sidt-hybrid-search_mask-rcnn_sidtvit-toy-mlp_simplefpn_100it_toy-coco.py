@@ -1,5 +1,6 @@
-# Toy variant of sidt-hybrid-search_mask-rcnn_sidtvit-b-mlp_simplefpn_4e_coco.py (Kumar's
-# hybrid, stage 1): the toy Mask R-CNN searched with masks on the MLP hidden units only. On CPU:
+# Toy variant of sidt-hybrid-search_mask-rcnn_sidtvit-b-mlp_simplefpn_4e_coco.py (the hybrid
+# of arXiv 2203.13444, stage 1): the toy Mask R-CNN searched with masks on the MLP hidden
+# units only. On CPU:
 # CFG = this file, WORK = work_dirs/<its name without .py>, RETRAIN = configs/lowrank/
 # sidt-hybrid-retrain_mask-rcnn_sidtvit-toy-p0.6_simplefpn_100it_toy-coco.py:
 #   python tools/train.py $CFG

@@ -1,4 +1,4 @@
-# Sun's order (arXiv 2308.10839, method.md section 3): prune first, then factorize. Fine-tune
+# The order of arXiv 2308.10839 (docs/method.md section 3): prune first, then factorize. Fine-tune
 # Mask R-CNN with a SiDT-pruned SIDTViT-B whose remaining Linears are low rank. The backbone is
 # rebuilt from the subnet file alone (kept dims + lowrank.ranks); weights from the checkpoint
 # tools/lowrank.py wrote beside it. With RETRAIN = the SiDT retrain config of configs/sidt/

@@ -84,7 +84,7 @@ def build_parser(prog: str = 'lowrank.py') -> argparse.ArgumentParser:
         description='Factorize the Linear layers of a SIDTViT backbone into low-rank pairs '
                     'and write subnet.json + a checkpoint a retrain config loads.',
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='Kumar\'s hybrid (low-rank attention, lighter MLP pruning, 50% of the params):'
+        epilog='The hybrid (low-rank attention, lighter MLP pruning, 50% of the params):'
                '\n  tools/lowrank.py SEARCH_CFG SEARCH_CKPT --mlp-keep-ratio 0.5 --targets '
                'attn.qkv attn.proj --backbone-ratio 0.5 --method svd -o OUT_DIR')
     parser.add_argument('config', help='config of the trained model (dense, search or pruned)')

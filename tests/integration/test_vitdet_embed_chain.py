@@ -1,4 +1,4 @@
-"""Issue 9: a toy ViTDet-style Mask R-CNN searched with embedding pruning, exported, rebuilt
+"""A toy ViTDet-style Mask R-CNN searched with embedding pruning, exported, rebuilt
 from its config and the subnet file alone, fine-tuned and evaluated by mmdet's tools/test.py.
 
 When the embedding (residual stream) is pruned the backbone map gets narrower, so the simple

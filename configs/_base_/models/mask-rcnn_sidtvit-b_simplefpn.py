@@ -1,4 +1,5 @@
-# Mask R-CNN with a ViTDet-style SIDTViT-B and the simple feature pyramid (method.md section 4).
+# Mask R-CNN with a ViTDet-style SIDTViT-B and the simple feature pyramid (docs/method.md,
+# section 4).
 # The detector, heads, losses and train/test settings are mmdet's; only what a plain ViT needs
 # changes: the backbone (windows of 14 with global blocks 2/5/8/11, relative positions), the
 # pyramid built from its single stride-16 map, a 2-conv RPN head and LN-normed RoI heads

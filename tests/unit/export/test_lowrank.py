@@ -170,7 +170,7 @@ def test_svd_is_best_eckart_young(kind, shape):
 def test_decaying_spectrum_errors_are_small_and_ordered():
     w = decaying(96, 192, seed=2)
     err = {m: relative_error(w, *factorize(w, 24, m, generator=gen())) for m in METHODS}
-    # Sun's ordering: SVD best, the QR variants next, LU worst; pivoting and the
+    # arXiv 2308.10839's ordering: SVD best, the QR variants next, LU worst; pivoting and the
     # power-iterated sketch beat plain QR (stable over seeds at this size).
     assert err['svd'] < 0.03
     assert err['svd'] < err['qr_randomized'] < err['qr_pivoted'] < err['qr']

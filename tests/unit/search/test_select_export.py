@@ -58,7 +58,7 @@ def hand_macs(sub, N=16, patch=16):
 @pytest.mark.parametrize('kind', ['params', 'flops'])
 def test_budget_met_within_one_dimension(kind):
     """The target and the result are counted independently of the counter selection uses:
-    params by the pruned model's numel, MACs by hand from method.md. Catches a budget
+    params by the pruned model's numel, MACs by hand from docs/complexity.md. Catches a budget
     solved against a wrong cost model (e.g. without the attention matmuls, which would
     overshoot the real MACs), and a result further than one dimension below the target."""
     model = searched()
@@ -173,7 +173,7 @@ def test_sparsity_loss_drives_masks_down():
 def test_sparsity_loss_value_by_hand(split, weighted):
     """loss = lambda_attn*sum|m_attn| + lambda_mlp*sum|m_mlp| + lambda_embed*|m_embed|_1, each
     entry weighted (macs_weighted) by the MACs it costs divided by the mean cost of its
-    kind. The costs are derived here from method.md for a 4x4 grid (N = 16, D = 48):
+    kind. The costs are derived here from docs/complexity.md for a 4x4 grid (N = 16, D = 48):
     window blocks (3) pad to 4 windows of 9 tokens (T = 36), the global block has T = 16.
     A q/k dim costs its q and k rows (2*T*D), q k^T (windows * n^2) and its rel-pos rows
     (T * (k_h + k_w)); a v dim its v row and proj column (2*T*D) and attn @ v. Catches

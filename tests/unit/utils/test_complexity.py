@@ -56,7 +56,7 @@ def test_macs_match_hand_formula_global_attention():
     D, L, img, p = 48, 3, 64, 16
     model = SIDTViT(arch=TINY, img_size=img)
     N = (img // p) ** 2
-    per_block = 12 * N * D * D + 2 * N * N * D  # method.md, unpruned
+    per_block = 12 * N * D * D + 2 * N * N * D  # docs/complexity.md, unpruned
     want = L * per_block + N * D * 3 * p * p
     assert backbone_complexity(model, (img, img)).macs == want
 

@@ -119,7 +119,7 @@ def test_torch_flop_counter_agrees_where_heads_are_uniform():
 
 
 def test_dense_vit_b_by_the_unpruned_formula():
-    """method.md's unpruned block 12*N*D^2 + 2*N^2*D at 224 with the class token (N = 197,
+    """docs/complexity.md's unpruned block 12*N*D^2 + 2*N^2*D at 224 with the class token (N = 197,
     D = 768), plus the patch embedding on the 196 patches: 17.56 GMACs for timm's ViT-B
     backbone. Catches the class token left out of N, or the stem counted on N tokens."""
     model = SIDTViT(arch='base', img_size=224, with_cls_token=True, out_type='cls_token',

@@ -215,7 +215,7 @@ def test_embedding_pruning_is_exact_up_to_layernorm_statistics(final_norm):
 
 
 def hand_params(D, patch, in_ch, n_pos, blocks, qkv_bias=True, rel=None, final_norm=False):
-    """method.md section 2, plus embeddings and (optionally) rel-pos tables."""
+    """docs/complexity.md, plus embeddings and (optionally) rel-pos tables."""
     total = D * in_ch * patch * patch + D + n_pos * D
     for s_qk, s_v, h in blocks:
         total += D * (2 * s_qk + s_v) + (2 * s_qk + s_v) * qkv_bias + s_v * D + D
