@@ -44,3 +44,38 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
 {extra}
 ''')
     return path
+
+
+def build_search_model(cfg_path: Path = SEARCH_CFG):
+    """The search model of ``cfg_path``, built in this process (no data needed)."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    import sidt_mmdet  # noqa: F401
+
+    cfg = Config.fromfile(str(cfg_path))
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    return MODELS.build(cfg.model)
+
+
+def write_search_checkpoint(path: Path, seed: int = 0, model=None) -> Path:
+    """A checkpoint of the toy CIFAR search model with random masks in [0.5, 1.5)."""
+    import torch
+
+    model = model or build_search_model()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.backbone.mask_parameters().values():
+            m.copy_(torch.rand(m.shape, generator=g) + 0.5)
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    return path
+
+
+def select_from_checkpoint(path: Path, keep_ratio: float = 0.6):
+    """The subnet ``select_subnet`` picks from the masks of a search checkpoint."""
+    from sidt_mmdet.search import select_subnet
+    from sidt_mmdet.utils import load_checkpoint_safe
+
+    model = build_search_model()
+    model.load_state_dict(load_checkpoint_safe(path)['state_dict'])
+    return select_subnet(model.backbone, keep_ratio=keep_ratio, round_to=1)

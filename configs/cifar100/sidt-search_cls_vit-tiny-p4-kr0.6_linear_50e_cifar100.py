@@ -15,7 +15,7 @@ _base_ = './sidt-dense_cls_vit-tiny-p4_linear_200e_cifar100.py'
 model = dict(
     type='mmdet.SIDTModel',
     model_type='ImageClassifier',
-    sparsity=dict(lambda_attn=2e-4, lambda_mlp=5e-5, keep_threshold=0.05),
+    sparsity=dict(keep_ratio=0.6, lambda_attn=2e-4, lambda_mlp=5e-5, keep_threshold=0.05),
     backbone=dict(mode='search', search_dims=('attn', 'mlp')))
 load_from = 'work_dirs/sidt-dense_cls_vit-tiny-p4_linear_200e_cifar100/epoch_200.pth'
 
@@ -26,3 +26,5 @@ param_scheduler = [
          convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=10)
+# stop at once, naming the layer, if a mask goes NaN/Inf (before a checkpoint is saved)
+custom_hooks = [dict(type='mmdet.SIDTMaskCheckHook')]

@@ -9,7 +9,7 @@ _base_ = './sidt-dense_cls_vit-toy-p4_linear_6e_toy-cifar100.py'
 model = dict(
     type='mmdet.SIDTModel',
     model_type='ImageClassifier',
-    sparsity=dict(lambda_attn=1e-3, lambda_mlp=1e-3, keep_threshold=0.05),
+    sparsity=dict(keep_ratio=0.6, lambda_attn=1e-3, lambda_mlp=1e-3, keep_threshold=0.05),
     backbone=dict(mode='search', search_dims=('attn', 'mlp')))
 load_from = 'work_dirs/sidt-dense_cls_vit-toy-p4_linear_6e_toy-cifar100/epoch_6.pth'
 
@@ -21,3 +21,5 @@ param_scheduler = [
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 default_hooks = dict(checkpoint=dict(interval=max_epochs))
+# stop at once, naming the layer, if a mask goes NaN/Inf (before a checkpoint is saved)
+custom_hooks = [dict(type='mmdet.SIDTMaskCheckHook')]

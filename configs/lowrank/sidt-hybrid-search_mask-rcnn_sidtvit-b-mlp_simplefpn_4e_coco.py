@@ -16,3 +16,5 @@ _base_ = '../sidt/search/sidt-search_mask-rcnn_sidtvit-b-kr0.6_simplefpn_4e_coco
 model = dict(
     sparsity=dict(lambda_attn=0.0),
     backbone=dict(search_dims=('mlp',)))
+# stop at once, naming the layer, if a mask goes NaN/Inf (before a checkpoint is saved)
+custom_hooks = [dict(type='SIDTMaskCheckHook')]

@@ -12,3 +12,5 @@ _base_ = '../toy/sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coc
 model = dict(
     sparsity=dict(lambda_attn=0.0),
     backbone=dict(search_dims=('mlp',)))
+# stop at once, naming the layer, if a mask goes NaN/Inf (before a checkpoint is saved)
+custom_hooks = [dict(type='SIDTMaskCheckHook')]

@@ -13,7 +13,10 @@ model = dict(
     type='SIDTModel',
     model_type='MaskRCNN',
     # Larger than COCO's lambdas (~1e-4) so that 100 iterations show the pull.
-    sparsity=dict(lambda_attn=2e-3, lambda_mlp=1e-3, lambda_embed=2e-3, macs_weighted=True,
+    sparsity=dict(keep_ratio=0.6,
+                  lambda_attn=2e-3, lambda_mlp=1e-3, lambda_embed=2e-3, macs_weighted=True,
                   input_size=(160, 160), keep_threshold=0.05),
     backbone=dict(mode='search', search_dims=('attn', 'mlp', 'embed')))
 optim_wrapper = dict(paramwise_cfg=dict(mask_lr=1e-2))
+# stop at once, naming the layer, if a mask goes NaN/Inf (before a checkpoint is saved)
+custom_hooks = [dict(type='SIDTMaskCheckHook')]

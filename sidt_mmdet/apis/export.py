@@ -31,7 +31,7 @@ from ..utils.cli import ToolError, count, int_at_least, ratio, run_tool
 from ..utils.complexity import ComplexityReport, backbone_complexity
 from ..utils.config import backbone_cfg, with_pruned_backbone
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_text_atomic
-from ..utils.state_dict import compare_state_dicts, state_dict_of
+from ..utils.state_dict import compare_state_dicts, cpu_state_dict, state_dict_of
 
 __all__ = ['BUDGET_KINDS', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_COLUMNS', 'ExportError',
            'ExportResult', 'export_subnet', 'load_search_state', 'width_rows', 'markdown_table',
@@ -121,11 +121,6 @@ def load_search_state(path: str, model: torch.nn.Module) -> dict:
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
     meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
     return dict(state=state, masks=masks, meta=meta if isinstance(meta, dict) else {})
-
-
-def _to_cpu(state: dict) -> dict:
-    # Checkpoints load on any machine: tensors are stored on the CPU, as mmengine stores them.
-    return {k: v.detach().to('cpu') for k, v in state.items()}
 
 
 def _plain(value):
@@ -283,6 +278,13 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
     if given_subnet is not None:
         given_subnet.check_arch(backbone.embed_dims_dense, backbone.num_layers,
                                 backbone.num_heads, backbone.mlp_hidden, where=budget['subnet'])
+        if given_subnet.embed is not None and backbone.embed_mask is None:
+            raise ExportError(
+                f'{budget["subnet"]} prunes the embedding ({len(given_subnet.embed)} of '
+                f'{backbone.embed_dims_dense} channels kept) but {checkpoint} was searched '
+                f'without the embedding mask (search_dims={list(backbone.search_dims)}): '
+                "nothing ranked those channels; search with 'embed' in search_dims, or use a "
+                'subnet whose "embed" is null')
         subnet = given_subnet
         subnet.source = dict(source, subnet=osp.abspath(budget['subnet']))
         log(f'using the subnet of {budget["subnet"]}')
@@ -332,8 +334,10 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
     with atomic_output_dir(out_dir, overwrite) as tmp:
         log(f'writing {out_dir}')
         subnet.save(osp.join(tmp, SUBNET_FILE))
-        save_checkpoint_atomic(dict(state_dict=_to_cpu(pruned_state), meta=meta),
-                               osp.join(tmp, CHECKPOINT_FILE))
+        # the model's own state dict: it records the subnet's digest for later loads
+        save_checkpoint_atomic(dict(state_dict=cpu_state_dict(
+            retrain, subnet_file=osp.join(out_dir, SUBNET_FILE)), meta=meta),
+            osp.join(tmp, CHECKPOINT_FILE))
         write_text_atomic(osp.join(tmp, 'widths.md'), table)
         _write_csv(rows, osp.join(tmp, 'widths.csv'))
         plot_widths(subnet, backbone, osp.join(tmp, 'widths.png'), title)

@@ -32,7 +32,7 @@ from ..utils.cli import ToolError, count, positive_int, ratio, run_tool
 from ..utils.complexity import backbone_complexity
 from ..utils.config import backbone_cfg, with_pruned_backbone
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
-from ..utils.state_dict import load_state_dict_strict, state_dict_of
+from ..utils.state_dict import cpu_state_dict, load_state_dict_strict, state_dict_of
 
 __all__ = ['RULES', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_MD', 'TABLE_CSV', 'REPORT_JSON',
            'LowRankError', 'LowRankResult', 'lowrank_export', 'load_source_model',
@@ -428,7 +428,7 @@ def _run(args: argparse.Namespace) -> LowRankResult:
                      macs_after=after.macs, input_size=list(input_size),
                      params_before_lowrank=before.params, macs_before_lowrank=before.macs)
     out.source = dict(out.source, lowrank=source)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = cpu_state_dict(model, subnet_file=osp.join(out_dir, SUBNET_FILE))
     check_rebuild(backbone, out)
     summary = dict(method=args.method, rule=rule, rule_text=_rule_text(rule),
                    targets=list(rule_kwargs.get('targets', ())), config=osp.abspath(args.config),

@@ -5,7 +5,10 @@ partial write, and a failed write leaves nothing behind.
 - :func:`write_text_atomic` / :func:`write_json_atomic` are the common cases of it.
 - :func:`check_output_dir` refuses an unusable output directory before any work is done.
 - :func:`atomic_output_dir` yields a hidden directory beside the target that is renamed into
-  place on success; every directory it had to create is removed again on failure.
+  place on success; every directory it had to create is removed again on failure, also on
+  SIGTERM (turned into an exit with status 143 while the directory is written), and the
+  leftovers of a run that was SIGKILLed are removed by the next one
+  (:func:`clean_stale_outputs`).
 
 Errors are ``OSError`` subclasses whose message names the path and what was expected, so a
 tool can print them as they are.
@@ -15,14 +18,18 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
+import re
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 __all__ = ['atomic_file', 'write_text_atomic', 'write_json_atomic', 'check_output_dir',
-           'atomic_output_dir']
+           'atomic_output_dir', 'clean_stale_outputs']
 
 
 def _umask() -> int:
@@ -105,6 +112,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> It
     complete, and put back if the final rename fails.
     """
     out_dir = check_output_dir(out_dir, overwrite)
+    clean_stale_outputs(out_dir)
     parent = osp.dirname(out_dir)
     missing = []
     while not osp.isdir(parent):
@@ -117,12 +125,14 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> It
             for d in reversed(missing):
                 os.mkdir(d)
                 created.append(d)
-            tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(out_dir)}.tmp-',
+            tmp = tempfile.mkdtemp(prefix=_hidden_prefix(out_dir, 'tmp'),
                                    dir=osp.dirname(out_dir))
         except OSError as e:
             raise OSError(f'cannot create {out_dir}: {e.strerror or e}') from None
-        yield tmp
-        _commit(tmp, out_dir, overwrite)
+        with _sigterm_exits(out_dir):
+            yield tmp
+            with _sigterm_blocked():  # the renames of the commit are not cut in two
+                _commit(tmp, out_dir, overwrite)
     except BaseException:
         if tmp is not None and osp.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -139,7 +149,7 @@ def _commit(tmp: str, out_dir: str, overwrite: bool) -> None:
     if osp.exists(out_dir):
         if os.listdir(out_dir) and not overwrite:  # appeared while we were writing
             raise FileExistsError(_not_empty(out_dir))
-        old = tempfile.mkdtemp(prefix=f'.{osp.basename(out_dir)}.old-',
+        old = tempfile.mkdtemp(prefix=_hidden_prefix(out_dir, 'old'),
                                dir=osp.dirname(out_dir))
         os.rmdir(old)
         os.rename(out_dir, old)
@@ -158,3 +168,86 @@ def _commit(tmp: str, out_dir: str, overwrite: bool) -> None:
         raise
     if old is not None:
         shutil.rmtree(old)
+
+
+def _hidden_prefix(out_dir: str, kind: str) -> str:
+    # The pid tells a later run whether the writer is still alive (see clean_stale_outputs).
+    return f'.{osp.basename(out_dir)}.{kind}-{os.getpid()}-'
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():  # a pid of an earlier boot or container, not this writer
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_stale_outputs(out_dir: str | os.PathLike) -> list[str]:
+    """Remove what writers of ``out_dir`` that died (SIGKILL, power loss) left beside it.
+
+    Their hidden ``.NAME.tmp-PID-*`` directories are removed once PID is not alive; a
+    ``.NAME.old-PID-*`` directory is a previous output that a commit had moved aside: it is
+    put back when ``out_dir`` is missing (so the previous complete output survives a kill
+    between the two renames) and removed otherwise. Returns the paths it handled.
+    """
+    out_dir = osp.abspath(os.fspath(out_dir))
+    parent, name = osp.split(out_dir)
+    if not osp.isdir(parent):
+        return []
+    pattern = re.compile(rf'\.{re.escape(name)}\.(tmp|old)-(\d+)-.+')
+    handled = []
+    for entry in sorted(os.listdir(parent)):
+        m = pattern.fullmatch(entry)
+        if m is None or _alive(int(m.group(2))):
+            continue
+        path = osp.join(parent, entry)
+        if m.group(1) == 'old' and not osp.exists(out_dir):
+            os.rename(path, out_dir)
+            print(f'restored {out_dir} from {path} (a previous write was interrupted)',
+                  file=sys.stderr, flush=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        handled.append(path)
+    return handled
+
+
+class _Terminated(SystemExit):
+    """SIGTERM while an output directory is written: unwinds (removing the partial output)
+    and exits with the shell's status for a SIGTERM."""
+
+
+@contextmanager
+def _sigterm_exits(out_dir: str) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except _Terminated:
+        print(f'terminated (SIGTERM) while writing {out_dir}: nothing was written',
+              file=sys.stderr, flush=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _sigterm_blocked() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})

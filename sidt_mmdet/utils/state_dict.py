@@ -2,6 +2,8 @@
 what does not fit (missing keys, unexpected keys, shape mismatches)."""
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -9,7 +11,7 @@ import torch
 from torch import nn
 
 __all__ = ['StateDictMismatch', 'StateDictMismatchError', 'strip_prefix', 'state_dict_of',
-           'compare_state_dicts', 'load_state_dict_strict']
+           'compare_state_dicts', 'load_state_dict_strict', 'cpu_state_dict']
 
 
 class StateDictMismatchError(ValueError):
@@ -75,3 +77,21 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     if mismatch:
         raise StateDictMismatchError(f'{where} does not fit {what}; {mismatch.describe()}')
     model.load_state_dict(state, strict=True)
+
+
+def cpu_state_dict(module: nn.Module, subnet_file: str | None = None) -> OrderedDict:
+    """``module.state_dict()`` on the CPU, keeping its per-module metadata.
+
+    The metadata is where a pruned SIDTViT records the subnet it was built from (its
+    digest and file), which a later load checks; ``subnet_file`` replaces the file name
+    recorded there (an export builds the model from the subnet's dict, then writes the
+    subnet to ``subnet_file``).
+    """
+    state = module.state_dict()
+    out = OrderedDict((k, v.detach().to('cpu')) for k, v in state.items())
+    out._metadata = copy.deepcopy(getattr(state, '_metadata', OrderedDict()))
+    if subnet_file is not None:
+        for entry in out._metadata.values():
+            if isinstance(entry.get('sidt_subnet'), dict):
+                entry['sidt_subnet']['file'] = subnet_file
+    return out
