@@ -1,0 +1,78 @@
+"""A 2-process gloo search against a 1-process one of the same total batch and seed, and
+masks that are exactly zero in whole layers under DDP (with and without
+``find_unused_parameters``).
+
+Why the two runs agree: the InfiniteSampler gives rank r the positions r, r+2, ... of
+one seeded permutation, so the two ranks' batches of 4 are the single process's batch of
+8; every image is 32x32 (no padding differences) and the loss is a mean over the batch,
+so DDP's average of the two ranks' gradients is the single process's gradient up to the
+order of the float sums; the sparsity term is identical on both ranks. What differs is
+rounding (~1e-7 relative per step), which Adam's normalisation can amplify only where a
+mask's gradient is near zero. The test bounds the mask difference and requires the same
+selected subnet.
+
+Ranks in sync and resume of the whole state: tests/integration/test_distributed_sync.py.
+"""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from conftest import cpu_dist_env, run_command
+from tiny_search import build_search_model, select_from_checkpoint, write_config
+
+from sidt_mmdet.utils import load_checkpoint_safe
+
+pytestmark = pytest.mark.slow
+ITERS = 4
+ZERO_BLOCK = 1  # every attention and MLP mask of this block starts at exactly 0
+
+
+@pytest.fixture(scope='module')
+def start(tmp_path_factory):
+    """Initial weights for every run, with block ZERO_BLOCK's masks exactly 0."""
+    path = tmp_path_factory.mktemp('dist') / 'start.pth'
+    model = build_search_model()
+    torch.manual_seed(0)
+    for n, p in model.named_parameters():
+        if n.endswith('_mask') and f'blocks.{ZERO_BLOCK}.' in n:
+            p.data.zero_()
+    torch.save({'state_dict': model.state_dict()}, path)
+    return path
+
+
+def _run(tmp_path, name, toy_cifar_dir, start, nproc, batch, find_unused=False):
+    extra = (f'load_from = {str(start)!r}\n'
+             f"model_wrapper_cfg = dict(type='MMDistributedDataParallel', "
+             f'find_unused_parameters={find_unused})\n')
+    cfg = write_config(tmp_path / f'{name}.py', toy_cifar_dir, ITERS, batch, extra=extra)
+    work = tmp_path / name
+    if nproc == 1:
+        run_command([sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work)])
+    else:
+        run_command(['bash', 'tools/dist_train.sh', str(cfg), str(nproc), '--work-dir',
+                     str(work)], env=cpu_dist_env(), timeout=600)
+    return load_checkpoint_safe(work / f'iter_{ITERS}.pth'), work / f'iter_{ITERS}.pth'
+
+
+def test_two_processes_select_the_subnet_of_one(tmp_path, toy_cifar_dir, start):
+    one, one_path = _run(tmp_path, 'one', toy_cifar_dir, start, 1, 8)
+    two, two_path = _run(tmp_path, 'two', toy_cifar_dir, start, 2, 4)
+    masks = [k for k in one['state_dict'] if k.endswith('_mask')]
+    diff = max(float((one['state_dict'][k] - two['state_dict'][k]).abs().max()) for k in masks)
+    moved = max(float((one['state_dict'][k] - 1).abs().max()) for k in masks
+                if f'blocks.{ZERO_BLOCK}.' not in k)
+    assert moved > 1e-3, 'the masks must have moved for the comparison to mean anything'
+    assert diff <= 1e-5, f'masks of 1 and 2 processes differ by {diff:.3g}'
+    # the zeroed block trained too (its masks got gradients under DDP)
+    zeroed = [k for k in masks if f'blocks.{ZERO_BLOCK}.' in k]
+    assert any(float(two['state_dict'][k].abs().max()) > 0 for k in zeroed)
+    assert select_from_checkpoint(one_path).to_dict()['blocks'] == \
+        select_from_checkpoint(two_path).to_dict()['blocks']
+
+
+def test_zero_masks_with_find_unused_parameters(tmp_path, toy_cifar_dir, start):
+    """Neither a hang (the run has a timeout) nor DDP's unused-parameter error."""
+    ckpt, _ = _run(tmp_path, 'unused', toy_cifar_dir, start, 2, 4, find_unused=True)
+    assert ckpt['meta']['iter'] == ITERS
