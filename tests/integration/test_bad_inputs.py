@@ -146,6 +146,9 @@ CASES = [
     Case('search-plain-optimizer', 'hand-off', 'train',
          "a search with mmengine's plain optimizer constructor",
          ('SIDTLayerDecayOptimWrapperConstructor', 'mask_lr', 'weight_decay'), slow=True),
+    Case('search-diverges', 'hand-off', 'train',
+         'a search that diverges (mask lr 3e37: masks near 3e38 after one step, NaN after two)',
+         ('no longer finite', 'backbone.blocks.', 'NaN', 'after iteration 2'), slow=True),
 ]
 
 
@@ -326,6 +329,10 @@ def _runner_case(case, w, tmp, toy_cifar_dir, toy_coco_dir):
     elif cid == 'test-search-ckpt-dense-cfg':
         paths['ckpt'] = w['search']
         cmd = ['tools/test.py', str(DENSE_CFG), str(w['search']), '--cfg-options', *opts]
+    elif cid == 'search-diverges':
+        cfg = write_config(tmp / 'cfg.py', toy_cifar_dir, 2, 4,
+                           extra='optim_wrapper = dict(paramwise_cfg=dict(mask_lr=3e37))')
+        cmd = ['tools/train.py', str(cfg)]
     else:  # search-plain-optimizer
         cfg = write_config(tmp / 'cfg.py', toy_cifar_dir, 2, 4,
                            extra="optim_wrapper = dict(constructor='DefaultOptimWrapperConstructor'"
@@ -373,7 +380,9 @@ def test_bad_input_through_the_runner(case, world, tmp_path, toy_cifar_dir, toy_
     code, message, paths, work = _runner_case(case, world, tmp_path, toy_cifar_dir, toy_coco_dir)
     _assert_refused(case, code, message, paths)
     written = sorted(p.name for p in work.rglob('*.pth')) if work.exists() else []
-    assert not written, f'{case.id}: wrote {written}'
+    # a diverging search keeps its last finite checkpoint, and never saves a NaN one
+    assert written == (['iter_1.pth'] if case.id == 'search-diverges' else []), \
+        f'{case.id}: wrote {written}'
     figures.add('bad_input_cases')
 
 
