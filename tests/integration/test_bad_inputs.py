@@ -30,9 +30,10 @@ from tiny_search import (  # noqa: E402
     write_search_checkpoint,
 )
 
-RETRAIN_CFG = REPO / 'configs/cifar100/sidt-retrain_cls_vit-toy-p4-kr0.6_toy-cifar100.py'
-DENSE_CFG = REPO / 'configs/cifar100/sidt-dense_cls_vit-toy-p4_toy-cifar100.py'
-TOY_DET_CFG = REPO / 'configs/toy/retinanet_sidtvit-toy_simplefpn_100it_toy-coco.py'
+CONFIGS = REPO / 'configs'
+RETRAIN_CFG = CONFIGS / 'cifar100/sidt-retrain_cls_vit-toy-p4-kr0.6_linear_4e_toy-cifar100.py'
+DENSE_CFG = CONFIGS / 'cifar100/sidt-dense_cls_vit-toy-p4_linear_6e_toy-cifar100.py'
+TOY_DET_CFG = CONFIGS / 'toy/sidt-dense_retinanet_sidtvit-toy_simplefpn_100it_toy-coco.py'
 E, L, H, M = 64, 4, 2, 256  # the toy CIFAR ViT: 4 blocks of 2 heads of 32, MLP 256
 
 
