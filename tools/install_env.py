@@ -1,5 +1,8 @@
 """Install the pinned stack of pyproject.toml and this checkout (editable) into this venv.
 
+The stack is ``[project] dependencies`` plus every group of
+``[project.optional-dependencies]`` (dev: tests and lint; bench: the Torch-Pruning
+baseline; deploy: ONNX export and onnxruntime), so that ``make test`` runs every test.
 Run by ``make install`` with the venv's own python. When every pin is already satisfied,
 ``import mmcv.ops`` works and the editable install points at this checkout, it runs no pip
 at all and returns in seconds. mmcv is compiled (8-10 min on 2 cores; pip caches the wheel
@@ -31,11 +34,27 @@ TORCH = ('torch', 'torchvision')
 MMCV_BUILD_ENV = {'MMCV_WITH_OPS': '1', 'MAX_JOBS': '2'}
 
 
-def read_requirements() -> list[Requirement]:
-    with open(REPO / 'pyproject.toml', 'rb') as f:
+def read_requirements(pyproject: Path = REPO / 'pyproject.toml') -> list[Requirement]:
+    """``dependencies`` and every optional group, in file order (groups sorted by name).
+
+    A package named twice (in two groups) keeps every specifier: pip and :func:`unmet`
+    must satisfy all of them.
+    """
+    with open(pyproject, 'rb') as f:
         project = tomllib.load(f)['project']
-    lines = project['dependencies'] + project.get('optional-dependencies', {}).get('dev', [])
-    return [Requirement(line) for line in lines]
+    groups = project.get('optional-dependencies', {})
+    lines = list(project.get('dependencies', []))
+    for name in sorted(groups):
+        lines += groups[name]
+    merged: dict[str, Requirement] = {}
+    for line in lines:
+        req = Requirement(line)
+        key = req.name.lower().replace('_', '-')
+        if key in merged:
+            merged[key].specifier &= req.specifier
+        else:
+            merged[key] = req
+    return list(merged.values())
 
 
 def unmet(requirements: list[Requirement]) -> list[str]:

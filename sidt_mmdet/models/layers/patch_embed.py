@@ -24,7 +24,9 @@ class PatchEmbed(nn.Module):
         p = self.patch_size
         H, W = x.shape[-2:]
         pad_h, pad_w = (-H) % p, (-W) % p
-        if pad_h or pad_w:
+        # While exporting (torch.export / ONNX) the sizes are symbolic: pad always (a zero pad
+        # is a no-op), so the graph pads every size instead of only the traced one's.
+        if pad_h or pad_w or torch.compiler.is_exporting():
             x = F.pad(x, (0, pad_w, 0, pad_h))
         if out_scale is None:
             x = self.proj(x)
