@@ -35,11 +35,16 @@ from torch import nn
 from ..models.backbones.sidt_vit import SIDTViT
 from ..models.subnet import Subnet
 from ..utils import load_checkpoint_safe
+from ..utils.config import backbone_cfg as find_backbone_cfg
+from ..utils.config import inner_model_cfg, is_type
+from ..utils.fileio import write_json_atomic
+from ..utils.state_dict import compare_state_dicts, state_dict_of
 
 __all__ = ['OnnxExportError', 'SUPPORTED_OPSETS', 'DEFAULT_OPSET', 'DEPLOY_HINT',
            'ExportModel', 'OnnxCheck', 'OnnxExportResult', 'OnnxRunner',
            'require_deploy', 'build_export_model', 'dense_counterpart', 'export_onnx',
-           'check_onnx', 'second_check_size', 'onnx_latency', 'benchmark_onnx']
+           'check_onnx', 'second_check_size', 'onnx_latency', 'benchmark_onnx',
+           'export_onnx_from_config']
 
 # Opsets the dynamo exporter writes natively (no version conversion) and onnxruntime runs.
 SUPPORTED_OPSETS = tuple(range(18, 24))
@@ -104,12 +109,11 @@ class ExportModel(nn.Module):
 
 def _model_cfg_parts(model_cfg: dict, where: str) -> tuple[dict, dict | None]:
     """The backbone and neck dicts of a (flat or SIDTModel-wrapped) model config."""
-    inner = model_cfg.get('model') if isinstance(model_cfg.get('model'), dict) else model_cfg
-    backbone = inner.get('backbone')
-    if not isinstance(backbone, dict) or not str(backbone.get('type', '')).endswith('SIDTViT'):
-        got = backbone.get('type') if isinstance(backbone, dict) else backbone
-        raise OnnxExportError(f'{where}: model.backbone must be a SIDTViT, got {got!r}')
-    neck = inner.get('neck')
+    try:
+        backbone = find_backbone_cfg(model_cfg, where)
+    except ValueError as e:
+        raise OnnxExportError(str(e)) from None
+    neck = inner_model_cfg(model_cfg).get('neck')
     return backbone, neck if isinstance(neck, dict) else None
 
 
@@ -119,28 +123,18 @@ def _strip(state: dict, prefix: str) -> dict:
 
 def _load_strict(module: nn.Module, state: dict, where: str, what: str) -> None:
     """Load ``state`` into ``module``, or raise naming every missing, unexpected and
-    misshapen key."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-              for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        lines = []
-        if shapes:
-            lines.append(f'{len(shapes)} shape mismatches: ' + '; '.join(shapes[:8]))
-        if missing:
-            lines.append(f'{len(missing)} missing: {missing[:8]}')
-        if unexpected:
-            lines.append(f'{len(unexpected)} unexpected: {unexpected[:8]}')
+    misshapen key, with a hint at the usual cause."""
+    mismatch = compare_state_dicts(module.state_dict(), state)
+    if mismatch:
         hint = ''
-        if any(k.endswith('_mask') for k in unexpected):
-            hint = ('\n  (a search checkpoint: export a subnet first with '
-                    'tools/export_subnet.py, then export its pruned.pth with --subnet)')
-        elif shapes:
-            hint = '\n  (a pruned checkpoint needs its subnet: --subnet SUBNET.json)'
-        raise OnnxExportError(f'{where} does not fit the {what} of the config:\n  '
-                              + '\n  '.join(lines) + hint)
+        if any(k.endswith('_mask') for k in mismatch.unexpected):
+            hint = ('; this is a search checkpoint: export a subnet first with '
+                    'tools/export_subnet.py, then export its pruned.pth with --subnet')
+        elif mismatch.shapes:
+            hint = ('; a pruned checkpoint needs the config (or --subnet) of the subnet it was '
+                    'pruned to')
+        raise OnnxExportError(f'{where} does not fit the {what} of the config; '
+                              f'{mismatch.describe()}{hint}')
     module.load_state_dict(state, strict=True)
 
 
@@ -186,20 +180,14 @@ def build_export_model(config, checkpoint: str | None, subnet: str | None = None
         if neck_cfg is None:
             raise OnnxExportError(f'{where}: --with-neck but model.neck is not set')
         neck_cfg = dict(neck_cfg, init_cfg=None)
-        if str(neck_cfg.get('type', '')).endswith('SIDTSimpleFPN'):
+        if is_type(neck_cfg, 'SIDTSimpleFPN'):
             neck_cfg['input_channels'] = SIDTViT.out_channels_from_cfg(backbone_cfg)
         neck = MODELS.build(neck_cfg)
 
     if checkpoint is not None:
         if not osp.isfile(checkpoint):
             raise OnnxExportError(f'checkpoint not found: {checkpoint}')
-        ckpt = load_checkpoint_safe(checkpoint, map_location='cpu')
-        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-        if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-            raise OnnxExportError(f'{checkpoint}: expected a checkpoint with a state dict of '
-                                  'tensors')
-        state = {k[len('module.'):] if k.startswith('module.') else k: v
-                 for k, v in state.items()}
+        state = state_dict_of(load_checkpoint_safe(checkpoint, map_location='cpu'), checkpoint)
         backbone_state = _strip(state, 'backbone.')
         if not backbone_state:
             raise OnnxExportError(f'{checkpoint}: no backbone.* tensors (expected the checkpoint '
@@ -574,22 +562,47 @@ def benchmark_onnx(models: dict[str, ExportModel], input_size: Sequence[int], ba
                 entry['speedup_vs_dense'] = dense['median_ms'] / entry['median_ms']
                 entry['params_ratio_vs_dense'] = entry['params'] / dense['params']
     if out_json is not None:
-        _write_json_atomic(result, out_json)
+        write_json_atomic(out_json, result)
     return result
 
 
-def _write_json_atomic(obj: dict, path: str) -> None:
-    path = osp.abspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.tmp-', dir=osp.dirname(path))
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump(obj, f, indent=2)
-            f.write('\n')
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
+def export_onnx_from_config(config: str, checkpoint: str, output: str,
+                            subnet: str | None = None, input_size: Sequence[int] | None = None,
+                            dynamic: bool = False, opset: int = DEFAULT_OPSET,
+                            with_neck: bool = False, batch: int = 1, atol: float = 1e-4,
+                            benchmark: bool = False, benchmark_json: str | None = None,
+                            threads: int | None = None, repeats: int = 20,
+                            log=print) -> dict:
+    """What ``tools/deploy/export_onnx.py`` does: build and load, export and check, and with
+    ``benchmark`` time the result against its dense counterpart (written as JSON to
+    ``benchmark_json``, default ``OUTPUT`` with ``.latency.json``).
+
+    The cheap checks (opset, input size, deploy group installed) run before the model is
+    built, so a bad value fails in seconds and nothing is written.
+    """
+    _check_opset(opset)
+    if input_size is not None:
+        _check_size(input_size, 1, dynamic)
+    require_deploy()
+    model = build_export_model(config, checkpoint, subnet=subnet, with_neck=with_neck)
+    size = tuple(input_size) if input_size else tuple(model.backbone.img_size)
+    result = export_onnx(model, output, size, dynamic=dynamic, opset=opset, batch=batch,
+                         atol=atol, log=log)
+    log(f'wrote {result.path} (outputs {", ".join(result.output_names)}; max abs diff '
+        f'{max(c.max_diff for c in result.checks):.3g})')
+    out = dict(export=result.to_dict())
+    if benchmark:
+        models = {}
+        if model.backbone.mode == 'pruned':
+            models['dense'] = dense_counterpart(model)
+        models[model.backbone.mode] = model
+        json_path = benchmark_json or osp.splitext(output)[0] + '.latency.json'
+        bench = benchmark_onnx(models, size, batch=batch, opset=opset, threads=threads,
+                               repeats=repeats, out_json=json_path, log=log)
+        for name, entry in bench['models'].items():
+            speed = (f', {entry["speedup_vs_dense"]:.2f}x the dense speed'
+                     if 'speedup_vs_dense' in entry else '')
+            log(f'latency {name}: {entry["median_ms"]:.2f} ms median{speed}')
+        log(f'wrote {json_path}')
+        out['benchmark'] = bench
+    return out

@@ -1,0 +1,293 @@
+"""ONNX export of SIDTViT (+ SIDTSimpleFPN): onnxruntime parity for dense and pruned models,
+fixed-size refusal, bad inputs, and no file left by a failed export.
+
+A tiny ViTDet-style backbone (patch 4, windows of 3 with one global block, decomposed
+relative positions, a 32 px pretraining grid) exported at 40 x 44: the position embedding
+is resampled, every windowed block pads its grid (10 x 11 -> 12 x 12) and the global
+block's relative-position tables are interpolated, so each of these paths is in the graph.
+"""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import perturb_, random_masks_
+from mmengine.registry import init_default_scope
+
+from sidt_mmdet.export import prune_backbone, prune_model_state_dict
+from sidt_mmdet.export.onnx import (
+    ExportModel,
+    OnnxExportError,
+    OnnxRunner,
+    build_export_model,
+    export_onnx,
+    export_onnx_from_config,
+    second_check_size,
+)
+from sidt_mmdet.models import SIDTSimpleFPN, SIDTViT
+from sidt_mmdet.search.select import select_subnet
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+PACKAGE = Path(__file__).resolve().parents[3] / 'sidt_mmdet'
+ARCH = dict(arch=dict(embed_dims=32, num_layers=3, num_heads=4), patch_size=4, img_size=32,
+            window_size=3, global_attn_indexes=[2], use_rel_pos=True)
+SIZE = (40, 44)
+ATOL = 1e-4
+
+
+@pytest.fixture
+def deploy():
+    for name in ('onnx', 'onnxruntime', 'onnxscript'):
+        pytest.importorskip(name, reason=f"{name} missing: install the deploy group "
+                                         "(pip install 'sidt-mmdet[deploy]')")
+
+
+def dense_backbone(seed=0) -> SIDTViT:
+    torch.manual_seed(seed)
+    return perturb_(SIDTViT(**ARCH), seed=seed).eval()
+
+
+def pruned_backbone(granularity: str, seed=0) -> SIDTViT:
+    torch.manual_seed(seed)
+    search = SIDTViT(mode='search', search_dims=('attn', 'mlp', 'embed'), **ARCH)
+    perturb_(search, seed=seed)
+    random_masks_(search, seed=seed)
+    subnet = select_subnet(search, keep_ratio=0.6, granularity=granularity, round_to=1,
+                           min_mlp=1)
+    pruned = prune_backbone(search, subnet).eval()
+    assert pruned.embed_dims < 32
+    return pruned
+
+
+def neck_for(backbone: SIDTViT) -> SIDTSimpleFPN:
+    init_default_scope('mmdet')  # the neck's norm layer is registered in mmdet
+    neck = SIDTSimpleFPN(backbone_channel=32, in_channels=[8, 16, 32, 32], out_channels=16,
+                         num_outs=5, input_channels=backbone.embed_dims)
+    return perturb_(neck, seed=3).eval()
+
+
+def independent_max_diff(path: str, model: ExportModel, shape) -> float:
+    """onnxruntime vs PyTorch on a fresh input, outside export_onnx's own check."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(123))
+    with torch.no_grad():
+        expected = model(x)
+    got = OnnxRunner(path)(x)
+    assert len(got) == len(expected)
+    return max(float((torch.from_numpy(o) - e).abs().max()) for o, e in zip(got, expected))
+
+
+@pytest.mark.parametrize('kind', ['dense', 'dim', 'head_uniform'])
+def test_parity_fixed_size(deploy, tmp_path, kind):
+    backbone = dense_backbone() if kind == 'dense' else pruned_backbone(kind)
+    if kind == 'dim':
+        assert not all(blk.attn.uniform for blk in backbone.blocks)  # unequal heads
+    if kind == 'head_uniform':
+        assert all(blk.attn.uniform for blk in backbone.blocks)
+    model = ExportModel(backbone).eval()
+    path = tmp_path / f'{kind}.onnx'
+    result = export_onnx(model, str(path), SIZE, log=lambda _: None)
+    assert path.is_file() and result.output_names == ['feat']
+    assert [c.input_shape for c in result.checks] == [[1, 3, *SIZE]]
+    assert result.checks[0].max_diff < ATOL
+    assert independent_max_diff(str(path), model, (1, 3, *SIZE)) < ATOL
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
+    runner = OnnxRunner(str(path))
+    assert runner.input_shape == [1, 3, *SIZE]
+    assert runner.metadata['sidt_mmdet.input_size'] == '40x44'
+    assert runner.metadata['sidt_mmdet.mode'] == ('dense' if kind == 'dense' else 'pruned')
+
+
+def test_parity_pruned_with_neck_and_fixed_size_refuses_another_size(deploy, tmp_path):
+    backbone = pruned_backbone('dim', seed=1)
+    model = ExportModel(backbone, neck_for(backbone)).eval()
+    path = tmp_path / 'neck.onnx'
+    result = export_onnx(model, str(path), SIZE, log=lambda _: None)
+    # named by log2 of the stride: patch 4 gives strides 1..16 (patch 16 gives p2..p6)
+    assert result.output_names == ['p0', 'p1', 'p2', 'p3', 'p4']
+    assert result.checks[0].max_diff < ATOL
+    assert independent_max_diff(str(path), model, (1, 3, *SIZE)) < ATOL
+    runner = OnnxRunner(str(path))
+    with pytest.raises(OnnxExportError, match=r'fixed-size graph for input 1x3x40x44; got '
+                                              r'1x3x48x48: re-export with --input-size 48 48'):
+        runner(torch.zeros(1, 3, 48, 48))
+    with pytest.raises(OnnxExportError, match='fixed-size graph for input 1x3x40x44; got 2x3'):
+        runner(torch.zeros(2, 3, *SIZE))
+
+
+@pytest.mark.slow  # the dynamic trace takes a minute or more on a shared 2-core machine
+def test_parity_dynamic_pruned(deploy, tmp_path):
+    backbone = pruned_backbone('dim', seed=2)
+    model = ExportModel(backbone).eval()
+    second = second_check_size(model, SIZE)
+    grid = [-(-s // 4) for s in second]
+    assert grid != [10, 11] and all(g % 3 for g in grid)  # windows pad at the second size
+    assert all(s % 4 for s in second)  # and so does the patch embedding
+    path = tmp_path / 'dyn.onnx'
+    result = export_onnx(model, str(path), SIZE, dynamic=True, log=lambda _: None)
+    assert [c.input_shape for c in result.checks] == [[1, 3, *SIZE], [2, 3, *second]]
+    assert all(c.max_diff < ATOL for c in result.checks)
+    runner = OnnxRunner(str(path))
+    assert not runner.fixed_shape
+    # a third size, at the pretraining grid (no position-embedding resampling needed)
+    assert independent_max_diff(str(path), model, (3, 3, 32, 32)) < ATOL
+
+
+def test_failed_check_leaves_no_file(deploy, tmp_path):
+    path = tmp_path / 'strict.onnx'
+    path.write_bytes(b'previous export')
+    model = ExportModel(dense_backbone()).eval()
+    # float32 rounding differs from PyTorch by more than 1e-12: the check must refuse
+    with pytest.raises(OnnxExportError, match=r'onnxruntime does not reproduce PyTorch: input '
+                                              r'1x3x40x44: max abs diff .* > 1e-12'):
+        export_onnx(model, str(path), SIZE, atol=1e-12, log=lambda _: None)
+    assert path.read_bytes() == b'previous export'  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['strict.onnx']
+
+
+@pytest.mark.parametrize('opset', [11, 17, 99])
+def test_unsupported_opset(tmp_path, opset):
+    model = ExportModel(dense_backbone()).eval()
+    with pytest.raises(OnnxExportError, match=f'opset {opset} is not supported: expected one '
+                                              'of 18..23'):
+        export_onnx(model, str(tmp_path / 'x.onnx'), SIZE, opset=opset)
+    assert not list(tmp_path.iterdir())
+
+
+def test_fixed_size_not_a_multiple_of_the_patch(tmp_path):
+    model = ExportModel(dense_backbone()).eval()
+    with pytest.raises(OnnxExportError, match=r'input size 42x44 is not a multiple of the patch '
+                                              r'size 4: .*\(try 44 44, or --dynamic'):
+        export_onnx(model, str(tmp_path / 'x.onnx'), (42, 44))
+    assert not list(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------- from a config + checkpoint
+CONFIG = """
+model = dict(
+    type='SIDTModel', model_type='RetinaNet',
+    backbone=dict(type='SIDTViT', arch=dict(embed_dims=32, num_layers=3, num_heads=4),
+                  patch_size=4, img_size=32, window_size=3, global_attn_indexes=[2],
+                  use_rel_pos=True, init_cfg=None),
+    neck=dict(type='SIDTSimpleFPN', backbone_channel=32, in_channels=[8, 16, 32, 32],
+              out_channels=16, num_outs=5))
+"""
+
+
+@pytest.fixture
+def config(tmp_path) -> str:
+    path = tmp_path / 'tiny.py'
+    path.write_text(CONFIG)
+    return str(path)
+
+
+def save_ckpt(path, backbone, neck=None, extra=None) -> str:
+    state = {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
+    if neck is not None:
+        state.update({f'neck.{k}': v for k, v in neck.state_dict().items()})
+    state.update(extra or {})
+    torch.save(dict(state_dict=state, meta=dict(epoch=1)), path)
+    return str(path)
+
+
+def pruned_files(tmp_path):
+    """A subnet file and the checkpoint of backbone + neck pruned to it (embedding too)."""
+    torch.manual_seed(0)
+    search = SIDTViT(mode='search', search_dims=('attn', 'mlp', 'embed'), **ARCH)
+    random_masks_(perturb_(search))
+    subnet = select_subnet(search, keep_ratio=0.6, round_to=1, min_mlp=1)
+    init_default_scope('mmdet')
+    neck = perturb_(SIDTSimpleFPN(32, [8, 16, 32, 32], 16, 5))
+    state = {f'backbone.{k}': v for k, v in search.state_dict().items()}
+    state.update({f'neck.{k}': v for k, v in neck.state_dict().items()})
+    subnet.save(str(tmp_path / 'subnet.json'))
+    torch.save(dict(state_dict=prune_model_state_dict(state, subnet)), tmp_path / 'pruned.pth')
+    return str(tmp_path / 'subnet.json'), str(tmp_path / 'pruned.pth'), subnet
+
+
+def test_build_from_config_loads_backbone_and_neck(config, tmp_path):
+    subnet_path, ckpt, subnet = pruned_files(tmp_path)
+    model = build_export_model(config, ckpt, subnet=subnet_path, with_neck=True)
+    assert model.backbone.mode == 'pruned'
+    assert model.backbone.embed_dims == len(subnet.kept_embed) < 32
+    assert model.neck.input_channels == model.backbone.embed_dims
+    state = torch.load(ckpt, weights_only=True)['state_dict']
+    assert torch.equal(model.backbone.blocks[1].attn.qkv.weight,
+                       state['backbone.blocks.1.attn.qkv.weight'])
+    assert torch.equal(model.neck.fpn2[0].weight, state['neck.fpn2.0.weight'])
+
+
+def test_checkpoint_that_does_not_fit_the_config(config, tmp_path):
+    other = SIDTViT(arch=dict(embed_dims=48, num_layers=3, num_heads=4), patch_size=4,
+                    img_size=32, window_size=3, global_attn_indexes=[2], use_rel_pos=True)
+    ckpt = save_ckpt(tmp_path / 'other.pth', other)
+    out = tmp_path / 'x.onnx'
+    with pytest.raises(OnnxExportError, match=r'other\.pth does not fit the backbone of the '
+                                              r'config; shape mismatches: .*blocks\.0\.attn\.qkv'
+                                              r'\.weight: checkpoint \(144, 48\) vs model '
+                                              r'\(96, 32\)'):
+        export_onnx_from_config(config, ckpt, str(out), input_size=SIZE, log=lambda _: None)
+    assert not out.exists()
+
+
+def test_pruned_checkpoint_without_its_subnet(config, tmp_path):
+    _, ckpt, _ = pruned_files(tmp_path)
+    with pytest.raises(OnnxExportError, match=r'pruned\.pth does not fit the backbone of the '
+                                              r'config; shape mismatches: .*needs the config '
+                                              r'\(or --subnet\)'):
+        build_export_model(config, ckpt)
+
+
+def test_checkpoint_that_does_not_fit_the_subnet(config, tmp_path):
+    subnet_path, _, subnet = pruned_files(tmp_path)
+    dense_ckpt = save_ckpt(tmp_path / 'dense.pth', dense_backbone())
+    with pytest.raises(OnnxExportError, match=r'dense\.pth does not fit the backbone of the '
+                                              r'config; shape mismatches'):
+        build_export_model(config, dense_ckpt, subnet=subnet_path)
+    other = json.loads(Path(subnet_path).read_text())
+    other['arch']['num_layers'] = 2
+    other['blocks'] = other['blocks'][:2]
+    (tmp_path / 'other.json').write_text(json.dumps(other))
+    with pytest.raises(OnnxExportError, match=r'cannot build the backbone: .*num_layers'):
+        build_export_model(config, dense_ckpt, subnet=str(tmp_path / 'other.json'))
+
+
+def test_search_checkpoint_and_missing_neck(config, tmp_path):
+    search = SIDTViT(mode='search', search_dims=('attn', 'mlp'), **ARCH)
+    ckpt = save_ckpt(tmp_path / 'search.pth', search)
+    with pytest.raises(OnnxExportError, match=r'unexpected keys: blocks\.0\.attn\.dim_mask.*'
+                                              r'this is a search checkpoint: export a subnet'):
+        build_export_model(config, ckpt)
+    dense_only = save_ckpt(tmp_path / 'backbone_only.pth', dense_backbone())
+    with pytest.raises(OnnxExportError, match=r'--with-neck but the checkpoint has no neck\.\* '
+                                              'tensors'):
+        build_export_model(config, dense_only, with_neck=True)
+
+
+def test_bad_values_fail_before_building(config, tmp_path):
+    out = tmp_path / 'x.onnx'
+    with pytest.raises(OnnxExportError, match='opset 13 is not supported'):
+        export_onnx_from_config(config, 'missing.pth', str(out), opset=13)
+    with pytest.raises(OnnxExportError, match='checkpoint not found: missing.pth'):
+        export_onnx_from_config(config, 'missing.pth', str(out), input_size=SIZE)
+    assert not out.exists()
+
+
+def test_deploy_packages_are_imported_lazily():
+    """``import sidt_mmdet`` must work without the deploy group: no module-level import of
+    onnx, onnxruntime or onnxscript anywhere in the package."""
+    deploy_modules = {'onnx', 'onnxruntime', 'onnxscript'}
+    offenders = []
+    for path in PACKAGE.rglob('*.py'):
+        for node in ast.parse(path.read_text(encoding='utf-8')).body:
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or '']
+            offenders += [f'{path.name}: {n}' for n in names
+                          if n.split('.')[0] in deploy_modules]
+    assert not offenders
