@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -49,7 +50,7 @@ def read_requirements(pyproject: Path = REPO / 'pyproject.toml') -> list[Require
     merged: dict[str, Requirement] = {}
     for line in lines:
         req = Requirement(line)
-        key = req.name.lower().replace('_', '-')
+        key = re.sub(r'[-_.]+', '-', req.name).lower()  # PEP 503 names
         if key in merged:
             merged[key].specifier &= req.specifier
         else:
