@@ -347,7 +347,13 @@ def check_onnx(path: str, model: ExportModel, shapes: Sequence[Sequence[int]],
         x = torch.randn(*shape, generator=g)
         with torch.no_grad():
             expected = model(x)
-        got = runner(x)
+        try:
+            got = runner(x)
+        except OnnxExportError:
+            raise
+        except Exception as e:  # onnxruntime's own failure (e.g. an index out of range)
+            raise OnnxExportError(f'onnxruntime cannot run the exported graph at input '
+                                  f'{"x".join(map(str, shape))}: {str(e).splitlines()[0]}') from e
         if len(got) != len(expected):
             raise OnnxExportError(f'{path}: {len(got)} outputs, PyTorch gives {len(expected)}')
         diffs = {}
@@ -410,6 +416,28 @@ def _traceable_attention():
         F.scaled_dot_product_attention = original
 
 
+def _trace_size(model: ExportModel, size: tuple[int, int], dynamic: bool) -> tuple[int, int]:
+    """The example size a graph is traced at.
+
+    A dynamic graph keeps the branches the trace takes: timm's ``get_rel_pos`` resamples a
+    global block's table only when the grid differs from the one it was made for, so at that
+    grid the resampling would be left out and every other size would index past the table.
+    Tracing one patch off that grid keeps the resampling (an identity at the table's own
+    size) in the graph.
+    """
+    if not dynamic:
+        return size
+    p = model.patch_size
+    tables = {blk.attn.rel_pos_size for blk in model.backbone.blocks
+              if blk.window_size == 0 and blk.attn.use_rel_pos}
+    out = []
+    for axis, side in enumerate(size):
+        while -(-side // p) in {t[axis] for t in tables}:
+            side += p
+        out.append(side)
+    return tuple(out)
+
+
 def _write_graph(model: ExportModel, tmp_path: str, size, dynamic: bool, opset: int,
                  batch: int) -> list[str]:
     """torch.onnx.export (dynamo) into ``tmp_path``; returns the output names."""
@@ -419,7 +447,8 @@ def _write_graph(model: ExportModel, tmp_path: str, size, dynamic: bool, opset: 
     names = model.output_names()
     in_ch = model.backbone.patch_embed.proj.in_channels
     # torch.export treats sizes 0 and 1 as static: a dynamic batch is traced at 2.
-    example = torch.randn(max(batch, 2) if dynamic else batch, in_ch, *size)
+    example = torch.randn(max(batch, 2) if dynamic else batch, in_ch,
+                          *_trace_size(model, size, dynamic))
     n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     with warnings.catch_warnings(), _traceable_attention():
         warnings.simplefilter('ignore')
