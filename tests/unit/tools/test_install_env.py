@@ -56,6 +56,7 @@ def test_unmet_is_empty_when_pins_hold_and_names_what_does_not(install_env):
                         'surely-not-installed-pkg==1.0 (not installed)']
 
 
+@pytest.mark.slow  # a subprocess
 def test_help_runs_without_installing():
     result = subprocess.run([sys.executable, str(REPO / 'tools/install_env.py'), '--help'],
                             capture_output=True, text=True, timeout=60)
