@@ -1,8 +1,6 @@
 """Layer-wise lr decay for SIDTViT models, with the search masks in their own group."""
 from __future__ import annotations
 
-import warnings
-
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -82,9 +80,7 @@ class SIDTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
         # mmengine's rules, one entry per parameter occurrence (duplicates included).
         rules: list[dict] = []
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # its duplicate warning; ours names the tensor
-            self._rules.add_params(rules, module)
+        self._rules.add_params(rules, module)
 
         groups: dict[tuple, dict] = {}
         seen: set[int] = set()
