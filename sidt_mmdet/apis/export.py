@@ -1,7 +1,11 @@
 """Export a searched SIDTViT model: select a subnet for a budget, prune it, write the result.
 
-:func:`export_subnet` is what ``tools/export_subnet.py`` runs. ``out_dir`` receives, all or
-nothing (built in a hidden directory beside it, then renamed):
+    python tools/export_subnet.py CONFIG CHECKPOINT --keep-ratio 0.6 -o OUT_DIR
+    python tools/export_subnet.py CONFIG CHECKPOINT --params 60M -o OUT_DIR
+    python tools/export_subnet.py CONFIG CHECKPOINT --flops 150G --input-size 1024 1024 -o OUT_DIR
+
+CONFIG is the search config the CHECKPOINT was trained with (backbone ``mode='search'``).
+OUT_DIR receives, all or nothing (built in a hidden directory beside it, then renamed):
 
     subnet.json   kept dims per block, budget, params/MACs before and after, source files
     pruned.pth    the whole model's weights sliced to the subnet, masks folded in
@@ -9,6 +13,10 @@ nothing (built in a hidden directory beside it, then renamed):
     widths.md     per-layer table: heads, q/k and v widths, MLP width, params, MACs
     widths.csv    the same table as CSV
     widths.png    kept width per layer
+
+The retrain config of the same name reads them; for another OUT_DIR pass
+``--cfg-options model.backbone.subnet=OUT_DIR/subnet.json load_from=OUT_DIR/pruned.pth``.
+(:func:`export_subnet` is the library call behind the tool; this text is its ``--help``.)
 """
 from __future__ import annotations
 
@@ -32,14 +40,14 @@ from ..utils.complexity import ComplexityReport, backbone_complexity
 from ..utils.config import backbone_cfg, with_pruned_backbone
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_text_atomic
 from ..utils.state_dict import compare_state_dicts, cpu_state_dict, state_dict_of
+from .result import SUBNET_FILE, ExportedDir
 
 __all__ = ['BUDGET_KINDS', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_COLUMNS', 'ExportError',
            'ExportResult', 'export_subnet', 'load_search_state', 'width_rows', 'markdown_table',
            'plot_widths', 'build_parser', 'main']
 
 BUDGET_KINDS = ('keep_ratio', 'params', 'flops', 'subnet')
-SUBNET_FILE = 'subnet.json'
-CHECKPOINT_FILE = 'pruned.pth'
+CHECKPOINT_FILE = ExportedDir.CHECKPOINT_FILE
 TABLE_COLUMNS = ('block', 'attention', 'heads', 'qk_width', 'v_width', 'mlp_width',
                  'params_before', 'params_after', 'macs_before', 'macs_after')
 
@@ -49,22 +57,12 @@ class ExportError(ToolError):
 
 
 @dataclass
-class ExportResult:
-    """What :func:`export_subnet` wrote and measured."""
+class ExportResult(ExportedDir):
+    """What :func:`export_subnet` wrote (``subnet_file``, ``checkpoint``) and measured."""
 
-    out_dir: str
-    subnet: Subnet
-    before: ComplexityReport
-    after: ComplexityReport
+    before: ComplexityReport | None = None
+    after: ComplexityReport | None = None
     rows: list[dict] = field(default_factory=list)
-
-    @property
-    def subnet_file(self) -> str:
-        return osp.join(self.out_dir, SUBNET_FILE)
-
-    @property
-    def checkpoint(self) -> str:
-        return osp.join(self.out_dir, CHECKPOINT_FILE)
 
 
 def log(msg: str) -> None:

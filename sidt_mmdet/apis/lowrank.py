@@ -16,6 +16,7 @@ import math
 import os.path as osp
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from mmengine.config import Config, DictAction
@@ -33,6 +34,7 @@ from ..utils.complexity import backbone_complexity
 from ..utils.config import backbone_cfg, with_pruned_backbone
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
 from ..utils.state_dict import cpu_state_dict, load_state_dict_strict, state_dict_of
+from .result import SUBNET_FILE, ExportedDir
 
 __all__ = ['RULES', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_MD', 'TABLE_CSV', 'REPORT_JSON',
            'LowRankError', 'LowRankResult', 'lowrank_export', 'load_source_model',
@@ -40,7 +42,6 @@ __all__ = ['RULES', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_MD', 'TABLE_CSV', '
            'choose_rule', 'factorize', 'table_rows', 'write_outputs', 'build_parser', 'main']
 
 RULES = ('energy', 'params_budget', 'backbone_ratio', 'rank', 'ranks_from')
-SUBNET_FILE = 'subnet.json'
 CHECKPOINT_FILE = 'lowrank.pth'
 TABLE_MD = 'lowrank_table.md'
 TABLE_CSV = 'lowrank_table.csv'
@@ -54,22 +55,14 @@ class LowRankError(ToolError, ValueError):
 
 
 @dataclass
-class LowRankResult:
-    """What :func:`lowrank_export` wrote: the output directory, the factorized subnet, the
-    summary of ``lowrank_report.json`` and its per-layer rows."""
+class LowRankResult(ExportedDir):
+    """What :func:`lowrank_export` wrote: the factorized subnet (``subnet_file``), the
+    checkpoint, the summary of ``lowrank_report.json`` and its per-layer rows."""
 
-    out_dir: str
-    subnet: Subnet
-    summary: dict
+    CHECKPOINT_FILE: ClassVar[str] = CHECKPOINT_FILE
+
+    summary: dict = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
-
-    @property
-    def subnet_file(self) -> str:
-        return osp.join(self.out_dir, SUBNET_FILE)
-
-    @property
-    def checkpoint(self) -> str:
-        return osp.join(self.out_dir, CHECKPOINT_FILE)
 
 
 def _log(msg: str) -> None:
