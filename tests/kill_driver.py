@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -24,14 +23,6 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('export_subnet_tool',
-                                                  REPO / 'tools/export_subnet.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _digest(directory: Path) -> dict[str, str] | None:
@@ -125,6 +116,6 @@ def main() -> None:
 
 if __name__ == '__main__':
     torch.set_num_threads(1)
-    TOOL = _load_tool()
+    from sidt_mmdet.apis import export as TOOL  # noqa: N812  (what tools/export_subnet.py runs)
     from sidt_mmdet.utils import fileio as TOOL_FILEIO  # noqa: N812
     main()

@@ -10,7 +10,6 @@ configs (subprocesses, marked slow).
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
 import subprocess
@@ -19,16 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / 'tests'))
-
-from tiny_search import (  # noqa: E402
+from helpers import REPO
+from tiny_search import (
     SEARCH_CFG,
     build_search_model,
     write_config,
     write_search_checkpoint,
 )
+
+from sidt_mmdet.apis import export as export_api
+from sidt_mmdet.apis import lowrank as lowrank_api
 
 CONFIGS = REPO / 'configs'
 RETRAIN_CFG = CONFIGS / 'cifar100/sidt-retrain_cls_vit-toy-p4-kr0.6_linear_4e_toy-cifar100.py'
@@ -164,10 +163,8 @@ def readme_table() -> str:
 
 # ------------------------------------------------------------------------ running a case
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / f'tools/{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """What tools/<name>.py runs: the library module whose ``main`` the tool calls."""
+    return {'export_subnet': export_api, 'lowrank': lowrank_api}[name]
 
 
 def _call_tool(name, argv, capsys):

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 import torch
-from conftest import cpu_dist_env, run_command
+from helpers import cpu_dist_env, run_command
 from tiny_search import build_search_model, select_from_checkpoint, write_config
 
 from sidt_mmdet.utils import load_checkpoint_safe

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, run_command
+from helpers import REPO, run_command
 from tiny_search import SEARCH_CFG, select_from_checkpoint, write_config, write_search_checkpoint
 
 from sidt_mmdet.utils import load_checkpoint_safe
