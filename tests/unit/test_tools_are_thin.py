@@ -12,11 +12,19 @@ TOOLS = sorted((REPO / 'tools').rglob('*.py'))
 TESTS = sorted((REPO / 'tests').rglob('*.py'))
 MAX_TOOL_LINES = 200
 LONG_TOOLS_ALLOWED = {'tools/install_env.py'}  # bootstraps the venv before the package exists
+# install_env.py runs before sidt_mmdet is installed, so its logic cannot live in the package;
+# its tests may load it by path (and nothing else).
+LOADABLE_BY_PATH = 'install_env.py'
 
 
 def _loads_by_path_or_edits_sys_path(path: Path) -> list[str]:
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+    tree = ast.parse(path.read_text(encoding='utf-8'))
+    allowed = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)
+               and LOADABLE_BY_PATH in ast.unparse(n)}
+    for node in ast.walk(tree):
+        if id(node) in allowed:
+            continue
         if isinstance(node, ast.Attribute):
             name = ast.unparse(node)
             if name.endswith(('spec_from_file_location', 'SourceFileLoader', 'run_path')) or \
@@ -53,6 +61,7 @@ def test_the_check_sees_each_form(tmp_path):
     probe = tmp_path / 'probe.py'
     probe.write_text('import importlib.util, sys, runpy\n'
                      "spec = importlib.util.spec_from_file_location('x', 'tools/x.py')\n"
+                     "ok = importlib.util.spec_from_file_location('i', 'tools/install_env.py')\n"
                      "sys.path.insert(0, 'tools')\n"
                      "runpy.run_path('tools/x.py')\n"
                      'sys.path = []\n')
