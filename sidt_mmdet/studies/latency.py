@@ -359,6 +359,10 @@ def _build_group(group: Group, tp_note: str | None, log) -> tuple[dict, dict]:
     from ..models import SIDTViT
     from ..utils.complexity import backbone_complexity
     shape, size = group.shape, (group.shape.size, group.shape.size)
+    names = [v.name for v in group.variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f'{shape.name}: variants with the same name '
+                         f'{sorted({n for n in names if names.count(n) > 1})}')
     device = torch.device(group.device)
     records: dict[str, dict] = {}
     models: dict[str, torch.nn.Module] = {}
