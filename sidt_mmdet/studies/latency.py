@@ -762,23 +762,31 @@ def plot_study(study: dict, path: str) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 6))
-    markers = {'dim': 'o', 'head_uniform': 's', 'head': '^', 'tp': 'x'}
+    markers = {'dim': 'o', 'head_uniform': 's', 'head': '^', 'dim, padded': 'D',
+               'dim, equal heads': 'P', 'Torch-Pruning': 'x'}
+
+    def kind(r):
+        if r['kind'] == 'tp_pruned':
+            return 'Torch-Pruning'
+        if r['layout'] == 'padded':
+            return f'{r["granularity"]}, padded'
+        return f'{r["granularity"]}, equal heads' if r['equal_heads'] else r['granularity']
+
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
-    lo = 1.0
+    lo, hi = 1.0, 1.0
     for i, g in enumerate(study['groups']):
         color = colors[i % len(colors)]
         for key, marker in markers.items():
             pts = [(r['macs_ratio'], r['latency_ratio']) for r in g['models'].values()
-                   if 'macs_ratio' in r and (r['kind'] == 'tp_pruned' if key == 'tp'
-                                             else r['kind'] == 'sidt_pruned'
-                                             and r['granularity'] == key)]
+                   if 'macs_ratio' in r and kind(r) == key]
             if pts:
                 xs, ys = zip(*pts)
-                lo = min(lo, *xs, *ys)
+                lo, hi = min(lo, *xs, *ys), max(hi, *xs)
                 ax.scatter(xs, ys, marker=marker, color=color, s=28,
-                           label=f'{_shape_label(g)}: {"Torch-Pruning" if key == "tp" else key}')
+                           label=f'{_shape_label(g)}: {key}')
     lo = max(0.0, lo - 0.05)
-    ax.plot([lo, 1.05], [lo, 1.05], 'k--', linewidth=1, label='y = x (latency follows MACs)')
+    ax.plot([lo, hi + 0.05], [lo, hi + 0.05], 'k--', linewidth=1,
+            label='y = x (latency follows MACs)')
     ax.set_xlabel('MACs ratio (pruned / dense)')
     ax.set_ylabel('latency ratio (pruned / dense)')
     ax.set_title(f'Pruned backbones: latency against MACs ({study["meta"]["preset"]})')
