@@ -12,6 +12,8 @@ where the packed weights are cached and rebuilt only when a parameter changes (i
 storage or its version counter: optimizer steps, ``load_state_dict``, ``.to()``).
 Writes through ``param.data`` bypass the version counter: the layers drop their
 caches on ``train()`` / ``eval()``, which follows such writes (EMA parameter swaps).
+The cache holds one packed copy of a pruned attention's qkv and projection weights
+(about a third of a ViT's parameters) next to the compact ones.
 
 A projection is an ``nn.Linear`` or a factorized ``up(down(x))`` (the low-rank
 layers: ``down`` without bias, ``up`` with it); input columns live on the first
