@@ -1,8 +1,13 @@
 """Low-rank factorizations of Linear layers (docs/method.md, low-rank factorization).
 
 A Linear ``W`` (out x in) becomes two thinner Linears, ``W ~ A @ B`` with ``A``
-(out x r) and ``B`` (r x in). Six ways to get the factors are provided so they can
-be compared at equal rank; SVD is the Frobenius-optimal one (Eckart-Young).
+(out x r) and ``B`` (r x in). Six ways to get the factors from the weight alone are
+provided so they can be compared at equal rank; SVD is the Frobenius-optimal one
+(Eckart-Young). A seventh, ``svd_whitened``, also needs calibration data: it
+minimises the error on the layer's *outputs* ``|(W - AB) X|_F`` over inputs X seen
+in calibration (activation-aware SVD, as SVD-LLM and ASVD): with ``C = X X^T / n =
+S S^T`` (Cholesky), ``W S = U Sigma V^T`` is truncated and ``B = Sigma_r^1/2 V_r^T
+S^-1``. It beats plain SVD on the outputs whenever the inputs are not white.
 
 Rank rules, in one place:
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -39,21 +45,39 @@ from ..models.layers.lowrank import (
 )
 
 __all__ = [
-    'METHODS', 'TARGETS', 'factorize', 'factorize_linear', 'relative_error',
-    'rank_for_energy', 'ranks_for_budget', 'lowrank_model', 'replaced_ranks',
+    'METHODS', 'CALIBRATED_METHODS', 'ALL_METHODS', 'TARGETS', 'CalibrationError',
+    'factorize', 'factorize_linear', 'relative_error', 'output_relative_error',
+    'collect_input_covariances', 'rank_for_energy', 'ranks_for_budget', 'lowrank_model',
+    'replaced_ranks',
 ]
 
+# Methods that need only the weight, and those that also need calibration inputs.
 METHODS = ('svd', 'qr', 'qr_pivoted', 'qr_rows', 'qr_randomized', 'lu')
+CALIBRATED_METHODS = ('svd_whitened',)
+ALL_METHODS = METHODS + CALIBRATED_METHODS
 TARGETS = LOWRANK_TARGETS
+# Relative ridge added to a covariance before its Cholesky factor: calibration inputs of
+# a small batch (or dead channels) make it singular.
+_COV_RIDGE = 1e-6
+
+
+class CalibrationError(ValueError):
+    """A calibrated method was asked for without (usable) calibration data."""
 
 
 def factorize(weight: Tensor, rank: int, method: str, *, generator: torch.Generator | None = None,
-              oversample: int = 10, power_iters: int = 2) -> tuple[Tensor, Tensor]:
+              oversample: int = 10, power_iters: int = 2,
+              input_cov: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Factors ``A`` (out x rank) and ``B`` (rank x in) with ``A @ B ~ weight``.
 
     ``rank`` may be anything in ``1..min(out, in)``; at ``min(out, in)`` every
     method reproduces ``weight`` up to rounding. ``generator``, ``oversample`` and
-    ``power_iters`` only matter for ``qr_randomized``.
+    ``power_iters`` only matter for ``qr_randomized``; ``input_cov`` (in x in, the
+    second moment of the layer's inputs, :func:`collect_input_covariances`) is what
+    ``svd_whitened`` needs and the other methods ignore.
+
+    Raises:
+        CalibrationError: ``svd_whitened`` without ``input_cov``, or one of the wrong shape.
     """
     _check_method(method)
     if weight.dim() != 2:
@@ -65,7 +89,9 @@ def factorize(weight: Tensor, rank: int, method: str, *, generator: torch.Genera
         raise ValueError(f'oversample and power_iters must be >= 0, got {oversample} and '
                          f'{power_iters}')
     w = weight.detach().to(torch.float64)
-    if method == 'svd':
+    if method == 'svd_whitened':
+        a, b = _whitened_svd(w, rank, input_cov)
+    elif method == 'svd':
         u, s, vh = torch.linalg.svd(w, full_matrices=False)
         # Splitting S evenly keeps both factors at the same scale.
         root = s[:rank].sqrt()
@@ -91,7 +117,8 @@ def factorize(weight: Tensor, rank: int, method: str, *, generator: torch.Genera
 
 
 def factorize_linear(linear: nn.Linear, rank: int, method: str, *, allow_full_rank: bool = False,
-                     generator: torch.Generator | None = None) -> LowRankLinear:
+                     generator: torch.Generator | None = None,
+                     input_cov: Tensor | None = None) -> LowRankLinear:
     """A :class:`LowRankLinear` approximating ``linear`` (bias, dtype, device, mode kept).
 
     ``rank >= min(out, in)`` is rejected unless ``allow_full_rank`` because such a
@@ -105,7 +132,7 @@ def factorize_linear(linear: nn.Linear, rank: int, method: str, *, allow_full_ra
     hint = '' if allow_full_rank else ' (pass allow_full_rank=True for rank min(out, in))'
     check_rank(rank, 1, high, 'rank', f'a Linear with out={out_f}, in={in_f}{hint}')
     weight = linear.weight
-    a, b = factorize(weight, rank, method, generator=generator)
+    a, b = factorize(weight, rank, method, generator=generator, input_cov=input_cov)
     module = LowRankLinear(in_f, out_f, rank, bias=linear.bias is not None,
                            device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
@@ -124,6 +151,56 @@ def relative_error(weight: Tensor, a: Tensor, b: Tensor) -> float:
     if norm == 0:
         return 0.0 if diff == 0 else math.inf
     return float(diff / norm)
+
+
+def output_relative_error(weight: Tensor, a: Tensor, b: Tensor, input_cov: Tensor) -> float:
+    """``|(W - A B) X|_F / |W X|_F`` over the calibration inputs, from their covariance."""
+    w = weight.detach().to(torch.float64)
+    c = input_cov.detach().to(torch.float64)
+    diff = w - a.detach().to(torch.float64) @ b.detach().to(torch.float64)
+    num = torch.einsum('oi,ij,oj->', diff, c, diff).clamp_min(0)
+    den = torch.einsum('oi,ij,oj->', w, c, w)
+    if den <= 0:
+        return 0.0 if num == 0 else math.inf
+    return float((num / den).sqrt())
+
+
+def collect_input_covariances(model: nn.Module, names: list[str] | tuple[str, ...],
+                              run: Callable[[], object]) -> dict[str, Tensor]:
+    """Second moments ``X^T X / n`` of the inputs of the named ``nn.Linear`` layers.
+
+    Hooks the layers, calls ``run()`` (which feeds calibration batches through the
+    model, e.g. ``lambda: [model.test_step(b) for b in batches]``), removes the hooks,
+    and returns ``{name: (in x in) float64 tensor}`` (every token of every image is one
+    sample).
+
+    Raises:
+        CalibrationError: ``run()`` sent no input through one of the layers.
+    """
+    sums: dict[str, Tensor] = {}
+    counts = dict.fromkeys(names, 0)
+    handles = []
+
+    def hook(name):
+        def fn(module, args):
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
+            sums[name] = sums.get(name, 0) + x.T @ x
+            counts[name] += x.shape[0]
+        return fn
+
+    for name in names:
+        handles.append(get_linear(model, name).register_forward_pre_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    empty = [n for n in names if counts[n] == 0]
+    if empty:
+        raise CalibrationError(f'calibration sent no input through {empty[:4]}: the '
+                               'calibration run must call the model forward on some batches')
+    return {n: sums[n] / counts[n] for n in names}
 
 
 def rank_for_energy(weight: Tensor, energy: float) -> int:
@@ -212,7 +289,8 @@ def ranks_for_budget(weights: dict[str, Tensor], params_budget: float, *, fixed_
 def lowrank_model(model: nn.Module, method: str, energy: float | None = None,
                   params_budget: float | None = None, ranks: dict[str, int] | None = None,
                   targets: tuple[str, ...] = TARGETS, *,
-                  generator: torch.Generator | None = None) -> dict[str, dict]:
+                  generator: torch.Generator | None = None,
+                  input_covs: dict[str, Tensor] | None = None) -> dict[str, dict]:
     """Replace, in place, target ``nn.Linear`` layers by :class:`LowRankLinear`.
 
     Exactly one way to choose ranks must be given:
@@ -228,6 +306,14 @@ def lowrank_model(model: nn.Module, method: str, energy: float | None = None,
     ``worth_factorizing``. Returns, per matched layer, ``rank``, ``in``,
     ``out``, ``params_before``, ``params_after``, ``rel_error`` (0 when left dense)
     and ``replaced``; :func:`replaced_ranks` extracts what a subnet file records.
+
+    ``svd_whitened`` needs ``input_covs`` (:func:`collect_input_covariances`) for every
+    matched layer; ranks then still come from the weights (energy/budget), so every
+    method gets the same ranks, and the report adds ``out_rel_error``, the relative
+    error on the calibration outputs.
+
+    Raises:
+        CalibrationError: a calibrated method without a covariance for a matched layer.
     """
     _check_method(method)
     given = [k for k, v in (('energy', energy), ('params_budget', params_budget),
@@ -241,6 +327,13 @@ def lowrank_model(model: nn.Module, method: str, energy: float | None = None,
         layers = {name: get_linear(model, name) for name in ranks}
     else:
         layers = _match_targets(model, targets)
+    if method in CALIBRATED_METHODS:
+        missing = [n for n in layers if input_covs is None or n not in input_covs]
+        if missing:
+            raise CalibrationError(
+                f'{method} needs calibration data: the input covariance of every layer it '
+                f'factorizes (input_covs from collect_input_covariances over a few training '
+                f'batches); missing for {missing[:4]}{"..." if len(missing) > 4 else ""}')
 
     if energy is not None:
         chosen = {name: rank_for_energy(m.weight, energy) for name, m in layers.items()}
@@ -262,11 +355,15 @@ def lowrank_model(model: nn.Module, method: str, energy: float | None = None,
         bias = out_f if linear.bias is not None else 0
         entry = {'rank': rank, 'in': in_f, 'out': out_f, 'params_before': in_f * out_f + bias,
                  'params_after': in_f * out_f + bias, 'rel_error': 0.0, 'replaced': False}
+        cov = input_covs.get(name) if input_covs is not None else None
         if worth_factorizing(in_f, out_f, rank):
-            new = factorize_linear(linear, rank, method, generator=generator)
+            new = factorize_linear(linear, rank, method, generator=generator, input_cov=cov)
             entry.update(params_after=rank * (in_f + out_f) + bias, replaced=True,
                          rel_error=relative_error(linear.weight, new.up.weight,
                                                   new.down.weight))
+            if cov is not None:
+                entry['out_rel_error'] = output_relative_error(
+                    linear.weight, new.up.weight, new.down.weight, cov)
             set_submodule(model, name, new)
         report[name] = entry
     return report
@@ -278,8 +375,35 @@ def replaced_ranks(report: dict[str, dict]) -> dict[str, int]:
 
 
 def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f'method must be one of {", ".join(METHODS)}; got {method!r}')
+    if method not in ALL_METHODS:
+        raise ValueError(f'method must be one of {", ".join(ALL_METHODS)}; got {method!r}')
+
+
+def _whitened_svd(w: Tensor, rank: int, input_cov: Tensor | None) -> tuple[Tensor, Tensor]:
+    """SVD of ``W S`` with ``S S^T`` the input covariance; ``B`` undoes ``S``."""
+    in_f = w.shape[1]
+    if input_cov is None:
+        raise CalibrationError(
+            'svd_whitened needs calibration data: pass input_cov, the (in x in) covariance of '
+            "the layer's inputs over a few training batches (collect_input_covariances); "
+            'use method="svd" to factorize from the weight alone')
+    if tuple(input_cov.shape) != (in_f, in_f):
+        raise CalibrationError(f'input_cov: expected shape ({in_f}, {in_f}) for a weight with '
+                               f'in={in_f}, got {tuple(input_cov.shape)}')
+    c = input_cov.detach().to(device=w.device, dtype=torch.float64)
+    c = (c + c.T) / 2
+    ridge = _COV_RIDGE * max(float(torch.diagonal(c).mean()), 1e-12)
+    eye = torch.eye(in_f, dtype=c.dtype, device=c.device)
+    s, info = torch.linalg.cholesky_ex(c + ridge * eye)
+    while int(info) != 0:  # not positive definite to rounding: a larger ridge
+        ridge *= 10
+        s, info = torch.linalg.cholesky_ex(c + ridge * eye)
+    u, sv, vh = torch.linalg.svd(w @ s, full_matrices=False)
+    root = sv[:rank].sqrt()
+    a = u[:, :rank] * root
+    # B = root V_r^T S^-1, by a triangular solve: S^T B^T = (root V_r^T)^T.
+    b = torch.linalg.solve_triangular(s.T, (root[:, None] * vh[:rank]).T, upper=True).T
+    return a, b
 
 
 def _check_energy(energy: float) -> None:

@@ -2,7 +2,10 @@
 
 Units are ranked by mask magnitude |m| within each kind (attention dims pooled
 over all blocks, MLP units pooled over all blocks, embedding channels), so the
-kept width differs per layer and per head: the "intrinsic dimensions".
+kept width differs per layer and per head: the "intrinsic dimensions". Any other
+per-unit score of the same shapes (:class:`UnitScores`, e.g. the baseline criteria
+of :mod:`sidt_mmdet.search.criteria`) goes through the same selection, so every
+method meets a budget, the minimums and the rounding in exactly the same way.
 
 A budget is a keep ratio (the same fraction of each kind's units), or a params or
 MACs target. For a target, units are added one at a time in keep-ratio order
@@ -35,10 +38,62 @@ from ..utils.complexity import (
 )
 from .checks import check_masks_finite
 
-__all__ = ['select_subnet', 'GRANULARITIES', 'MACS_COUNTS']
+__all__ = ['select_subnet', 'GRANULARITIES', 'MACS_COUNTS', 'UnitScores']
 
 GRANULARITIES = ('dim', 'head_uniform', 'head')
 MACS_COUNTS = ('kept', 'executed')
+
+
+@dataclass
+class UnitScores:
+    """A score per searchable unit, in the layout of the search masks.
+
+    ``qk``/``v``: per block an ``(H, head_dim)`` tensor (the same tensor twice when q/k
+    and v share their dims); ``mlp``: per block a ``(mlp_hidden,)`` tensor; ``embed``:
+    ``(embed_dims,)`` or ``None`` (embedding not selected). Larger means keep first.
+    """
+
+    qk: list[torch.Tensor]
+    v: list[torch.Tensor]
+    mlp: list[torch.Tensor]
+    embed: torch.Tensor | None = None
+    name: str = 'mask'
+
+    @classmethod
+    def from_masks(cls, backbone) -> UnitScores:
+        """|m| of a search-mode backbone's masks (what SiDT selects by)."""
+        qk, v, mlp = [], [], []
+        for blk in backbone.blocks:
+            qk_m, v_m = blk.attn.masks()
+            if qk_m is not None:
+                qk.append(qk_m.detach().abs().float().cpu())
+                v.append(v_m.detach().abs().float().cpu())
+            if blk.mlp.hidden_mask is not None:
+                mlp.append(blk.mlp.hidden_mask.detach().abs().float().cpu())
+        embed = backbone.embed_mask
+        embed = embed.detach().abs().float().cpu() if embed is not None else None
+        if not (qk or mlp or embed is not None):
+            raise ValueError('backbone has no search masks: build it with mode="search" and '
+                             'load the searched checkpoint (mask parameters *_mask), or pass '
+                             'scores= (sidt_mmdet.search.criteria)')
+        return cls(qk=qk, v=v, mlp=mlp, embed=embed)
+
+    def check(self, backbone) -> None:
+        """Raise ``ValueError`` naming the field whose shape does not fit ``backbone``."""
+        L, H, d = backbone.num_layers, backbone.num_heads, backbone.head_dim
+        for name, tensors, shape in (('qk', self.qk, (H, d)), ('v', self.v, (H, d)),
+                                     ('mlp', self.mlp, (backbone.mlp_hidden,))):
+            if tensors and len(tensors) != L:
+                raise ValueError(f'scores.{name}: expected {L} blocks, got {len(tensors)}')
+            for i, t in enumerate(tensors):
+                if tuple(t.shape) != shape:
+                    raise ValueError(f'scores.{name}[{i}]: expected shape {shape}, got '
+                                     f'{tuple(t.shape)}')
+        if len(self.qk) != len(self.v):
+            raise ValueError('scores: qk and v must both be given or both be empty')
+        if self.embed is not None and tuple(self.embed.shape) != (backbone.embed_dims_dense,):
+            raise ValueError(f'scores.embed: expected shape ({backbone.embed_dims_dense},), '
+                             f'got {tuple(self.embed.shape)}')
 
 
 @dataclass
@@ -76,7 +131,7 @@ def _sorted(units: list[_Unit]) -> list[_Unit]:
 class _Selector:
     """Turns "keep the first k units of each kind" into a Subnet."""
 
-    def __init__(self, backbone, granularity, round_to, min_heads, min_mlp, min_embed,
+    def __init__(self, backbone, scores, granularity, round_to, min_heads, min_mlp, min_embed,
                  equal_heads=False):
         self.bb = backbone
         self.equal_heads = equal_heads
@@ -90,27 +145,27 @@ class _Selector:
         self.scores: dict[str, list[torch.Tensor]] = {'qk': [], 'v': [], 'mlp': []}
         self.split = backbone.split_qkv
         split = self.split
-        for i, blk in enumerate(backbone.blocks):
-            qk_m, v_m = blk.attn.masks()
-            if qk_m is not None:
-                self.scores['qk'].append(qk_m.detach().abs().float().cpu())
-                self.scores['v'].append(v_m.detach().abs().float().cpu())
-                if split and granularity != 'head':
-                    self.kinds.setdefault('qk', []).extend(_attn_units(qk_m, i, granularity))
-                    self.kinds.setdefault('v', []).extend(_attn_units(v_m, i, granularity))
-                else:
-                    m = (qk_m.detach().abs() + v_m.detach().abs()) / 2 if split else qk_m
-                    self.kinds.setdefault('attn', []).extend(_attn_units(m, i, granularity))
-            if blk.mlp.hidden_mask is not None:
-                self.scores['mlp'].append(blk.mlp.hidden_mask.detach().abs().float().cpu())
-                self.kinds.setdefault('mlp', []).extend(_vector_units(blk.mlp.hidden_mask, i))
+        scores.check(backbone)
+        for i, (qk_m, v_m) in enumerate(zip(scores.qk, scores.v, strict=True)):
+            qk_m, v_m = qk_m.abs().float().cpu(), v_m.abs().float().cpu()
+            self.scores['qk'].append(qk_m)
+            self.scores['v'].append(v_m)
+            if split and granularity != 'head':
+                self.kinds.setdefault('qk', []).extend(_attn_units(qk_m, i, granularity))
+                self.kinds.setdefault('v', []).extend(_attn_units(v_m, i, granularity))
+            else:
+                m = (qk_m + v_m) / 2 if split else qk_m
+                self.kinds.setdefault('attn', []).extend(_attn_units(m, i, granularity))
+        for i, m in enumerate(scores.mlp):
+            m = m.abs().float().cpu()
+            self.scores['mlp'].append(m)
+            self.kinds.setdefault('mlp', []).extend(_vector_units(m, i))
         self.embed_scores = None
-        if backbone.embed_mask is not None:
-            self.embed_scores = backbone.embed_mask.detach().abs().float().cpu()
-            self.kinds['embed'] = _vector_units(backbone.embed_mask, None)
+        if scores.embed is not None:
+            self.embed_scores = scores.embed.abs().float().cpu()
+            self.kinds['embed'] = _vector_units(self.embed_scores, None)
         if not self.kinds:
-            raise ValueError('backbone has no search masks: build it with mode="search" and load '
-                             'the searched checkpoint (mask parameters *_mask)')
+            raise ValueError('scores: no unit to select (no attention, MLP or embedding scores)')
         self.kinds = {k: _sorted(v) for k, v in self.kinds.items()}
 
     # ------------------------------------------------------------ building
@@ -230,11 +285,13 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
                   granularity: str = 'dim', round_to: int = 8, min_heads: int = 1,
                   min_mlp: int = 8, min_embed: int | None = None,
                   macs: str = 'kept', layout: str = 'grouped', equal_heads: bool = False,
+                  scores: UnitScores | None = None,
                   source: dict | None = None) -> Subnet:
     """Choose the widths to keep for exactly one budget.
 
     Args:
-        backbone: a SIDTViT in ``mode='search'`` with its searched masks loaded.
+        backbone: a SIDTViT in ``mode='search'`` with its searched masks loaded, or any
+            SIDTViT when ``scores`` is given.
         keep_ratio: fraction of each searched kind's units to keep, in (0, 1].
         params: target backbone parameter count (at most the dense count).
         flops: target backbone MACs per image at ``input_size``.
@@ -249,6 +306,7 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         layout: the pruned layout the executed MACs assume (``'grouped'`` pads nothing,
             so there both counts agree; ``'padded'``).
         equal_heads: give every head of a layer the width of its widest head.
+        scores: rank units by these instead of the masks' |m| (baseline criteria).
     """
     given = {k: v for k, v in (('keep_ratio', keep_ratio), ('params', params),
                                ('flops', flops)) if v is not None}
@@ -270,7 +328,8 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f'{kind}: expected a finite number, got {value!r}')
     check_masks_finite(backbone, where=' checkpoint')
-    sel = _Selector(backbone, granularity, round_to, min_heads, min_mlp,
+    scores = scores if scores is not None else UnitScores.from_masks(backbone)
+    sel = _Selector(backbone, scores, granularity, round_to, min_heads, min_mlp,
                     min_embed if min_embed is not None else max(round_to, backbone.num_heads),
                     equal_heads=equal_heads)
     dense = backbone_complexity(backbone, input_size)
@@ -316,7 +375,8 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         subnet, cost = best
     subnet.budget = dict(kind=kind, value=value, granularity=granularity, round_to=round_to,
                          min_heads=min_heads, min_mlp=min_mlp, input_size=list(input_size),
-                         macs=macs, layout=layout, equal_heads=equal_heads)
+                         macs=macs, layout=layout, equal_heads=equal_heads,
+                         criterion=scores.name)
     subnet.stats = dict(params_before=dense.params, params_after=cost[0],
                         macs_before=dense.macs, macs_after=cost[1],
                         macs_executed_before=dense.macs_executed, macs_executed_after=cost[2],

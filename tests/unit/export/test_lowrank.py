@@ -329,7 +329,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r'rank must be an integer in \[1, 23\].*got 0'):
         LowRankLinear(23, 37, 0)
     with pytest.raises(ValueError, match='method must be one of svd, qr, qr_pivoted, qr_rows, '
-                                         "qr_randomized, lu; got 'cholesky'"):
+                                         "qr_randomized, lu, svd_whitened; got 'cholesky'"):
         factorize(w, 3, 'cholesky')
     with pytest.raises(ValueError, match=r'weight must be a 2-D .* got shape \(3, 4, 5\)'):
         factorize(torch.randn(3, 4, 5), 1, 'svd')
