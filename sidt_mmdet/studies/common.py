@@ -1,0 +1,413 @@
+"""What the studies share: the toy CIFAR-100 stages run in-process, and a cache of their runs.
+
+Each stage is a real stage of the pipeline, through mmengine's Runner and the configs in
+``configs/cifar100/`` (the hard-preset ones by default): dense training, SiDT search, export
+(select a subnet for a MACs budget by the searched masks or by a baseline criterion, slice
+the weights), evaluation, and the same fine-tune for every method. Schedules are set in
+iterations here (``iteration_schedule``) so that a study states each stage's length as a
+fraction of the dense run.
+
+Every finished stage leaves ``<work_dir>/<run>/result.json``; running a study again reuses it
+when the stage's settings are the same, so an interrupted study resumes, and the studies
+share their dense model and searches when they use the same work dir.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+__all__ = ['REPO', 'StageSettings', 'Stages', 'atomic_write_text', 'write_json', 'log',
+           'jaccard', 'kept_units', 'mean_std']
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CFG_DIR = osp.join(REPO, 'configs', 'cifar100')
+
+
+def log(msg: str) -> None:
+    print(f'[studies] {msg}', flush=True)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    directory = osp.dirname(osp.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + osp.basename(path), suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False) + '\n')
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    if not values:
+        return float('nan'), float('nan')
+    t = torch.tensor(values, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+
+
+def kept_units(subnet) -> set[tuple]:
+    """The searchable units a subnet keeps: (block, 'attn', head, dim) and (block, 'mlp', u)."""
+    units = set()
+    for i, blk in enumerate(subnet.blocks):
+        units.update((i, 'attn', h, j) for h, dims in enumerate(blk['v']) for j in dims)
+        units.update((i, 'mlp', u) for u in blk['mlp'])
+    return units
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+@dataclass
+class StageSettings:
+    """Configs, data and schedule lengths (iterations of one process' batch) of a study."""
+
+    data_root: str
+    data_preset: str = 'hard'
+    num_train: int | None = None
+    num_test: int | None = None
+    dense_config: str = osp.join(CFG_DIR, 'sidt-dense_cls_vit-toy-p4_toy-cifar100-hard.py')
+    search_config: str = osp.join(CFG_DIR,
+                                  'sidt-search_cls_vit-toy-p4-kr0.6_toy-cifar100-hard.py')
+    retrain_config: str = osp.join(CFG_DIR,
+                                   'sidt-retrain_cls_vit-toy-p4-kr0.6_toy-cifar100-hard.py')
+    dense_iters: int = 3756
+    dense_warmup: int = 313
+    finetune_iters: int = 748
+    finetune_warmup: int = 75
+    batch_size: int = 64
+    taylor_batches: int = 8
+    threads: int = 1
+    extra_options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _data_options(root: str) -> dict:
+    return {f'{k}.dataset.data_root': root
+            for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
+
+
+def iteration_schedule(cfg, iters: int, warmup: int = 0) -> None:
+    """Train ``cfg`` for ``iters`` iterations: linear warmup, cosine to the end, one final
+    checkpoint, no validation during training (the studies evaluate each stage themselves)."""
+    warmup = min(warmup, iters - 1) if iters > 1 else 0
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
+    schedulers = []
+    if warmup > 0:
+        schedulers.append(dict(type='LinearLR', start_factor=1e-2, by_epoch=False, begin=0,
+                               end=warmup))
+    schedulers.append(dict(type='CosineAnnealingLR', by_epoch=False, begin=warmup, end=iters,
+                           eta_min=1e-5))
+    cfg.param_scheduler = schedulers
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.test_cfg = cfg.test_dataloader = cfg.test_evaluator = None
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=iters,
+                                        max_keep_ckpts=1, save_last=True)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=max(1, min(100, iters)))
+    cfg.log_processor = dict(by_epoch=False)
+
+
+class Stages:
+    """The stages of a study on the toy CIFAR-100 classifier, cached under ``work_dir``."""
+
+    def __init__(self, work_dir: str, settings: StageSettings):
+        self.work_dir = osp.abspath(work_dir)
+        self.s = settings
+        os.makedirs(self.work_dir, exist_ok=True)
+        torch.set_num_threads(settings.threads)
+        self._test_loader = None
+
+    # ------------------------------------------------------------------ cache
+    def cached(self, name: str, spec: dict, run: Callable[[str], dict]) -> dict:
+        """``run(run_dir)``'s result, or the stored one when ``spec`` is unchanged."""
+        run_dir = osp.join(self.work_dir, name)
+        path = osp.join(run_dir, 'result.json')
+        spec = json.loads(json.dumps(spec))
+        if osp.isfile(path):
+            with open(path, encoding='utf-8') as f:
+                stored = json.load(f)
+            if stored.get('spec') == spec:
+                return stored['result']
+        os.makedirs(run_dir, exist_ok=True)
+        start = time.perf_counter()
+        result = run(run_dir)
+        result = dict(result, seconds=round(time.perf_counter() - start, 1))
+        write_json(path, dict(spec=spec, result=result))
+        return result
+
+    # ------------------------------------------------------------------- data
+    def ensure_data(self) -> str:
+        from ..datasets.generation import make_toy_cifar100
+        root = osp.abspath(self.s.data_root)
+        if not osp.isfile(osp.join(root, 'cifar-100-python', 'meta')):
+            log(f'generating the {self.s.data_preset} toy CIFAR-100 set in {root}')
+            make_toy_cifar100(root, self.s.num_train, self.s.num_test,
+                              preset=self.s.data_preset, progress=lambda _: None)
+        return root
+
+    # ---------------------------------------------------------------- configs
+    def config(self, path: str, options: dict | None = None):
+        from mmengine.config import Config
+        cfg = Config.fromfile(path)
+        cfg.merge_from_dict({**_data_options(self.ensure_data()),
+                             'train_dataloader.batch_size': self.s.batch_size,
+                             **self.s.extra_options, **(options or {})})
+        cfg.log_level = 'WARNING'
+        return cfg
+
+    def _train(self, cfg, run_dir: str, iters: int, warmup: int, seed: int,
+               load_from: str | None):
+        from mmengine.runner import Runner
+        iteration_schedule(cfg, iters, warmup)
+        cfg.work_dir = run_dir
+        cfg.load_from = load_from
+        cfg.resume = False
+        cfg.randomness = dict(seed=seed, deterministic=False)
+        cfg.experiment_name = f'{osp.basename(run_dir)}_{time.time_ns()}'
+        runner = Runner.from_cfg(cfg)
+        model = runner.train()
+        return model, osp.join(run_dir, f'iter_{iters}.pth')
+
+    # ----------------------------------------------------------------- stages
+    def dense(self, seed: int = 0) -> dict:
+        """Train the dense classifier; its checkpoint and test top-1."""
+        spec = dict(stage='dense', config=self.s.dense_config, iters=self.s.dense_iters,
+                    warmup=self.s.dense_warmup, seed=seed, batch=self.s.batch_size,
+                    data=self.data_spec())
+
+        def run(run_dir):
+            log(f'dense training: {self.s.dense_iters} iterations')
+            model, ckpt = self._train(self.config(self.s.dense_config), run_dir,
+                                      self.s.dense_iters, self.s.dense_warmup, seed, None)
+            return dict(checkpoint=ckpt, top1=self.top1(model))
+        return self.cached(f'dense-it{self.s.dense_iters}-s{seed}', spec, run)
+
+    def search(self, dense_ckpt: str, iters: int, seed: int, macs_weighted: bool = False,
+               processes: int = 1) -> dict:
+        """SiDT search from the dense checkpoint for ``iters`` iterations of the total batch.
+
+        With ``processes=2`` two gloo processes (torchrun) each take half the batch, so the
+        total batch and the number of steps are those of the 1-process search.
+        """
+        if self.s.batch_size % processes:
+            raise ValueError(f'batch size {self.s.batch_size} does not split over {processes} '
+                             'processes')
+        kind = 'macs' if macs_weighted else 'plain'
+        options = {'model.sparsity.macs_weighted': macs_weighted}
+        spec = dict(stage='search', config=self.s.search_config, dense=dense_ckpt, iters=iters,
+                    seed=seed, macs_weighted=macs_weighted, processes=processes,
+                    batch=self.s.batch_size, data=self.data_spec())
+
+        def run(run_dir):
+            log(f'search ({kind}, seed {seed}, {processes} process(es)): {iters} iterations')
+            cfg = self.config(self.s.search_config, options)
+            if processes == 1:
+                _, ckpt = self._train(cfg, run_dir, iters, 0, seed, dense_ckpt)
+            else:
+                ckpt = self._train_distributed(cfg, run_dir, iters, seed, dense_ckpt, processes)
+            return dict(checkpoint=ckpt)
+        return self.cached(f'search-{kind}-it{iters}-s{seed}-p{processes}', spec, run)
+
+    def _train_distributed(self, cfg, run_dir, iters, seed, load_from, processes) -> str:
+        iteration_schedule(cfg, iters, 0)
+        cfg.train_dataloader.batch_size = self.s.batch_size // processes
+        cfg.work_dir = run_dir
+        cfg.load_from = load_from
+        cfg.randomness = dict(seed=seed, deterministic=False)
+        cfg.env_cfg = dict(cfg.get('env_cfg', {}), dist_cfg=dict(backend='gloo'))
+        config_path = osp.join(run_dir, 'search_config.py')
+        cfg.dump(config_path)
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.s.threads), PYTHONUNBUFFERED='1')
+        cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={processes}',
+               '--master_port', str(29500 + os.getpid() % 1000),
+               osp.join(REPO, 'tools', 'train.py'), config_path, '--launcher', 'pytorch']
+        with open(osp.join(run_dir, 'torchrun.log'), 'w', encoding='utf-8') as out:
+            code = subprocess.call(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        if code != 0:
+            raise RuntimeError(f'{processes}-process search failed (exit {code}); see '
+                               f'{osp.join(run_dir, "torchrun.log")}')
+        return osp.join(run_dir, f'iter_{iters}.pth')
+
+    def data_spec(self) -> dict:
+        return dict(root=osp.abspath(self.s.data_root), preset=self.s.data_preset,
+                    num_train=self.s.num_train, num_test=self.s.num_test)
+
+    # ----------------------------------------------------------------- export
+    def _model(self, config: str, checkpoint: str | None, options: dict | None = None):
+        from mmengine.registry import MODELS, init_default_scope
+
+        from ..utils import load_checkpoint_safe
+        cfg = self.config(config, options)
+        model_cfg = copy.deepcopy(cfg.model)
+        if cfg.get('data_preprocessor') is not None:
+            model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+        init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+        model = MODELS.build(model_cfg)
+        if checkpoint is not None:
+            state = load_checkpoint_safe(checkpoint, map_location='cpu')['state_dict']
+            model.load_state_dict(state, strict=True)
+        return model
+
+    def export(self, name: str, spec: dict, source: str, checkpoint: str,
+               scores_fn: Callable, macs_ratio: float, granularity: str) -> dict:
+        """Select a subnet at ``macs_ratio`` of the dense backbone MACs by the scores
+        ``scores_fn(model)`` returns, slice ``checkpoint``; subnet + pruned checkpoint."""
+        from ..export import prune_model_state_dict
+        from ..search.select import select_subnet
+        from ..utils import save_checkpoint_atomic
+        from ..utils.complexity import backbone_complexity
+        config = self.s.search_config if source == 'search' else self.s.dense_config
+        spec = dict(spec, stage='export', checkpoint=checkpoint, macs_ratio=macs_ratio,
+                    granularity=granularity)
+
+        def run(run_dir):
+            model = self._model(config, checkpoint)
+            bb = model.backbone
+            scores = scores_fn(model)
+            dense = backbone_complexity(bb, bb.img_size)
+            subnet = select_subnet(bb, flops=int(macs_ratio * dense.macs), scores=scores,
+                                   granularity=granularity,
+                                   source=dict(config=config, checkpoint=checkpoint))
+            subnet_path = osp.join(run_dir, 'subnet.json')
+            subnet.save(subnet_path)
+            state = prune_model_state_dict(model.state_dict(), subnet)
+            pruned = osp.join(run_dir, 'pruned.pth')
+            save_checkpoint_atomic(dict(state_dict={k: v.detach().cpu() for k, v in
+                                                    state.items()}, meta={}), pruned)
+            return dict(subnet=subnet_path, checkpoint=pruned,
+                        macs_ratio=subnet.stats['macs_after'] / subnet.stats['macs_before'],
+                        params_ratio=(subnet.stats['params_after']
+                                      / subnet.stats['params_before']),
+                        separation=separation(scores, subnet))
+        return self.cached(name, spec, run)
+
+    def taylor_batches(self, seed: int):
+        """A few training batches (the training pipeline, seeded) for the Taylor criterion."""
+        from mmengine.registry import init_default_scope
+        from mmengine.runner import Runner
+        cfg = self.config(self.s.dense_config)
+        init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+        loader_cfg = copy.deepcopy(cfg.train_dataloader)
+        torch.manual_seed(seed)
+        return Runner.build_dataloader(loader_cfg, seed=seed)
+
+    def narrow(self, keep: float = 0.6, seed: int = 0) -> dict:
+        """A model ``1 - keep`` narrower in every searched dim (head dims and MLP units,
+        equal in every layer, no rounding), trained from scratch exactly as the dense one."""
+        from ..search.criteria import uniform_scores
+        from ..search.select import select_subnet
+        spec = dict(stage='narrow', config=self.s.retrain_config, keep=keep,
+                    iters=self.s.dense_iters, warmup=self.s.dense_warmup, seed=seed,
+                    batch=self.s.batch_size, data=self.data_spec())
+
+        def run(run_dir):
+            bb = self._model(self.s.dense_config, None).backbone
+            subnet = select_subnet(bb, keep_ratio=keep, scores=uniform_scores(bb), round_to=1,
+                                   min_mlp=1)
+            path = osp.join(run_dir, 'subnet.json')
+            subnet.save(path)
+            log(f'narrow model ({keep:g} of the widths) from scratch: {self.s.dense_iters} '
+                'iterations')
+            model, _ = self._train(self.config(self.s.retrain_config,
+                                               {'model.backbone.subnet': path}),
+                                   run_dir, self.s.dense_iters, self.s.dense_warmup, seed, None)
+            return dict(subnet=path, top1=self.top1(model),
+                        macs_ratio=subnet.stats['macs_after'] / subnet.stats['macs_before'])
+        return self.cached(f'narrow-k{keep:g}-it{self.s.dense_iters}-s{seed}', spec, run)
+
+    # ------------------------------------------------------------- retraining
+    def test_loader(self):
+        if self._test_loader is None:
+            from mmengine.registry import init_default_scope
+            from mmengine.runner import Runner
+            cfg = self.config(self.s.dense_config)
+            init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+            self._test_loader = Runner.build_dataloader(cfg.test_dataloader)
+        return self._test_loader
+
+    def num_test(self) -> int:
+        return len(self.test_loader().dataset)
+
+    def top1(self, model) -> float:
+        """Top-1 (%) of ``model`` on the test split."""
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for data in self.test_loader():
+                for sample in model.val_step(data):
+                    correct += int(sample.pred_label.item() == sample.gt_label.item())
+                    total += 1
+        return 100.0 * correct / total
+
+    def finetune(self, name: str, subnet: str, checkpoint: str, seed: int,
+                 iters: int | None = None) -> dict:
+        """Top-1 of the pruned model right after export and after the same fine-tune."""
+        iters = self.s.finetune_iters if iters is None else iters
+        spec = dict(stage='finetune', config=self.s.retrain_config, subnet=subnet,
+                    checkpoint=checkpoint, iters=iters, warmup=self.s.finetune_warmup,
+                    seed=seed, batch=self.s.batch_size, data=self.data_spec())
+
+        def run(run_dir):
+            options = {'model.backbone.subnet': subnet}
+            before = self.top1(self._model(self.s.retrain_config, checkpoint, options))
+            model, _ = self._train(self.config(self.s.retrain_config, options), run_dir, iters,
+                                   self.s.finetune_warmup, seed, checkpoint)
+            after = self.top1(model)
+            log(f'  {name}: top-1 {before:.2f} after pruning -> {after:.2f} after fine-tune')
+            return dict(top1_pruned=before, top1_finetuned=after)
+        return self.cached(f'{name}-it{iters}', spec, run)
+
+
+def separation(scores, subnet) -> dict:
+    """How far apart the kept and the dropped units' scores are, per kind.
+
+    ``gap``: mean score of the kept units minus that of the dropped ones, in units of the
+    kind's mean score; ``margin``: lowest kept minus highest dropped (negative when the
+    per-layer minimums or rounding keep a unit scoring below a dropped one).
+    """
+    out = {}
+    kinds = dict(attn=(scores.qk, lambda i: [(h, j) for h, dims in enumerate(
+        subnet.blocks[i]['v']) for j in dims]), mlp=(scores.mlp, lambda i: subnet.blocks[i]['mlp']))
+    for kind, (tensors, kept_of) in kinds.items():
+        if not tensors:
+            continue
+        kept, dropped = [], []
+        for i, t in enumerate(tensors):
+            t = t.abs().float()
+            mask = torch.zeros_like(t, dtype=torch.bool)
+            for idx in kept_of(i):
+                mask[idx] = True
+            kept.append(t[mask])
+            dropped.append(t[~mask])
+        k, d = torch.cat(kept), torch.cat(dropped)
+        scale = float(torch.cat([k, d]).mean()) or 1.0
+        out[kind] = dict(
+            kept_mean=float(k.mean()) if k.numel() else float('nan'),
+            dropped_mean=float(d.mean()) if d.numel() else float('nan'),
+            gap=(float(k.mean()) - float(d.mean())) / scale if k.numel() and d.numel()
+            else float('nan'),
+            margin=(float(k.min()) - float(d.max())) / scale if k.numel() and d.numel()
+            else float('nan'))
+    return out

@@ -1,0 +1,139 @@
+"""Search-cost study: how long must the SiDT search run to reach the dense model's top-1?
+
+From the trained dense toy ViT of the hard toy CIFAR-100 preset, the search (L1 masks, the
+default recipe) runs for 5%, 10% and 20% of the dense training iterations; each search is
+selected at backbone MACs x0.6 (granularity ``dim``), fine-tuned with the schedule every
+method of the selection study gets, and evaluated. The stages are those of
+:mod:`sidt_mmdet.studies.selection` and share its work dir, so runs they have in common (the
+dense model, the 10% search, its export and fine-tune) are computed once.
+
+Writes ``search_cost_<preset>.json`` and ``.md`` and prints the goal: a search for at most
+10% of the dense iterations reaches dense top-1 within 0.5 points.
+"""
+from __future__ import annotations
+
+import itertools
+import os.path as osp
+import time
+from dataclasses import dataclass, field
+
+from .common import Stages, StageSettings, atomic_write_text, log, mean_std, write_json
+from .selection import PRESETS as SELECTION_PRESETS
+from .selection import _export_method
+
+__all__ = ['PRESETS', 'SearchCostPreset', 'run_search_cost_study', 'search_cost_goals']
+
+
+@dataclass(frozen=True)
+class SearchCostPreset:
+    settings: dict
+    fractions: tuple[float, ...] = (0.05, 0.10, 0.20)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    ratio: float = 0.6
+    workspace: str = 'hard'
+    expected_minutes: float = 0.0
+    notes: str = ''
+    extra: dict = field(default_factory=dict)
+
+
+PRESETS = {
+    'tiny': SearchCostPreset(settings=SELECTION_PRESETS['tiny'].settings,
+                             fractions=(0.25, 0.5), seeds=(0,), workspace='tiny',
+                             expected_minutes=1, notes='plumbing only'),
+    'quick': SearchCostPreset(settings=SELECTION_PRESETS['quick'].settings, seeds=(0,),
+                              expected_minutes=12, notes='one seed'),
+    'full': SearchCostPreset(settings=SELECTION_PRESETS['full'].settings,
+                             expected_minutes=40),
+}
+
+
+def run_search_cost_study(preset: str = 'quick', work_dir: str = 'work_dirs/studies',
+                          data_root: str | None = None, **overrides) -> dict:
+    """Run (or resume) the study; return its JSON-ready result (see the module docstring).
+
+    ``overrides``: ``fractions``/``seeds``/``ratio``, or :class:`StageSettings` fields.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f'preset: expected one of {sorted(PRESETS)}, got {preset!r}')
+    p = PRESETS[preset]
+    fractions = tuple(overrides.pop('fractions', p.fractions))
+    seeds = tuple(overrides.pop('seeds', p.seeds))
+    ratio = overrides.pop('ratio', p.ratio)
+    if any(not 0 < f <= 1 for f in fractions):
+        raise ValueError(f'fractions: expected values in (0, 1], got {fractions}')
+    work_dir = osp.abspath(osp.join(work_dir, p.workspace))
+    stages = Stages(work_dir, StageSettings(data_root=data_root or osp.join(work_dir, 'data'),
+                                            **dict(p.settings, **overrides)))
+    start = time.perf_counter()
+    dense = stages.dense()
+    runs = []
+    for frac, seed in itertools.product(fractions, seeds):
+        iters = max(1, round(frac * stages.s.dense_iters))
+        log(f'search for {frac:.0%} of the dense iterations ({iters}), seed {seed}')
+        exp = _export_method(stages, 'sidt-l1/dim', ratio, seed, dense['checkpoint'], iters)
+        ft = stages.finetune(f'finetune-{exp["tag"]}', exp['subnet'], exp['checkpoint'], seed)
+        runs.append(dict(fraction=frac, search_iters=iters, seed=seed, subnet=exp['subnet'],
+                         macs_ratio=exp['macs_ratio'], top1_pruned=ft['top1_pruned'],
+                         top1_finetuned=ft['top1_finetuned'], separation=exp['separation']))
+    summary = []
+    for frac in fractions:
+        rs = [r for r in runs if r['fraction'] == frac]
+        a_mean, a_std = mean_std([r['top1_finetuned'] for r in rs])
+        b_mean, b_std = mean_std([r['top1_pruned'] for r in rs])
+        summary.append(dict(fraction=frac, search_iters=rs[0]['search_iters'],
+                            seeds=[r['seed'] for r in rs],
+                            top1_pruned_mean=b_mean, top1_pruned_std=b_std,
+                            top1_finetuned_mean=a_mean, top1_finetuned_std=a_std,
+                            subnet=rs[0]['subnet']))
+    result = dict(study='search_cost', preset=preset, notes=p.notes, ratio=ratio,
+                  seeds=list(seeds), settings=stages.s.to_dict(),
+                  dense=dict(top1=dense['top1'], checkpoint=dense['checkpoint'],
+                             config=stages.s.dense_config),
+                  retrain_config=stages.s.retrain_config, runs=runs, summary=summary,
+                  seconds=round(time.perf_counter() - start, 1))
+    result['goals'] = search_cost_goals(result)
+    write_json(osp.join(work_dir, f'search_cost_{preset}.json'), result)
+    atomic_write_text(osp.join(work_dir, f'search_cost_{preset}.md'), search_cost_markdown(result))
+    for g in result['goals']:
+        log(f'goal {g["status"].upper()}: {g["goal"]} ({g["detail"]})')
+    return result
+
+
+def search_cost_goals(result: dict) -> list[dict]:
+    dense = result['dense']['top1']
+    cheap = [r for r in result['summary'] if r['fraction'] <= 0.10 + 1e-9]
+    if not cheap:
+        return [dict(goal='a search for <= 10% of the dense iterations reaches dense top-1 '
+                          'within 0.5 points', status='not assessable',
+                     detail='no fraction <= 10% was run')]
+    best = max(cheap, key=lambda r: r['top1_finetuned_mean'])
+    gap = best['top1_finetuned_mean'] - dense
+    return [dict(goal=f'a search for <= 10% of the dense iterations reaches dense top-1 within '
+                      f'0.5 points at MACs x{result["ratio"]:g}',
+                 status='met' if gap >= -0.5 else 'missed',
+                 detail=f'best: {best["fraction"]:.0%} ({best["search_iters"]} iterations) '
+                        f'{best["top1_finetuned_mean"]:.2f} vs dense {dense:.2f} ({gap:+.2f})')]
+
+
+def search_cost_markdown(result: dict) -> str:
+    dense = result['dense']['top1']
+    several = len(result['seeds']) > 1
+    lines = [
+        '# Search-cost study: search length against top-1 after retrain', '',
+        f'Preset `{result["preset"]}`{": " + result["notes"] if result["notes"] else ""}. '
+        f'Dense top-1 **{dense:.2f}%** ({result["settings"]["dense_iters"]} iterations). '
+        f'Each search is selected at backbone MACs x{result["ratio"]:g} and fine-tuned '
+        f'{result["settings"]["finetune_iters"]} iterations. Seeds {result["seeds"]}.', '',
+        '| search length | iterations | top-1 after pruning | top-1 after retrain | vs dense |',
+        '|---|---:|---:|---:|---:|']
+    for r in result['summary']:
+        pm = (lambda m, s: f'{m:.2f} ± {s:.2f}') if several else (lambda m, s: f'{m:.2f}')
+        lines.append(f'| {r["fraction"]:.0%} of dense | {r["search_iters"]} | '
+                     f'{pm(r["top1_pruned_mean"], r["top1_pruned_std"])} | '
+                     f'{pm(r["top1_finetuned_mean"], r["top1_finetuned_std"])} | '
+                     f'{r["top1_finetuned_mean"] - dense:+.2f} |')
+    lines += ['', '## Goals', '']
+    lines += [f'- **{g["status"]}**: {g["goal"]} ({g["detail"]})' for g in result['goals']]
+    lines += ['', f'{result["seconds"] / 60:.1f} min. JSON: search_cost_{result["preset"]}.json.',
+              '']
+    return '\n'.join(lines)

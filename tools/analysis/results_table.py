@@ -1,0 +1,40 @@
+"""Regenerate the README's results table from the studies' JSON.
+
+    python tools/analysis/results_table.py [--work-dir work_dirs/studies] [--readme README.md]
+
+Reads selection_*.json, search_cost_*.json and lowrank_*.json under --work-dir (the largest
+preset of each), times the backbone latency ratio of each selected subnet (--no-latency to
+skip), and rewrites the block between <!-- results:begin --> and <!-- results:end -->.
+"""
+import argparse
+import sys
+
+import torch
+
+from sidt_mmdet.studies.results import update_readme
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser.add_argument('--work-dir', default='work_dirs/studies')
+    parser.add_argument('--readme', default='README.md')
+    parser.add_argument('--no-latency', action='store_true', help='leave the latency column out')
+    parser.add_argument('--threads', type=int, default=1, help='torch threads for the timing')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        print(update_readme(args.work_dir, args.readme, latency=not args.no_latency))
+    except (ValueError, FileNotFoundError) as e:
+        print(f'results_table.py: error: {e}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
