@@ -19,15 +19,16 @@ import os
 import os.path as osp
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-__all__ = ['REPO', 'StageSettings', 'Stages', 'atomic_write_text', 'write_json', 'log',
-           'jaccard', 'kept_units', 'mean_std']
+from ..utils.fileio import write_json_atomic, write_text_atomic
+
+__all__ = ['REPO', 'StageSettings', 'Stages', 'write_json_atomic', 'write_text_atomic', 'log',
+           'jaccard', 'kept_units', 'mean_std', 'iteration_schedule', 'separation']
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CFG_DIR = osp.join(REPO, 'configs', 'cifar100')
@@ -35,26 +36,6 @@ CFG_DIR = osp.join(REPO, 'configs', 'cifar100')
 
 def log(msg: str) -> None:
     print(f'[studies] {msg}', flush=True)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + osp.basename(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: str, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False) + '\n')
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -154,7 +135,7 @@ class Stages:
         start = time.perf_counter()
         result = run(run_dir)
         result = dict(result, seconds=round(time.perf_counter() - start, 1))
-        write_json(path, dict(spec=spec, result=result))
+        write_json_atomic(path, dict(spec=spec, result=result))
         return result
 
     # ------------------------------------------------------------------- data

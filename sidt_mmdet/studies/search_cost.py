@@ -17,7 +17,7 @@ import os.path as osp
 import time
 from dataclasses import dataclass, field
 
-from .common import Stages, StageSettings, atomic_write_text, log, mean_std, write_json
+from .common import Stages, StageSettings, log, mean_std, write_json_atomic, write_text_atomic
 from .selection import PRESETS as SELECTION_PRESETS
 from .selection import _export_method
 
@@ -92,8 +92,8 @@ def run_search_cost_study(preset: str = 'quick', work_dir: str = 'work_dirs/stud
                   retrain_config=stages.s.retrain_config, runs=runs, summary=summary,
                   seconds=round(time.perf_counter() - start, 1))
     result['goals'] = search_cost_goals(result)
-    write_json(osp.join(work_dir, f'search_cost_{preset}.json'), result)
-    atomic_write_text(osp.join(work_dir, f'search_cost_{preset}.md'), search_cost_markdown(result))
+    write_json_atomic(osp.join(work_dir, f'search_cost_{preset}.json'), result)
+    write_text_atomic(osp.join(work_dir, f'search_cost_{preset}.md'), search_cost_markdown(result))
     for g in result['goals']:
         log(f'goal {g["status"].upper()}: {g["goal"]} ({g["detail"]})')
     return result

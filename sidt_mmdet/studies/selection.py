@@ -29,12 +29,12 @@ from dataclasses import dataclass, field, replace
 from .common import (
     Stages,
     StageSettings,
-    atomic_write_text,
     jaccard,
     kept_units,
     log,
     mean_std,
-    write_json,
+    write_json_atomic,
+    write_text_atomic,
 )
 
 __all__ = ['PRESETS', 'SelectionPreset', 'METHODS', 'run_selection_study', 'selection_goals']
@@ -182,8 +182,8 @@ def run_selection_study(preset: str = 'quick', work_dir: str = 'work_dirs/studie
         runs=runs, summary=summary, stability=stability,
         seconds=round(time.perf_counter() - start, 1))
     result['goals'] = selection_goals(result)
-    write_json(osp.join(work_dir, f'selection_{preset}.json'), result)
-    atomic_write_text(osp.join(work_dir, f'selection_{preset}.md'), selection_markdown(result))
+    write_json_atomic(osp.join(work_dir, f'selection_{preset}.json'), result)
+    write_text_atomic(osp.join(work_dir, f'selection_{preset}.md'), selection_markdown(result))
     _plot(result, osp.join(work_dir, f'selection_{preset}.png'))
     for g in result['goals']:
         log(f'goal {g["status"].upper()}: {g["goal"]} ({g["detail"]})')

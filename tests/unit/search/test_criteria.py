@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vit_helpers import perturb_
+from helpers import perturb_
 
 from sidt_mmdet.export import prune_backbone
 from sidt_mmdet.models import SIDTViT
