@@ -24,7 +24,14 @@ from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
 from .. import __version__
-from ..export.lowrank import METHODS, TARGETS, lowrank_model, replaced_ranks
+from ..export.lowrank import (
+    ALL_METHODS,
+    CALIBRATED_METHODS,
+    TARGETS,
+    collect_input_covariances,
+    lowrank_model,
+    replaced_ranks,
+)
 from ..export.prune import prune_model_state_dict
 from ..models import SIDTViT, Subnet
 from ..search.select import select_subnet
@@ -39,7 +46,8 @@ from .result import SUBNET_FILE, ExportedDir
 __all__ = ['RULES', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_MD', 'TABLE_CSV', 'REPORT_JSON',
            'LowRankError', 'LowRankResult', 'lowrank_export', 'load_source_model',
            'prepare_subnet', 'build_pruned_model', 'select_mlp_subnet', 'check_rebuild',
-           'choose_rule', 'factorize', 'table_rows', 'write_outputs', 'build_parser', 'main']
+           'choose_rule', 'factorize', 'calibration_covariances', 'table_rows', 'write_outputs',
+           'build_parser', 'main']
 
 RULES = ('energy', 'params_budget', 'backbone_ratio', 'rank', 'ranks_from')
 CHECKPOINT_FILE = 'lowrank.pth'
@@ -84,8 +92,13 @@ def build_parser(prog: str = 'lowrank.py') -> argparse.ArgumentParser:
     parser.add_argument('checkpoint', help='its checkpoint (loaded with weights_only=True)')
     parser.add_argument('-o', '--out-dir', required=True,
                         help='output directory (created; all files or none)')
-    parser.add_argument('--method', required=True, choices=METHODS,
-                        help='factorization (SVD is the Frobenius-optimal one)')
+    parser.add_argument('--method', required=True, choices=ALL_METHODS,
+                        help='factorization (SVD is the Frobenius-optimal one on the weight; '
+                             'svd_whitened the optimal one on the layer outputs over '
+                             'calibration batches)')
+    parser.add_argument('--calibration-batches', type=positive_int, default=8,
+                        help='svd_whitened: batches of the config\'s train_dataloader whose '
+                             'inputs give each layer\'s input covariance (default 8)')
     rule = parser.add_mutually_exclusive_group(required=True)
     rule.add_argument('--energy', type=ratio,
                       help='per layer: smallest rank keeping this fraction of sum sigma^2')
@@ -298,14 +311,46 @@ def choose_rule(args, backbone: SIDTViT, dense_params: int) -> tuple[dict, dict]
 
 
 def factorize(backbone: SIDTViT, method: str, rule_kwargs: dict, rule: dict,
-              seed: int = 0) -> dict:
+              seed: int = 0, input_covs: dict | None = None) -> dict:
     """``lowrank_model`` on the backbone (in place); a ValueError names the rule's flag."""
     generator = torch.Generator(device=next(backbone.parameters()).device).manual_seed(seed)
     try:
-        return lowrank_model(backbone, method, generator=generator, **rule_kwargs)
+        return lowrank_model(backbone, method, generator=generator, input_covs=input_covs,
+                             **rule_kwargs)
     except ValueError as e:
         flag = '--' + next(iter(rule)).replace('_', '-')
         raise LowRankError(f'{flag}: {e}') from None
+
+
+def calibration_covariances(cfg: Config, model: nn.Module, names: list[str],
+                            num_batches: int) -> dict[str, torch.Tensor]:
+    """Input covariances of the backbone layers ``names`` over ``num_batches`` batches of the
+    config's ``train_dataloader`` (the training distribution, through the model's own data
+    preprocessor), for ``svd_whitened``.
+
+    Raises:
+        LowRankError: the config has no ``train_dataloader`` or it yields no batch.
+    """
+    from mmengine.runner import Runner
+    if not cfg.get('train_dataloader'):
+        raise LowRankError('--calibration-batches: svd_whitened needs calibration data, and '
+                           'the config has no train_dataloader to draw it from')
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    loader = Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader), seed=0)
+    model.eval()
+
+    def run():
+        used = 0
+        for batch in loader:
+            data = model.data_preprocessor(batch, False)
+            model(data['inputs'], data.get('data_samples'), mode='tensor')
+            used += 1
+            if used >= num_batches:
+                break
+        if used == 0:
+            raise LowRankError('--calibration-batches: the train_dataloader yielded no batch')
+
+    return collect_input_covariances(model.backbone, names, run)
 
 
 def _params(backbone: nn.Module) -> int:
@@ -314,7 +359,11 @@ def _params(backbone: nn.Module) -> int:
 
 # ------------------------------------------------------------------------ outputs
 def table_rows(report: dict) -> list[dict]:
-    return [dict(layer=name, **{k: e[k] for k in TABLE_FIELDS[1:]}) for name, e in report.items()]
+    """Per layer: the table's fields, and ``out_rel_error`` (the error on the calibration
+    outputs) when the method was calibrated (it goes to the JSON report only)."""
+    return [dict(layer=name, **{k: e[k] for k in TABLE_FIELDS[1:]},
+                 **({'out_rel_error': e['out_rel_error']} if 'out_rel_error' in e else {}))
+            for name, e in report.items()]
 
 
 def _markdown(rows: list[dict], summary: dict) -> str:
@@ -350,7 +399,7 @@ def write_outputs(out_dir: str, overwrite: bool, subnet: Subnet, state: dict, me
         subnet.save(osp.join(tmp, SUBNET_FILE))
         save_checkpoint_atomic(dict(state_dict=state, meta=meta), osp.join(tmp, CHECKPOINT_FILE))
         with open(osp.join(tmp, TABLE_CSV), 'w', newline='', encoding='utf-8') as f:
-            writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS)
+            writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS, extrasaction='ignore')
             writer.writeheader()
             writer.writerows(rows)
         write_text_atomic(osp.join(tmp, TABLE_MD), _markdown(rows, summary))
@@ -401,10 +450,16 @@ def _run(args: argparse.Namespace) -> LowRankResult:
     input_size = tuple(subnet.stats.get('input_size') or backbone.img_size)
     before = backbone_complexity(backbone, input_size)
     rule_kwargs, rule = choose_rule(args, backbone, dense_params)
-    n_layers = len(rule_kwargs.get('ranks') or _targeted(backbone, rule_kwargs['targets']))
+    layer_names = list(rule_kwargs.get('ranks') or _targeted(backbone, rule_kwargs['targets']))
+    n_layers = len(layer_names)
+    input_covs = None
+    if args.method in CALIBRATED_METHODS:
+        _log(f'calibration: input covariances of {n_layers} layers over '
+             f'{args.calibration_batches} train batches')
+        input_covs = calibration_covariances(cfg, model, layer_names, args.calibration_batches)
     _log(f'factorizing {n_layers} Linear layers with {args.method} ({_rule_text(rule)})')
     t1 = time.time()
-    report = factorize(backbone, args.method, rule_kwargs, rule, args.seed)
+    report = factorize(backbone, args.method, rule_kwargs, rule, args.seed, input_covs)
     after = backbone_complexity(backbone, input_size)
     ranks = replaced_ranks(report)
     _log(f'replaced {len(ranks)} of {len(report)} layers in {time.time() - t1:.1f}s; backbone '
@@ -449,7 +504,8 @@ def lowrank_export(config: str, checkpoint: str, out_dir: str, *, method: str,
                    ranks_from: str | None = None, targets=TARGETS, subnet: str | None = None,
                    mlp_keep_ratio: float | None = None, round_to: int = 8, device: str = 'cpu',
                    seed: int = 0, overwrite: bool = False,
-                   cfg_options: dict | None = None) -> LowRankResult:
+                   cfg_options: dict | None = None,
+                   calibration_batches: int = 8) -> LowRankResult:
     """Factorize the backbone of ``config`` + ``checkpoint`` and write ``out_dir``.
 
     One rank rule: ``energy`` (per layer, kept fraction of sum sigma^2), ``params_budget``
@@ -457,7 +513,9 @@ def lowrank_export(config: str, checkpoint: str, out_dir: str, *, method: str,
     backbone ends at this fraction of its dense architecture's params), ``rank`` (every
     targeted layer) or ``ranks_from`` (the ranks recorded in another subnet file). A
     searched model is first pruned to ``subnet`` or, with ``mlp_keep_ratio``, to an
-    MLP-only subnet (the hybrid); a pruned model keeps its subnet.
+    MLP-only subnet (the hybrid); a pruned model keeps its subnet. ``svd_whitened`` draws
+    ``calibration_batches`` batches of the config's ``train_dataloader``
+    (:func:`calibration_covariances`).
 
     Raises:
         LowRankError: the inputs do not fit; the message names the flag or file.
@@ -467,8 +525,13 @@ def lowrank_export(config: str, checkpoint: str, out_dir: str, *, method: str,
     if len(given) != 1:
         raise LowRankError(f'give exactly one rank rule of {", ".join(RULES)}, got '
                            f'{", ".join(given) or "none"}')
-    if method not in METHODS:
-        raise LowRankError(f'method must be one of {", ".join(METHODS)}, got {method!r}')
+    if method not in ALL_METHODS:
+        raise LowRankError(f'method must be one of {", ".join(ALL_METHODS)}, got {method!r}')
+    if method in CALIBRATED_METHODS and (isinstance(calibration_batches, bool) or not
+                                         isinstance(calibration_batches, int)
+                                         or calibration_batches < 1):
+        raise LowRankError(f'--calibration-batches: {method} needs calibration data (at least '
+                           f'one batch of the train set), got {calibration_batches!r}')
     if subnet is not None and mlp_keep_ratio is not None:
         raise LowRankError('subnet and mlp_keep_ratio exclude each other')
     options = argparse.Namespace(
@@ -476,7 +539,7 @@ def lowrank_export(config: str, checkpoint: str, out_dir: str, *, method: str,
         params_budget=params_budget, backbone_ratio=backbone_ratio, rank=rank,
         ranks_from=ranks_from, targets=list(targets), subnet=subnet,
         mlp_keep_ratio=mlp_keep_ratio, round_to=round_to, device=device, seed=seed,
-        overwrite=overwrite, cfg_options=cfg_options)
+        overwrite=overwrite, cfg_options=cfg_options, calibration_batches=calibration_batches)
     return _run(options)
 
 

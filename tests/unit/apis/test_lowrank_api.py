@@ -345,3 +345,32 @@ def test_backbone_rejects_ranks_that_do_not_fit(tmp_path, ranks, text):
     with pytest.raises(ValueError, match='lowrank.ranks does not fit') as exc:
         SIDTViT(arch=TINY, mode='pruned', subnet=str(tmp_path / 'sub.json'))
     assert str(tmp_path / 'sub.json') in str(exc.value) and text in str(exc.value)
+
+
+# ------------------------------------------------------------ activation-aware SVD
+def test_svd_whitened_calibrates_on_train_batches(tool, dense_classifier, toy_cifar_dir,
+                                                  tmp_path):
+    """The tool draws calibration batches from the config's train_dataloader; the result has
+    the ranks and params of plain SVD and rebuilds through the retrain config."""
+    _, ckpt = dense_classifier
+    data = [f'{k}.dataset.data_root={toy_cifar_dir}' for k in ('train_dataloader',)]
+    common = [str(CLS_DENSE), str(ckpt), '--cfg-options', *data, 'train_dataloader.batch_size=8']
+    plain = tool.run(common[:2] + ['--method', 'svd', '--rank', '8', '-o', str(tmp_path / 's')]
+                     + common[2:])
+    white = tool.run(common[:2] + ['--method', 'svd_whitened', '--rank', '8',
+                                   '--calibration-batches', '2', '-o', str(tmp_path / 'w')]
+                     + common[2:])
+    assert plain['params_after'] == white['params_after']
+    rows = json.loads((tmp_path / 'w' / 'lowrank_report.json').read_text())['layers']
+    replaced = [r for r in rows if r['replaced']]
+    assert replaced and all(0 <= r['out_rel_error'] < 1 for r in replaced)
+    model = reload_retrain(CLS_RETRAIN, tmp_path / 'w')
+    assert isinstance(model.backbone.blocks[0].attn.qkv, LowRankLinear)
+
+
+def test_svd_whitened_refused_without_calibration_data(dense_classifier, tmp_path):
+    _, ckpt = dense_classifier
+    with pytest.raises(lowrank.LowRankError, match='svd_whitened needs calibration data'):
+        lowrank.lowrank_export(str(CLS_DENSE), str(ckpt), str(tmp_path / 'o'),
+                               method='svd_whitened', rank=8, calibration_batches=0)
+    assert not (tmp_path / 'o').exists()
