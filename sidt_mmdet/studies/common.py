@@ -67,11 +67,12 @@ class StageSettings:
     data_preset: str = 'hard'
     num_train: int | None = None
     num_test: int | None = None
-    dense_config: str = osp.join(CFG_DIR, 'sidt-dense_cls_vit-toy-p4_toy-cifar100-hard.py')
-    search_config: str = osp.join(CFG_DIR,
-                                  'sidt-search_cls_vit-toy-p4-kr0.6_toy-cifar100-hard.py')
-    retrain_config: str = osp.join(CFG_DIR,
-                                   'sidt-retrain_cls_vit-toy-p4-kr0.6_toy-cifar100-hard.py')
+    dense_config: str = osp.join(
+        CFG_DIR, 'sidt-dense_cls_vit-toy-p4_linear_12e_toy-cifar100-hard.py')
+    search_config: str = osp.join(
+        CFG_DIR, 'sidt-search_cls_vit-toy-p4-kr0.6_linear_374it_toy-cifar100-hard.py')
+    retrain_config: str = osp.join(
+        CFG_DIR, 'sidt-retrain_cls_vit-toy-p4-kr0.6_linear_748it_toy-cifar100-hard.py')
     dense_iters: int = 3756
     dense_warmup: int = 313
     finetune_iters: int = 748

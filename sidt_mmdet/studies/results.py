@@ -1,7 +1,7 @@
 """The README's results table, generated from the studies' JSON (never typed by hand).
 
 :func:`update_readme` reads what the studies wrote under their work dir (the largest preset
-found of each: ``full`` before ``quick`` before ``tiny``), builds one Markdown table and puts
+found of each: ``full``, ``quick``, ``short``, ``tiny``), builds one Markdown table and puts
 it between the ``<!-- results:begin -->`` and ``<!-- results:end -->`` lines of the README:
 
     python tools/analysis/results_table.py --work-dir work_dirs/studies --readme README.md
@@ -29,7 +29,7 @@ __all__ = ['BEGIN', 'END', 'PRESET_ORDER', 'find_results', 'results_rows', 'resu
 
 BEGIN = '<!-- results:begin -->'
 END = '<!-- results:end -->'
-PRESET_ORDER = ('full', 'quick', 'tiny')
+PRESET_ORDER = ('full', 'quick', 'short', 'tiny')
 _STUDIES = ('selection', 'search_cost', 'lowrank')
 
 

@@ -89,6 +89,14 @@ PRESETS = {
         settings=dict(finetune_iters=374, finetune_warmup=37),
         seeds=(0,), two_process=False, expected_minutes=25,
         notes='one seed: the std-based goals are not assessable'),
+    # The shortest real run: one seed, a 5% fine-tune, the dim-granularity methods, no
+    # narrow-model check.
+    'short': SelectionPreset(
+        settings=dict(finetune_iters=187, finetune_warmup=19),
+        seeds=(0,), two_process=False, narrow_check=False, expected_minutes=12,
+        methods=('sidt-l1/dim', 'sidt-l1-macs/dim', 'magnitude', 'taylor', 'random', 'uniform'),
+        notes='one seed, 5% fine-tune, no narrow-model check: the std-based goals are not '
+              'assessable'),
     # The study as the goals state it: 3 seeds, 20% fine-tune, 1- vs 2-process search.
     'full': SelectionPreset(settings=dict(), expected_minutes=95),
 }

@@ -6,7 +6,7 @@
 #
 # Schedule, calibrated once for the set (not per method): 12 epochs (3,756 iterations of 64),
 # one epoch of warmup, then cosine; about 7 minutes on one CPU thread.
-_base_ = './sidt-dense_cls_vit-toy-p4_toy-cifar100.py'
+_base_ = './sidt-dense_cls_vit-toy-p4_linear_6e_toy-cifar100.py'
 
 data_root = 'data/toy_cifar100_hard/'
 train_dataloader = dict(dataset=dict(data_root=data_root))

@@ -1,12 +1,12 @@
 # Retrain (fine-tune) stage of a pruned toy ViT on the hard toy CIFAR-100 preset: every
-# selection method of the selection study gets this same schedule, 20% of the dense
-# iterations (748), warmup then cosine. The subnet and the sliced weights come from the
+# selection method of the selection study gets this same schedule, about 20% of the dense
+# iterations (748 of 3,756), warmup then cosine. The subnet and the sliced weights come from the
 # export of the search (or of a baseline criterion):
 #   python tools/train.py $CFG \
 #       --cfg-options model.backbone.subnet=DIR/subnet.json load_from=DIR/pruned.pth
-_base_ = './sidt-dense_cls_vit-toy-p4_toy-cifar100-hard.py'
+_base_ = './sidt-dense_cls_vit-toy-p4_linear_12e_toy-cifar100-hard.py'
 
-export_dir = 'work_dirs/sidt-search_cls_vit-toy-p4-kr0.6_toy-cifar100-hard/export'
+export_dir = 'work_dirs/sidt-search_cls_vit-toy-p4-kr0.6_linear_374it_toy-cifar100-hard/export'
 model = dict(
     type='mmdet.SIDTModel',
     model_type='ImageClassifier',
