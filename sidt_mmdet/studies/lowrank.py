@@ -38,14 +38,18 @@ from ..apis.chain import REPO, ChainSpec, ensure_data, run_chain
 from ..apis.demo import CLASSIFICATION_CONFIGS
 from ..apis.lowrank import LowRankError, lowrank_export
 from ..export import prune_model_state_dict
-from ..export.lowrank import METHODS
+from ..export.lowrank import ALL_METHODS, CALIBRATED_METHODS
 from ..models import Subnet
 from ..search.select import select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.complexity import backbone_complexity
 from ..utils.fileio import write_json_atomic, write_text_atomic
 
-__all__ = ['METHODS', 'compare_lowrank', 'rel_error_increase', 'markdown']
+__all__ = ['METHODS', 'PRESETS', 'compare_lowrank', 'run_lowrank_study', 'lowrank_goals',
+           'rel_error_increase', 'markdown']
+
+# Every factorization, the calibrated one (svd_whitened) included.
+METHODS = ALL_METHODS
 
 DENSE_CFG = Path(CLASSIFICATION_CONFIGS['dense'])
 SEARCH_CFG = Path(CLASSIFICATION_CONFIGS['search'])
@@ -176,8 +180,11 @@ def markdown(res: dict) -> str:
 
     lines = [
         '# Low-rank compression on the toy CIFAR-100 classifier', '',
-        f'Reference: the searched toy ViT (dense {res["settings"]["dense_epochs"]} epochs + '
-        f'search {res["settings"]["search_epochs"]}, masks folded, nothing removed), test top-1 '
+        'Reference: the searched toy ViT ('
+        + (res['settings'].get('source_note') or
+           f'dense {res["settings"]["dense_epochs"]} epochs + search '
+           f'{res["settings"]["search_epochs"]}')
+        + f', masks folded, nothing removed), test top-1 '
         f'**{r0:.1f}%**; after the same {k}-iteration fine-tune as every variant **{r1:.1f}%**. '
         f'Backbone params {dense:,}. Top-1 in %, in brackets the change in points against the '
         'reference (before / after fine-tuning). The relative error increase is in the '
@@ -210,12 +217,15 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
                     data_root: str = 'data/toy_cifar100', search_checkpoint: str | None = None,
                     dense_epochs: int = 6, search_epochs: int = 2, ratio: float = 0.5,
                     mlp_keep_ratios=(0.5, 0.6), methods=METHODS, finetune_iters: int = 150,
-                    finetune_lr: float = 5e-4, seed: int = 0, threads: int = 1) -> dict:
+                    finetune_lr: float = 5e-4, seed: int = 0, threads: int = 1,
+                    calibration_batches: int = 8, source_note: str | None = None) -> dict:
     """Run the comparison (see the module doc); returns what compare_lowrank.json holds.
 
     ``ratio``: backbone params after compression, as a fraction of the dense backbone;
     ``mlp_keep_ratios``: the hybrid's MLP keep ratios to try (attention takes the rest by
-    low rank).
+    low rank); ``calibration_batches``: training batches whose layer inputs calibrate
+    the calibrated methods (``svd_whitened``); ``source_note`` describes a given
+    ``search_checkpoint`` in the report.
     """
     args = SimpleNamespace(
         work_dir=work_dir, data_root=data_root, search_checkpoint=search_checkpoint,
@@ -245,8 +255,10 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
 
     def lowrank(name, **rule):
         out = work / 'compressed' / name
+        calib = (dict(calibration_batches=calibration_batches)
+                 if rule.get('method') in CALIBRATED_METHODS else {})
         lowrank_export(str(SEARCH_CFG), str(ckpt), str(out), overwrite=True, seed=args.seed,
-                       **rule)
+                       cfg_options=data_options(data_root), **calib, **rule)
         report = json.loads((out / 'lowrank_report.json').read_text())
         return out, report
 
@@ -265,7 +277,8 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
     reference = dense_reference(search_model, work / 'compressed' / 'reference')
     ref = ft('reference', reference['subnet_path'], reference['checkpoint'])
     ref['backbone_params'] = reference['params']
-    results = dict(settings=dict(vars(args), data_root=data_root, search_checkpoint=str(ckpt)),
+    results = dict(settings=dict(vars(args), data_root=data_root, search_checkpoint=str(ckpt),
+                                 source_note=source_note),
                    reference=ref, methods=[], budget=[])
 
     svd_dir = None
@@ -338,3 +351,74 @@ def _plain(x):
         return str(x)
     return x
 
+
+
+# ------------------------------------------------------------- on the hard preset
+# The hard toy CIFAR-100 preset, from the dense model and the 10% search the selection
+# study trains (sidt_mmdet.studies.selection, same work dir and cache), so the low-rank
+# methods are compared where a worse compression shows.
+PRESETS = {
+    'tiny': dict(selection='tiny', finetune_iters=2, mlp_keep_ratios=(0.5,),
+                 calibration_batches=1, expected_minutes=2),
+    'short': dict(selection='short', finetune_iters=187, expected_minutes=25),
+    'full': dict(selection='full', finetune_iters=748, expected_minutes=45),
+}
+
+
+def run_lowrank_study(preset: str = 'short', work_dir: str = 'work_dirs/studies',
+                      ratio: float = 0.5, methods=METHODS, seed: int = 0) -> dict:
+    """:func:`compare_lowrank` on the hard preset at ``ratio`` of the backbone params;
+    writes ``lowrank_<preset>.json``/``.md`` in the selection study's workspace and prints
+    the goals (``svd_whitened`` ahead of SVD right after factorization; SVD > QR variants >
+    LU after fine-tune)."""
+    from .common import Stages, StageSettings
+    from .selection import PRESETS as SELECTION_PRESETS
+    if preset not in PRESETS:
+        raise ValueError(f'preset: expected one of {sorted(PRESETS)}, got {preset!r}')
+    p = PRESETS[preset]
+    sel = SELECTION_PRESETS[p['selection']]
+    work = osp.abspath(osp.join(work_dir, sel.workspace))
+    stages = Stages(work, StageSettings(data_root=osp.join(work, 'data'), **sel.settings))
+    dense = stages.dense(seed)
+    iters = max(1, round(sel.search_fraction * stages.s.dense_iters))
+    search = stages.search(dense['checkpoint'], iters, seed)
+    res = compare_lowrank(
+        work_dir=osp.join(work, f'lowrank-{preset}'), data_root=stages.ensure_data(),
+        search_checkpoint=search['checkpoint'], ratio=ratio,
+        mlp_keep_ratios=p.get('mlp_keep_ratios', (0.5, 0.6)), methods=methods,
+        finetune_iters=p['finetune_iters'], seed=seed, threads=stages.s.threads,
+        calibration_batches=p.get('calibration_batches', 8),
+        source_note=f'hard toy CIFAR-100 preset: dense {stages.s.dense_iters} iterations, '
+                    f'search {iters}')
+    res = dict(res, study='lowrank', preset=preset, retrain_config=str(RETRAIN_CFG),
+               dense=dict(top1=dense['top1']))
+    res['goals'] = lowrank_goals(res)
+    write_json_atomic(osp.join(work, f'lowrank_{preset}.json'), _plain(res))
+    text = markdown(res) + '\n## Goals\n\n' + '\n'.join(
+        f'- **{g["status"]}**: {g["goal"]} ({g["detail"]})' for g in res['goals']) + '\n'
+    write_text_atomic(osp.join(work, f'lowrank_{preset}.md'), text)
+    for g in res['goals']:
+        log(f'goal {g["status"].upper()}: {g["goal"]} ({g["detail"]})')
+    return res
+
+
+def lowrank_goals(res: dict) -> list[dict]:
+    """The low-rank goals, each ``met``/``missed``/``not assessable``."""
+    by = {r['name']: r for r in res['methods']}
+    goals = []
+    if 'svd' in by and 'svd_whitened' in by:
+        a, b = by['svd_whitened']['top1_before_ft'], by['svd']['top1_before_ft']
+        goals.append(dict(goal='svd_whitened beats plain SVD right after factorization at '
+                               'equal params', status='met' if a > b else 'missed',
+                          detail=f'{a:.2f} vs {b:.2f}'))
+    qr = [m for m in ('qr', 'qr_pivoted', 'qr_rows', 'qr_randomized') if m in by]
+    if 'svd' in by and 'lu' in by and qr:
+        svd, lu = by['svd']['top1_after_ft'], by['lu']['top1_after_ft']
+        qrs = {m: by[m]['top1_after_ft'] for m in qr}
+        ok = all(svd >= v >= lu for v in qrs.values())
+        goals.append(dict(goal='after fine-tune: SVD >= every QR variant >= LU',
+                          status='met' if ok else 'missed',
+                          detail=f'SVD {svd:.2f}, ' + ', '.join(f'{m} {v:.2f}'
+                                                                 for m, v in qrs.items())
+                                 + f', LU {lu:.2f}'))
+    return goals

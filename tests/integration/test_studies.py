@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sidt_mmdet.models import Subnet
+from sidt_mmdet.studies.lowrank import run_lowrank_study
 from sidt_mmdet.studies.results import BEGIN, END, update_readme
 from sidt_mmdet.studies.search_cost import run_search_cost_study
 from sidt_mmdet.studies.selection import METHODS, run_selection_study
@@ -73,3 +74,16 @@ def test_readme_table_is_generated_from_the_json(studies, tmp_path):
     assert len(rows) == 1 + len(sel['summary'])  # dense + every method
     assert f'{sel["summary"][0]["top1_finetuned_mean"]:.2f}' in block
     assert 'search cost (tiny)' in block and 'Goals' in block
+
+
+def test_lowrank_study_on_the_shared_search(studies):
+    work, sel, _ = studies
+    res = run_lowrank_study('tiny', str(work), methods=('svd', 'svd_whitened', 'qr', 'lu'))
+    assert res['settings']['search_checkpoint'].endswith('.pth')
+    names = [r['name'] for r in res['methods']]
+    assert names == ['svd', 'svd_whitened', 'qr', 'lu']
+    params = {r['backbone_params'] for r in res['methods']}
+    assert len(params) == 1  # equal params for every method
+    assert {g['status'] for g in res['goals']} <= STATUSES and len(res['goals']) == 2
+    assert (work / 'tiny' / 'lowrank_tiny.json').is_file()
+    assert '## Goals' in (work / 'tiny' / 'lowrank_tiny.md').read_text()

@@ -6,18 +6,28 @@ Runs ``sidt_mmdet.studies.lowrank.compare_lowrank`` (its doc lists the steps): d
 through the stage runner, the six factorizations at equal params, pruning alone vs the hybrid
 at equal compression, each evaluated before and after the same short fine-tune. Writes
 WORK/compare_lowrank.md and WORK/compare_lowrank.json.
+
+    python tools/analysis/compare_lowrank.py --preset short   # the hard toy set, ~25 min
+
+With --preset, the study runs on the hard toy CIFAR-100 preset from the selection study's
+dense model and search (same --work-dir, default work_dirs/studies) and writes
+WORK/<workspace>/lowrank_<preset>.{json,md} with its goals.
 """
 import argparse
 import sys
 
-from sidt_mmdet.studies.lowrank import METHODS, compare_lowrank
+from sidt_mmdet.studies.lowrank import METHODS, PRESETS, compare_lowrank, run_lowrank_study
 from sidt_mmdet.utils.cli import run_tool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--work-dir', default='work_dirs/compare_lowrank')
+    p.add_argument('--preset', choices=sorted(PRESETS),
+                   help='run on the hard toy preset instead (expected idle minutes: '
+                        + ', '.join(f'{k} {v["expected_minutes"]}' for k, v in PRESETS.items())
+                        + '); only --work-dir, --ratio, --methods and --seed apply')
+    p.add_argument('--work-dir')
     p.add_argument('--data-root', default='data/toy_cifar100',
                    help='toy CIFAR-100 root; generated (5000/1000 images) if missing')
     p.add_argument('--search-checkpoint', help='skip the search: use this searched checkpoint '
@@ -47,7 +57,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    return run_tool('compare_lowrank.py', compare_lowrank, **vars(parse_args(argv)))
+    args = vars(parse_args(argv))
+    preset = args.pop('preset')
+    if preset:
+        return run_tool('compare_lowrank.py', run_lowrank_study, preset,
+                        args['work_dir'] or 'work_dirs/studies', ratio=args['ratio'],
+                        methods=args['methods'], seed=args['seed'])
+    args['work_dir'] = args['work_dir'] or 'work_dirs/compare_lowrank'
+    return run_tool('compare_lowrank.py', compare_lowrank, **args)
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from sidt_mmdet.studies.selection import METHODS, PRESETS, run_selection_study
+from sidt_mmdet.utils.cli import run_tool
 
 
 def parse_args(argv=None):
@@ -37,10 +38,8 @@ def main(argv=None) -> int:
         overrides['seeds'] = tuple(args.seeds)
     if args.methods:
         overrides['methods'] = tuple(args.methods)
-    result = run_selection_study(args.preset, args.work_dir, args.data_root, **overrides)
-    missed = [g for g in result['goals'] if g['status'] == 'missed']
-    print(f'{len(result["goals"]) - len(missed)} of {len(result["goals"])} goals not missed')
-    return 0
+    return run_tool('compare_selection.py', run_selection_study, args.preset, args.work_dir,
+                    args.data_root, **overrides)
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ import sys
 import torch
 
 from sidt_mmdet.studies.results import update_readme
+from sidt_mmdet.utils.cli import run_tool
 
 
 def parse_args(argv=None):
@@ -28,12 +29,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        print(update_readme(args.work_dir, args.readme, latency=not args.no_latency))
-    except (ValueError, FileNotFoundError) as e:
-        print(f'results_table.py: error: {e}', file=sys.stderr)
-        return 1
-    return 0
+    return run_tool('results_table.py', lambda: print(
+        update_readme(args.work_dir, args.readme, latency=not args.no_latency)))
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from sidt_mmdet.studies.search_cost import PRESETS, run_search_cost_study
+from sidt_mmdet.utils.cli import run_tool
 
 
 def parse_args(argv=None):
@@ -31,8 +32,8 @@ def main(argv=None) -> int:
     overrides = dict(threads=args.threads)
     if args.seeds:
         overrides['seeds'] = tuple(args.seeds)
-    run_search_cost_study(args.preset, args.work_dir, args.data_root, **overrides)
-    return 0
+    return run_tool('search_cost.py', run_search_cost_study, args.preset, args.work_dir,
+                    args.data_root, **overrides)
 
 
 if __name__ == '__main__':
