@@ -553,43 +553,70 @@ def onnx_latency(path: str, input_shape: Sequence[int], threads: int | None = No
 
 def benchmark_onnx(models: dict[str, ExportModel], input_size: Sequence[int], batch: int = 1,
                    opset: int = DEFAULT_OPSET, threads: int | None = None, warmup: int = 3,
-                   repeats: int = 10, out_json: str | None = None, log=print) -> dict:
+                   repeats: int = 10, out_json: str | None = None,
+                   exported: dict[str, OnnxExportResult] | None = None, log=print) -> dict:
     """Export each model (fixed size, checked) into a temporary directory and time it under
     onnxruntime CPU; with a ``'dense'`` entry, every other entry gets its speedup over it.
 
-    Returns (and with ``out_json`` writes atomically) a plain dict.
+    The models are timed interleaved (one run of each in turn, ``repeats`` rounds; median
+    per model), so load from other jobs on the machine falls on all of them alike.
+    ``exported`` names graphs already written and checked (fixed size, same batch): they are
+    timed as they are. Returns (and with ``out_json`` writes atomically) a plain dict.
     """
     import platform
 
     import onnxruntime
 
+    from ..utils.complexity import backbone_complexity
+
     size = _check_size(input_size, next(iter(models.values())).patch_size, dynamic=False)
     result = dict(input_size=list(size), batch=batch, opset=opset, threads=threads,
+                  warmup=warmup, repeats=repeats, timing='interleaved, median per model',
                   onnxruntime=onnxruntime.__version__, torch=torch.__version__,
                   cpu_count=os.cpu_count(), machine=platform.machine(),
                   load_average=list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
                   models={})
     with tempfile.TemporaryDirectory(prefix='sidt-onnx-bench-') as tmp:
+        runners, feeds, times = {}, {}, {}
+        in_ch = next(iter(models.values())).backbone.patch_embed.proj.in_channels
+        x = torch.randn(batch, in_ch, *size, generator=torch.Generator().manual_seed(0)).numpy()
         for name, model in models.items():
-            path = osp.join(tmp, f'{name}.onnx')
-            export = export_onnx(model, path, size, opset=opset, batch=batch,
-                                 log=lambda msg, n=name: log(f'[{n}] {msg}'))
-            timing = onnx_latency(path, [batch, 3, *size], threads=threads, warmup=warmup,
-                                  repeats=repeats)
-            params = sum(p.numel() for p in model.parameters())
-            result['models'][name] = dict(timing, params=params,
-                                          embed_dims=model.backbone.embed_dims,
-                                          mode=model.backbone.mode,
-                                          max_abs_diff=export.checks[0].max_diff,
-                                          file_bytes=osp.getsize(path))
-            log(f'[{name}] onnxruntime CPU latency: median {timing["median_ms"]:.2f} ms '
-                f'(min {timing["min_ms"]:.2f}, {repeats} runs), params {params:,}')
+            export = (exported or {}).get(name)
+            if export is None or export.dynamic or export.input_size != list(size) or \
+                    export.checks[0].input_shape[0] != batch:
+                export = export_onnx(model, osp.join(tmp, f'{name}.onnx'), size, opset=opset,
+                                     batch=batch, log=lambda msg, n=name: log(f'[{n}] {msg}'))
+            runners[name] = OnnxRunner(export.path, threads=threads)
+            feeds[name] = {runners[name].input_name: x}
+            times[name] = []
+            cost = backbone_complexity(model.backbone, size)
+            result['models'][name] = dict(
+                mode=model.backbone.mode, embed_dims=model.backbone.embed_dims,
+                params=sum(p.numel() for p in model.parameters()),
+                backbone_params=cost.params, backbone_macs=cost.macs,
+                max_abs_diff=export.checks[0].max_diff,
+                file_bytes=osp.getsize(export.path))
+        for name, runner in runners.items():
+            for _ in range(max(warmup, 0)):
+                runner.session.run(None, feeds[name])
+        for _ in range(max(repeats, 1)):
+            for name, runner in runners.items():
+                start = time.perf_counter()
+                runner.session.run(None, feeds[name])
+                times[name].append((time.perf_counter() - start) * 1e3)
+    for name, entry in result['models'].items():
+        t = times[name]
+        entry.update(median_ms=statistics.median(t), mean_ms=statistics.fmean(t),
+                     min_ms=min(t), times_ms=t)
+        log(f'[{name}] onnxruntime CPU latency: median {entry["median_ms"]:.2f} ms '
+            f'(min {entry["min_ms"]:.2f}, {len(t)} runs), params {entry["params"]:,}')
     dense = result['models'].get('dense')
     if dense is not None:
         for name, entry in result['models'].items():
             if name != 'dense':
                 entry['speedup_vs_dense'] = dense['median_ms'] / entry['median_ms']
                 entry['params_ratio_vs_dense'] = entry['params'] / dense['params']
+                entry['macs_ratio_vs_dense'] = entry['backbone_macs'] / dense['backbone_macs']
     if out_json is not None:
         write_json_atomic(out_json, result)
     return result
@@ -627,9 +654,15 @@ def export_onnx_from_config(config: str, checkpoint: str, output: str,
         models[model.backbone.mode] = model
         json_path = benchmark_json or osp.splitext(output)[0] + '.latency.json'
         bench = benchmark_onnx(models, size, batch=batch, opset=opset, threads=threads,
-                               repeats=repeats, out_json=json_path, log=log)
+                               repeats=repeats, exported={model.backbone.mode: result},
+                               log=log)
+        bench['source'] = dict(config=osp.abspath(config), checkpoint=osp.abspath(checkpoint),
+                               subnet=osp.abspath(subnet) if subnet else None,
+                               with_neck=with_neck)
+        write_json_atomic(json_path, bench)
         for name, entry in bench['models'].items():
-            speed = (f', {entry["speedup_vs_dense"]:.2f}x the dense speed'
+            speed = (f', {entry["speedup_vs_dense"]:.2f}x the dense speed at '
+                     f'{entry["macs_ratio_vs_dense"]:.2f}x its backbone MACs'
                      if 'speedup_vs_dense' in entry else '')
             log(f'latency {name}: {entry["median_ms"]:.2f} ms median{speed}')
         log(f'wrote {json_path}')

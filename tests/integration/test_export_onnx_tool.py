@@ -72,9 +72,13 @@ def test_pruned_dynamic_with_neck_and_benchmark(pruned_export, tmp_path):
 
     bench = json.loads((tmp_path / 'pruned.latency.json').read_text())
     assert sorted(bench['models']) == ['dense', 'pruned']
+    assert bench['source']['subnet'] == str(pruned_export / 'subnet.json')
     assert bench['input_size'] == [160, 160] and bench['threads'] == 1
     pruned, dense = bench['models']['pruned'], bench['models']['dense']
     assert pruned['params'] < dense['params']
+    assert pruned['macs_ratio_vs_dense'] == pytest.approx(pruned['backbone_macs']
+                                                          / dense['backbone_macs'])
+    assert len(pruned['times_ms']) == len(dense['times_ms']) == 3
     assert pruned['speedup_vs_dense'] == pytest.approx(dense['median_ms'] / pruned['median_ms'])
     assert pruned['max_abs_diff'] < 1e-4 and dense['max_abs_diff'] < 1e-4
     assert 'latency pruned:' in out and 'the dense speed' in out

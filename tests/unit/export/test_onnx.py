@@ -25,6 +25,7 @@ from sidt_mmdet.export.onnx import (
     build_export_model,
     export_onnx,
     export_onnx_from_config,
+    onnx_latency,
     second_check_size,
 )
 from sidt_mmdet.models import SIDTSimpleFPN, SIDTViT
@@ -118,6 +119,10 @@ def test_parity_pruned_with_neck_and_fixed_size_refuses_another_size(deploy, tmp
         runner(torch.zeros(1, 3, 48, 48))
     with pytest.raises(OnnxExportError, match='fixed-size graph for input 1x3x40x44; got 2x3'):
         runner(torch.zeros(2, 3, *SIZE))
+    timing = onnx_latency(str(path), (1, 3, *SIZE), threads=1, warmup=1, repeats=3)
+    assert timing['repeats'] == 3 and 0 < timing['min_ms'] <= timing['median_ms']
+    with pytest.raises(OnnxExportError, match='fixed-size graph'):
+        onnx_latency(str(path), (1, 3, 48, 48), repeats=1)
 
 
 @pytest.mark.slow  # the dynamic trace takes a minute or more on a shared 2-core machine
