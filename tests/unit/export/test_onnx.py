@@ -160,6 +160,17 @@ def test_failed_check_leaves_no_file(deploy, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['strict.onnx']
 
 
+def test_highest_supported_opset(deploy, tmp_path):
+    import onnx
+
+    model = ExportModel(dense_backbone(seed=4)).eval()
+    path = tmp_path / 'op23.onnx'
+    result = export_onnx(model, str(path), SIZE, opset=23, log=lambda _: None)
+    assert result.checks[0].max_diff < ATOL
+    opsets = {o.domain: o.version for o in onnx.load(str(path)).opset_import}
+    assert opsets[''] == 23
+
+
 @pytest.mark.parametrize('opset', [11, 17, 99])
 def test_unsupported_opset(tmp_path, opset):
     model = ExportModel(dense_backbone()).eval()
