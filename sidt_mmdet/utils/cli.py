@@ -21,7 +21,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ['ToolError', 'EXIT_OK', 'EXIT_ERROR', 'EXIT_USAGE', 'ratio', 'count', 'int_at_least',
+__all__ = ['ToolError', 'EXIT_OK', 'EXIT_ERROR', 'EXIT_USAGE', 'ratio', 'open_ratio', 'count',
+           'int_at_least',
            'positive_int', 'run_tool']
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -42,6 +43,17 @@ def ratio(text: str) -> float:
         raise argparse.ArgumentTypeError(f'expected a number in (0, 1], got {text!r}') from None
     if not 0 < value <= 1:  # also rejects nan
         raise argparse.ArgumentTypeError(f'expected a value in (0, 1], got {value:g}')
+    return value
+
+
+def open_ratio(text: str) -> float:
+    """A fraction in (0, 1): a share to remove, a compression that must leave something."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number in (0, 1), got {text!r}') from None
+    if not 0 < value < 1:  # also rejects nan
+        raise argparse.ArgumentTypeError(f'expected a value in (0, 1), got {value:g}')
     return value
 
 

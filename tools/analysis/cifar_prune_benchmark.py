@@ -18,24 +18,14 @@ import argparse
 import sys
 
 from sidt_mmdet.studies.cifar_prune import BUDGETS, cifar_prune_benchmark
-from sidt_mmdet.utils.cli import positive_int, run_tool
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number in (0, 1), got {text!r}') from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f'expected a value in (0, 1), got {value:g}')
-    return value
+from sidt_mmdet.utils.cli import open_ratio, positive_int, run_tool
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
-    parser.add_argument('--prune', type=_fraction, default=0.4,
+    parser.add_argument('--prune', type=open_ratio, default=0.4,
                         help='fraction of the budget to remove (default: %(default)s)')
     parser.add_argument('--budget', choices=BUDGETS, default='params',
                         help='what --prune is a fraction of (default: %(default)s)')

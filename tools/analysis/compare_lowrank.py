@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from sidt_mmdet.studies.lowrank import METHODS, PRESETS, compare_lowrank, run_lowrank_study
-from sidt_mmdet.utils.cli import run_tool
+from sidt_mmdet.utils.cli import open_ratio, run_tool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    'of configs/cifar100/sidt-search_cls_vit-toy-p4-kr0.6_linear_2e_toy-cifar100.py')
     p.add_argument('--dense-epochs', type=int, default=6)
     p.add_argument('--search-epochs', type=int, default=2)
-    p.add_argument('--ratio', type=float, default=0.5,
+    p.add_argument('--ratio', type=open_ratio, default=0.5,
                    help='backbone params after compression, fraction of the dense backbone')
     p.add_argument('--mlp-keep-ratios', type=float, nargs='+', default=[0.5, 0.6],
                    help='hybrid: MLP keep ratios to try (attention takes the rest by low rank)')
@@ -49,8 +49,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f'--dense-epochs must be >= 2, got {args.dense_epochs}')
     if args.search_epochs < 1:
         p.error(f'--search-epochs must be >= 1, got {args.search_epochs}')
-    if not 0 < args.ratio < 1:
-        p.error(f'--ratio must be in (0, 1), got {args.ratio}')
     if args.finetune_iters < 1:
         p.error(f'--finetune-iters must be >= 1, got {args.finetune_iters}')
     return args

@@ -12,6 +12,7 @@ from sidt_mmdet.utils.cli import (
     ToolError,
     count,
     int_at_least,
+    open_ratio,
     positive_int,
     ratio,
     run_tool,
@@ -28,6 +29,16 @@ def test_count_suffixes(text, value):
 @pytest.mark.parametrize('text, value', [('1', 1.0), ('0.6', 0.6), ('1e-3', 0.001)])
 def test_ratio_accepts_the_interval(text, value):
     assert ratio(text) == value
+
+
+def test_open_ratio_excludes_both_ends(capsys):
+    assert open_ratio('0.4') == 0.4
+    parser = argparse.ArgumentParser(prog='t')
+    parser.add_argument('--prune', type=open_ratio)
+    for bad in ('0', '1', 'nan', '-0.1'):
+        with pytest.raises(SystemExit):
+            parser.parse_args(['--prune', bad])
+        assert 'argument --prune: expected a value in (0, 1)' in capsys.readouterr().err
 
 
 def _parser():
