@@ -8,7 +8,7 @@ VENV_PY := $(VENV_BIN)/python
 # Scripts and tests that call `python`, `ruff` or `torchrun` get the venv's.
 RUN := PATH="$(VENV_BIN):$$PATH"
 
-.PHONY: install lint test test-fast demo demo-cifar toy-data clean
+.PHONY: install lint test test-fast reliability-figures demo demo-cifar toy-data clean
 
 install: $(VENV_PY)
 	@$(VENV_PY) tools/install_env.py
@@ -32,6 +32,17 @@ test: install
 test-fast: install
 	$(RUN) ruff check .
 	$(RUN) python -m pytest -q -m "not slow" tests
+
+# The reliability tests alone; their counts (bad-input cases, fuzz examples, kills survived,
+# outputs lost, hostile checkpoints refused) go to work_dirs/reliability_figures.json.
+RELIABILITY_TESTS := tests/unit/models/test_fuzz.py tests/unit/utils/test_hostile_checkpoints.py \
+	tests/integration/test_bad_inputs.py tests/integration/test_interruption.py \
+	tests/integration/test_hostile_tools.py tests/integration/test_distributed_search.py
+reliability-figures: install
+	@mkdir -p work_dirs
+	$(RUN) SIDT_RELIABILITY_FIGURES=work_dirs/reliability_figures.json \
+		python -m pytest -q $(RELIABILITY_TESTS)
+	@cat work_dirs/reliability_figures.json
 
 toy-data: install
 	$(RUN) python tools/dataset/make_toy_coco.py --out-dir data/toy_coco --overwrite

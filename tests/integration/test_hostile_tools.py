@@ -33,7 +33,7 @@ def _hostile(tmp_path, name):
 
 @pytest.mark.parametrize('tool, name', [('export_subnet', n) for n in NAMES]
                          + [('lowrank', n) for n in RUNNER_PAYLOADS])
-def test_export_and_lowrank_refuse(tmp_path, capsys, tool, name):
+def test_export_and_lowrank_refuse(tmp_path, capsys, tool, name, figures):
     path, expect, marker = _hostile(tmp_path, name)
     out = tmp_path / 'out'
     argv = [str(SEARCH_CFG), path, '-o', str(out)]
@@ -43,12 +43,13 @@ def test_export_and_lowrank_refuse(tmp_path, capsys, tool, name):
     err = capsys.readouterr().err
     assert path in err and expect in err, err
     assert not marker.exists() and not out.exists()
+    figures.add('hostile_refused')
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('tool', ['train --resume', 'test'])
 @pytest.mark.parametrize('name', RUNNER_PAYLOADS)
-def test_runner_tools_refuse(tmp_path, toy_cifar_dir, tool, name):
+def test_runner_tools_refuse(tmp_path, toy_cifar_dir, tool, name, figures):
     path, expect, marker = _hostile(tmp_path, name)
     cfg = write_config(tmp_path / 'cfg.py', toy_cifar_dir, 2, 4)
     work = ['--work-dir', str(tmp_path / 'work')]
@@ -61,3 +62,4 @@ def test_runner_tools_refuse(tmp_path, toy_cifar_dir, tool, name):
     assert path in result.stderr and expect in result.stderr, result.stderr[-2000:]
     assert not marker.exists()
     assert not list((tmp_path / 'work').rglob('*.pth'))
+    figures.add('hostile_refused')

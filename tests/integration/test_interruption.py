@@ -84,6 +84,7 @@ def test_search_killed_and_resumed_equals_an_uninterrupted_run(tmp_path, toy_cif
         _assert_same(got['optimizer'], ref['optimizer'], 'optimizer')
         assert got['meta']['iter'] == ref['meta']['iter'] == MAX_ITERS
         assert select_from_checkpoint(work / f'iter_{MAX_ITERS}.pth').to_dict() == ref_subnet
+        figures.add('kills')
         figures.add('kills_survived')
 
 

@@ -38,7 +38,7 @@ def _loaders():
 
 @pytest.mark.parametrize('loader', list(_loaders()))
 @pytest.mark.parametrize('name', NAMES)
-def test_refused_with_no_side_effect(tmp_path, name, loader):
+def test_refused_with_no_side_effect(tmp_path, name, loader, figures):
     marker = tmp_path / 'marker'
     obj, expect = payloads(str(marker))[name]
     path = write_payload(tmp_path / 'hostile.pth', obj)
@@ -46,6 +46,7 @@ def test_refused_with_no_side_effect(tmp_path, name, loader):
         _loaders()[loader](path)
     assert path in str(err.value) and expect in str(err.value)
     assert not marker.exists()
+    figures.add('hostile_refused')
 
 
 def test_plain_pickle_would_have_run_the_payload(tmp_path):
