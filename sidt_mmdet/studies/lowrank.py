@@ -360,7 +360,7 @@ def _plain(x):
 PRESETS = {
     'tiny': dict(selection='tiny', finetune_iters=2, mlp_keep_ratios=(0.5,),
                  calibration_batches=1, expected_minutes=2),
-    'short': dict(selection='short', finetune_iters=187, expected_minutes=25),
+    'short': dict(selection='short', finetune_iters=187, expected_minutes=10),
     'full': dict(selection='full', finetune_iters=748, expected_minutes=45),
 }
 

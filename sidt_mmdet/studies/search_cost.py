@@ -41,7 +41,7 @@ PRESETS = {
                              fractions=(0.25, 0.5), seeds=(0,), workspace='tiny',
                              expected_minutes=1, notes='plumbing only'),
     'short': SearchCostPreset(settings=SELECTION_PRESETS['short'].settings, seeds=(0,),
-                              expected_minutes=8, notes='one seed, 5% fine-tune'),
+                              expected_minutes=5, notes='one seed, 5% fine-tune'),
     'quick': SearchCostPreset(settings=SELECTION_PRESETS['quick'].settings, seeds=(0,),
                               expected_minutes=12, notes='one seed'),
     'full': SearchCostPreset(settings=SELECTION_PRESETS['full'].settings,
