@@ -35,26 +35,26 @@ class ToolError(Exception):
     names the flag or file at fault and what was expected."""
 
 
-def ratio(text: str) -> float:
-    """A fraction in (0, 1]: a keep ratio, an energy, a backbone ratio."""
+def _fraction(text: str, closed: bool) -> float:
+    interval = '(0, 1]' if closed else '(0, 1)'
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number in (0, 1], got {text!r}') from None
-    if not 0 < value <= 1:  # also rejects nan
-        raise argparse.ArgumentTypeError(f'expected a value in (0, 1], got {value:g}')
+        raise argparse.ArgumentTypeError(f'expected a number in {interval}, got {text!r}') \
+            from None
+    if not (0 < value <= 1 if closed else 0 < value < 1):  # also rejects nan
+        raise argparse.ArgumentTypeError(f'expected a value in {interval}, got {value:g}')
     return value
+
+
+def ratio(text: str) -> float:
+    """A fraction in (0, 1]: a keep ratio, an energy, a backbone ratio."""
+    return _fraction(text, closed=True)
 
 
 def open_ratio(text: str) -> float:
     """A fraction in (0, 1): a share to remove, a compression that must leave something."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number in (0, 1), got {text!r}') from None
-    if not 0 < value < 1:  # also rejects nan
-        raise argparse.ArgumentTypeError(f'expected a value in (0, 1), got {value:g}')
-    return value
+    return _fraction(text, closed=False)
 
 
 def count(text: str) -> int:

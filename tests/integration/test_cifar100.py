@@ -131,11 +131,12 @@ def test_cifar_config_recipe(path):
         export_dir = f'work_dirs/{partners[0].stem}/export'
         assert backbone.subnet == export_dir + '/subnet.json'
         assert cfg.load_from == export_dir + '/pruned.pth'
-    toy = path.name.endswith('_toy-cifar100.py')
+    toy = '_toy-cifar100' in path.name  # the generated sets (toy-cifar100, toy-cifar100-hard)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         dataset = cfg[loader].dataset
         assert dataset.type == ('ToyCIFAR100' if toy else 'CIFAR100')
-        assert dataset.data_root == ('data/toy_cifar100/' if toy else 'data/cifar100/')
+        toy_root = f'data/toy_cifar100{"_hard" if path.stem.endswith("-hard") else ""}/'
+        assert dataset.data_root == (toy_root if toy else 'data/cifar100/')
     assert tuple(cfg.test_evaluator.topk) == (1, 5) and cfg.test_evaluator.type == 'Accuracy'
     if '224px' in path.name:
         assert (backbone.patch_size, backbone.img_size) == (16, 224)
