@@ -85,6 +85,15 @@ def results_rows(found: dict[str, dict], latency: bool = True) -> list[dict]:
                          config=_rel(dense_cfg), subnet='', params_ratio=1.0, macs_ratio=1.0,
                          latency_ratio=1.0 if latency else None, top1_before=None,
                          top1_after=sel['dense']['top1'], seeds=[0]))
+        narrow = sel.get('narrow')
+        if narrow:
+            rows.append(dict(study=f'selection ({sel["preset"]})',
+                             method='40% narrower, trained from scratch as dense',
+                             config=_rel(sel['retrain_config']), subnet=_rel(narrow['subnet']),
+                             params_ratio=None, macs_ratio=narrow['macs_ratio'],
+                             latency_ratio=(latency_ratio(dense_cfg, sel['retrain_config'],
+                                                          narrow['subnet']) if latency else None),
+                             top1_before=None, top1_after=narrow['top1'], seeds=[0]))
         for r in sel['summary']:
             rows.append(dict(study=f'selection ({sel["preset"]})', method=r['method'],
                              config=_rel(sel['retrain_config']), subnet=_rel(r['subnet']),
