@@ -34,7 +34,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -502,10 +501,29 @@ def _step_memory_child(shape: dict, search: bool) -> int:
         raise RuntimeError('CPU peak memory is read from /proc (Linux only)')
     shape = dict(shape, global_blocks=tuple(shape['global_blocks']))
     step = _search_step_fn(Shape(**shape), search, 'cpu')
+    # ru_maxrss survives fork and exec (it would report the parent's peak); the kernel's
+    # per-process high-water mark (VmHWM) starts afresh at exec and can be reset here, so
+    # the peak below is the step's alone.
+    _reset_peak_rss()
     before = _rss_bytes()
     step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    return max(0, peak - before)
+    return max(0, _peak_rss_bytes() - before)
+
+
+def _reset_peak_rss() -> None:
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:  # kernels before 4.0: the peak since exec (model build included)
+        pass
+
+
+def _peak_rss_bytes() -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError('/proc/self/status has no VmHWM line')
 
 
 def search_step_cost(shape: Shape, iters: int, device: str = 'cpu',
