@@ -71,7 +71,9 @@ def test_readme_table_is_generated_from_the_json(studies, tmp_path):
     text = readme.read_text()
     assert 'old' not in text and text.endswith(f'{END}\n\nafter\n')
     rows = [line for line in block.splitlines() if line.startswith('| selection')]
-    assert len(rows) == 1 + len(sel['summary'])  # dense + every method
+    # dense, the 40%-narrower model trained from scratch, every method
+    assert len(rows) == 2 + len(sel['summary'])
+    assert sum('narrower, trained from scratch' in line for line in rows) == 1
     assert f'{sel["summary"][0]["top1_finetuned_mean"]:.2f}' in block
     assert 'search cost (tiny)' in block and 'Goals' in block
 
