@@ -6,7 +6,12 @@ from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import ConfigDict
 
 import sidt_mmdet  # noqa: F401  (registers our components, installs safe checkpoint loading)
-from sidt_mmdet.utils.launch import add_runner_args, build_runner, load_tool_config
+from sidt_mmdet.utils.launch import (
+    add_runner_args,
+    build_runner,
+    close_process_group,
+    load_tool_config,
+)
 
 
 def parse_args(argv=None):
@@ -48,10 +53,13 @@ def main(argv=None):
             raise RuntimeError(f'--tta needs {missing} in {args.config}')
         cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-    runner = build_runner(cfg)
-    if args.out is not None:
-        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    runner.test()
+    try:
+        runner = build_runner(cfg)
+        if args.out is not None:
+            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+        runner.test()
+    finally:
+        close_process_group()
 
 
 if __name__ == '__main__':

@@ -4,7 +4,12 @@ import argparse
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 import sidt_mmdet  # noqa: F401  (registers our components, installs safe checkpoint loading)
-from sidt_mmdet.utils.launch import add_runner_args, build_runner, load_tool_config
+from sidt_mmdet.utils.launch import (
+    add_runner_args,
+    build_runner,
+    close_process_group,
+    load_tool_config,
+)
 
 
 def parse_args(argv=None):
@@ -41,7 +46,10 @@ def main(argv=None):
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
-    build_runner(cfg).train()
+    try:
+        build_runner(cfg).train()
+    finally:
+        close_process_group()
 
 
 if __name__ == '__main__':

@@ -21,8 +21,8 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-__all__ = ['DIST_BACKEND_ENV', 'add_runner_args', 'build_runner', 'load_tool_config',
-           'select_dist_backend']
+__all__ = ['DIST_BACKEND_ENV', 'add_runner_args', 'build_runner', 'close_process_group',
+           'load_tool_config', 'select_dist_backend']
 
 DIST_BACKEND_ENV = 'SIDT_DIST_BACKEND'
 
@@ -97,3 +97,15 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def close_process_group() -> None:
+    """Destroy the default process group, if any, before the interpreter exits.
+
+    mmengine leaves it to interpreter shutdown, where gloo's background threads can still be
+    joinable when the group is destructed: the process then aborts (``terminate called
+    without an active exception``, SIGABRT) after a run that finished, and torchrun reports
+    the whole job as failed.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
