@@ -34,7 +34,9 @@ class SIDTLN2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
                          self.eps)
-        return x.permute(0, 3, 1, 2)
+        # Contiguous NCHW again: mmcv's RoIAlign reads its input's memory as contiguous NCHW
+        # and silently pools the wrong values from a permuted view.
+        return x.permute(0, 3, 1, 2).contiguous()
 
 
 @MODELS.register_module()
