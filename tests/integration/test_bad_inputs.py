@@ -5,7 +5,9 @@ output is left. The README's table is generated from ``CASES``:
 
 Tools: ``tools/export_subnet.py`` and ``tools/lowrank.py`` (the library ``main`` they call,
 in this process), ``SIDTViT(mode='pruned', subnet=...)``, and ``tools/train.py`` /
-``tools/test.py`` with our configs (subprocesses, marked slow).
+``tools/test.py`` with our configs (marked slow): one case as its own subprocess, the others
+together in one tests/tool_driver.py subprocess (the library calls of each tool's ``main``
+and the traceback it would print).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import REPO, run_command
 from tiny_search import (
     SEARCH_CFG,
     build_search_model,
@@ -303,7 +305,8 @@ def _vit_case(case, w, tmp):
     return 0, '', paths
 
 
-def _runner_case(case, w, tmp, toy_cifar_dir, toy_coco_dir):
+def _runner_command(case, w, tmp, toy_cifar_dir, toy_coco_dir):
+    """(tool script and its arguments, paths named in ``expect``, work dir) of a case."""
     cid = case.id
     work = tmp / 'work'
     paths = {}
@@ -337,11 +340,47 @@ def _runner_case(case, w, tmp, toy_cifar_dir, toy_coco_dir):
                            extra="optim_wrapper = dict(constructor='DefaultOptimWrapperConstructor'"
                                  ', paramwise_cfg=None)')
         cmd = ['tools/train.py', str(cfg)]
-    result = subprocess.run([sys.executable, *cmd, '--work-dir', str(work)], cwd=REPO,
+    return [*cmd, '--work-dir', str(work)], paths, work
+
+
+def _last_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else ''
+
+
+# The runner case run as its own ``python tools/train.py`` process: it proves the exit status
+# and that the message is the last line the process prints. The other runner cases run in
+# one tests/tool_driver.py process (their tool's library calls, the traceback it would print).
+REAL_SUBPROCESS_CASE = 'search-diverges'
+
+
+def _runner_case(case, w, tmp, toy_cifar_dir, toy_coco_dir):
+    cmd, paths, work = _runner_command(case, w, tmp, toy_cifar_dir, toy_coco_dir)
+    result = subprocess.run([sys.executable, *cmd], cwd=REPO,
                             capture_output=True, text=True, timeout=600,
                             stdin=subprocess.DEVNULL, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    return result.returncode, (lines[-1] if lines else ''), paths, work
+    return result.returncode, _last_line(result.stderr), paths, work
+
+
+@pytest.fixture(scope='module')
+def runner_cases_in_one_process(world, tmp_path_factory, toy_cifar_dir, toy_coco_dir):
+    """case id -> (exit status, last stderr line, paths, work dir) of every runner case but
+    REAL_SUBPROCESS_CASE, each its tool's library calls in one tests/tool_driver.py process."""
+    plans = {}
+    for case in CASES:
+        if case.slow and case.id != REAL_SUBPROCESS_CASE:
+            tmp = tmp_path_factory.mktemp(case.id)
+            plans[case.id] = _runner_command(case, w=world, tmp=tmp,
+                                             toy_cifar_dir=toy_cifar_dir,
+                                             toy_coco_dir=toy_coco_dir)
+    todo = [[Path(cmd[0]).stem, cmd[1:]] for cmd, _, _ in plans.values()]
+    out = tmp_path_factory.mktemp('tool_driver') / 'results.json'
+    run_command([sys.executable, 'tests/tool_driver.py', json.dumps(todo), str(out)],
+                timeout=900)
+    results = json.loads(out.read_text())
+    assert len(results) == len(plans)
+    return {cid: (r['returncode'], _last_line(r['stderr']), paths, work)
+            for (cid, (_, paths, work)), r in zip(plans.items(), results)}
 
 
 def _assert_refused(case, code, message, paths):
@@ -374,8 +413,13 @@ def test_bad_input(case, world, tmp_path, capsys, figures):
 @pytest.mark.slow
 @pytest.mark.parametrize('case', [c for c in CASES if c.slow], ids=lambda c: c.id)
 def test_bad_input_through_the_runner(case, world, tmp_path, toy_cifar_dir, toy_coco_dir,
-                                      figures):
-    code, message, paths, work = _runner_case(case, world, tmp_path, toy_cifar_dir, toy_coco_dir)
+                                      figures, request):
+    if case.id == REAL_SUBPROCESS_CASE:
+        code, message, paths, work = _runner_case(case, world, tmp_path, toy_cifar_dir,
+                                                  toy_coco_dir)
+    else:
+        code, message, paths, work = request.getfixturevalue(
+            'runner_cases_in_one_process')[case.id]
     _assert_refused(case, code, message, paths)
     written = sorted(p.name for p in work.rglob('*.pth')) if work.exists() else []
     # a diverging search keeps its last finite checkpoint, and never saves a NaN one

@@ -13,7 +13,9 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from sidt_mmdet.export import prune_model_state_dict
+from sidt_mmdet.export.onnx import export_onnx_from_config
 from sidt_mmdet.search.select import select_subnet
+from sidt_mmdet.utils.cli import run_tool
 from sidt_mmdet.utils.config import backbone_cfg
 
 pytest.importorskip('onnxruntime', reason="install the deploy group: pip install "
@@ -85,7 +87,7 @@ def test_pruned_dynamic_with_neck_and_benchmark(pruned_export, tmp_path):
 
 
 @pytest.mark.slow
-def test_refusal_is_one_error_line_and_no_file(pruned_export, tmp_path):
+def test_refusal_is_one_error_line_and_no_file(pruned_export, tmp_path, capsys):
     onnx_path = tmp_path / 'x.onnx'
     result = run_command([
         'python', str(TOOL), str(RETRAIN_CFG), str(pruned_export / 'pruned.pth'),
@@ -94,11 +96,13 @@ def test_refusal_is_one_error_line_and_no_file(pruned_export, tmp_path):
     assert result.returncode == 1, result.stderr[-2000:]
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith('export_onnx.py: error:')]
     assert len(lines) == 1 and 'subnet' in lines[0], result.stderr[-2000:]
-    result = run_command([
-        'python', str(TOOL), str(RETRAIN_CFG), str(pruned_export / 'pruned.pth'),
-        '--subnet', str(pruned_export / 'subnet.json'), '-o', str(onnx_path),
-        '--input-size', '150', '160'], check=False)
-    assert result.returncode == 1
-    assert ('export_onnx.py: error: input size 150x160 is not a multiple of the patch size 16'
-            in result.stderr)
+    # the library call of the tool, in this process (its exit path is the subprocess's above)
+    assert run_tool('export_onnx.py', export_onnx_from_config, str(RETRAIN_CFG),
+                    str(pruned_export / 'pruned.pth'), str(onnx_path),
+                    subnet=str(pruned_export / 'subnet.json'), input_size=[150, 160]) == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith('export_onnx.py: error:')]
+    assert len(lines) == 1, err
+    assert lines[0].startswith('export_onnx.py: error: input size 150x160 is not a multiple of '
+                               'the patch size 16'), err
     assert not list(tmp_path.iterdir())

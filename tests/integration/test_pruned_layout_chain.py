@@ -1,8 +1,10 @@
 """The pruned layout stays exact through the tool chain: a hard-masked search detector
 (windows + relative positions) and the detector exported from it give the same predictions
-through tools/test.py (each from its own config, checkpoint file and subnet file)."""
+through tools/test.py (each from its own config, checkpoint file and subnet file; the two
+runs share one tests/tool_driver.py process)."""
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 from pathlib import Path
@@ -65,12 +67,17 @@ def test_tools_test_predictions_match_the_hard_masked_supernet(tmp_path, toy_coc
     runs = {'search': (SEARCH_CFG, search_ckpt, []),
             'pruned': (RETRAIN_CFG, out / 'pruned.pth',
                        ['--cfg-options', f'model.backbone.subnet={out / "subnet.json"}'])}
-    preds = {}
-    for name, (cfg, ckpt, extra) in runs.items():
-        dump = tmp_path / f'{name}.pkl'
-        run_command([sys.executable, 'tools/test.py', cfg, str(ckpt), '--work-dir',
-                     str(tmp_path / f'test_{name}'), '--out', str(dump), *extra], env=env)
-        preds[name] = _predictions(dump)
+    # both tools/test.py runs in one process (tests/tool_driver.py: the tool's calls, one
+    # Runner each); the subprocess of tools/test.py itself is tested in test_tools.py
+    cases = [['test', [cfg, str(ckpt), '--work-dir', str(tmp_path / f'test_{name}'), '--out',
+                       str(tmp_path / f'{name}.pkl'), *extra]]
+             for name, (cfg, ckpt, extra) in runs.items()]
+    report = tmp_path / 'tool_driver.json'
+    run_command([sys.executable, 'tests/tool_driver.py', json.dumps(cases), str(report)],
+                env=env)
+    for (name, _), result in zip(runs.items(), json.loads(report.read_text())):
+        assert result['returncode'] == 0, f'tools/test.py ({name}) failed:\n{result["stderr"]}'
+    preds = {name: _predictions(tmp_path / f'{name}.pkl') for name in runs}
     assert len(preds['search']) == len(preds['pruned']) > 0
     for a, b in zip(preds['search'], preds['pruned']):
         assert a['img_id'] == b['img_id']
