@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sidt_mmdet.models import Subnet
+from sidt_mmdet.studies import results
 from sidt_mmdet.studies.lowrank import run_lowrank_study
 from sidt_mmdet.studies.results import BEGIN, END, update_readme
 from sidt_mmdet.studies.search_cost import run_search_cost_study
@@ -63,11 +64,22 @@ def test_search_cost_shares_the_work_dir_and_reports_each_length(studies):
     assert cost['goals'][0]['status'] == 'not assessable'  # no length <= 10% in this run
 
 
-def test_readme_table_is_generated_from_the_json(studies, tmp_path):
+def test_readme_table_is_generated_from_the_json(studies, tmp_path, monkeypatch):
     work, sel, _ = studies
     readme = tmp_path / 'README.md'
     readme.write_text(f'# x\n\n{BEGIN}\nold\n{END}\n\nafter\n')
+    # the latency column's timing, at a batch of 4 and 3 runs instead of 64 and 20 (its
+    # figures are not asserted; that each pruned row is timed is)
+    timed = []
+    full = results.latency_ratio
+
+    def latency_ratio(dense_config, retrain_config, subnet):
+        timed.append(subnet)
+        return full(dense_config, retrain_config, subnet, batch=4, iters=3)
+
+    monkeypatch.setattr(results, 'latency_ratio', latency_ratio)
     block = update_readme(str(work), str(readme), latency=True)
+    assert len(timed) == 1 + len(sel['summary'])  # the narrow model and every method
     text = readme.read_text()
     assert 'old' not in text and text.endswith(f'{END}\n\nafter\n')
     rows = [line for line in block.splitlines() if line.startswith('| selection')]
