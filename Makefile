@@ -20,9 +20,13 @@ lint: install
 	$(RUN) ruff check .
 
 # pytest's exit code 5 means it collected no test: an empty suite is a failure here.
+# TEST_WORKERS pytest-xdist processes share the tests file by file (a module's fixtures stay
+# in one worker; tests/conftest.py makes the session's training once for all of them);
+# TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: install
 	$(RUN) ruff check .
-	@$(RUN) python -m pytest -q --durations=15; rc=$$?; \
+	@$(RUN) python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 		echo "make test: pytest collected no tests (exit 5); an empty suite is a failure" >&2; \
 	fi; \

@@ -2,8 +2,11 @@
 helpers they use live in helpers.py)."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -66,7 +69,29 @@ def figures() -> Figures:
     return _FIGURES
 
 
+def _xdist_worker(config) -> bool:
+    return hasattr(config, 'workerinput')
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """Under pytest-xdist (``make test`` runs ``-n 2``): add a worker's counts to ours."""
+    _FIGURES.counts.update(getattr(node, 'workeroutput', {}).get('sidt_figures', {}))
+
+
+def pytest_configure(config):
+    if _xdist_worker(config):
+        # Two workers share the two cores: one torch thread each (the subprocesses the
+        # tests start already get OMP_NUM_THREADS=1 from run_command).
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_sessionfinish(session, exitstatus):
+    if _xdist_worker(session.config):  # the controller writes the file
+        session.config.workeroutput['sidt_figures'] = dict(_FIGURES.counts)
+        return
     out = os.environ.get('SIDT_RELIABILITY_FIGURES')
     if out and _FIGURES.counts:
         with open(out, 'w', encoding='utf-8') as f:
@@ -108,14 +133,37 @@ def toy_cifar_dir(tmp_path_factory) -> Path:
                                   **TOY_CIFAR_SIZES, progress=_quiet))
 
 
+@contextlib.contextmanager
+def _once_per_session(tmp_path_factory, name: str):
+    """Yield the directory ``name`` shared by the whole session, and whether it is still to
+    be made. Under pytest-xdist every worker has its own session fixtures: the first one to
+    get here makes the directory while the others wait, then they all use it."""
+    if 'PYTEST_XDIST_WORKER' not in os.environ:
+        yield tmp_path_factory.mktemp(name), True
+        return
+    shared = tmp_path_factory.getbasetemp().parent / name  # the session's, not the worker's
+    with open(f'{shared}.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared.with_name(f'{name}.done')
+        if done.exists():
+            yield shared, False
+            return
+        shutil.rmtree(shared, ignore_errors=True)  # a worker that failed making it
+        shared.mkdir()
+        yield shared, True
+        done.touch()
+
+
 @pytest.fixture(scope='session')
 def toy_train_run(tmp_path_factory, toy_coco_dir) -> Path:
     """Work dir of a real training: ``tools/dist_train.sh CFG 2`` on CPU (gloo), TRAIN_ITERS
-    iterations and a validation at the end. One run serves every checkpoint test."""
-    work_dir = tmp_path_factory.mktemp('toy_train')
-    run_command(['bash', 'tools/dist_train.sh', str(TOY_DETECTOR_CFG), '2', '--work-dir',
-                 str(work_dir), *toy_coco_cfg_options(toy_coco_dir)],
-                env=cpu_dist_env())
+    iterations and a validation at the end. One run serves every checkpoint test (of every
+    xdist worker)."""
+    with _once_per_session(tmp_path_factory, 'toy_train') as (work_dir, todo):
+        if todo:
+            run_command(['bash', 'tools/dist_train.sh', str(TOY_DETECTOR_CFG), '2',
+                         '--work-dir', str(work_dir), *toy_coco_cfg_options(toy_coco_dir)],
+                        env=cpu_dist_env())
     return work_dir
 
 
