@@ -49,7 +49,8 @@ reliability-figures: install
 	@cat work_dirs/reliability_figures.json
 
 toy-data: install
-	$(RUN) python tools/dataset/make_toy_coco.py --out-dir data/toy_coco --overwrite
+	$(RUN) python tools/dataset/make_toy_coco.py --out-dir data/toy_coco --overwrite \
+		--num-train 512 --num-val 64
 
 demo: install
 	$(RUN) python tools/demo.py

@@ -21,15 +21,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--dense-iters', type=positive_int, default=150)
-    parser.add_argument('--search-iters', type=positive_int, default=100)
-    parser.add_argument('--retrain-iters', type=positive_int, default=100)
+    parser.add_argument('--dense-iters', type=positive_int, default=800)
+    parser.add_argument('--search-iters', type=positive_int, default=200)
+    parser.add_argument('--retrain-iters', type=positive_int, default=400)
+    parser.add_argument('--batch-size', type=positive_int, default=4,
+                        help='training images per iteration, every stage')
     parser.add_argument('--keep-ratio', type=ratio, default=0.6)
     parser.add_argument('--round-to', type=positive_int, default=8)
     parser.add_argument('--data-root', default='data/toy_coco/')
-    parser.add_argument('--num-train', type=positive_int, default=128,
+    parser.add_argument('--num-train', type=positive_int, default=512,
                         help='toy COCO training images, when the demo generates the set')
-    parser.add_argument('--num-val', type=positive_int, default=32)
+    parser.add_argument('--num-val', type=positive_int, default=64)
     parser.add_argument('--timing-iters', type=positive_int, default=10)
     parser.add_argument('--fresh', action='store_true', help='delete the work dir first')
     return parser.parse_args(argv)

@@ -153,10 +153,41 @@ def data_options(task: str, data_root: str) -> list[str]:
     return opts
 
 
+def _generated_coco_sizes(data_root: str) -> dict[str, int] | None:
+    """``num_train``/``num_val`` of a toy COCO set this project generated in ``data_root``;
+    None for any other data (a real or user-made set is never regenerated)."""
+    sizes = {}
+    for key, split in (('num_train', 'train2017'), ('num_val', 'val2017')):
+        path = osp.join(data_root, 'annotations', f'instances_{split}.json')
+        try:
+            with open(path, encoding='utf-8') as f:
+                coco = json.load(f)
+        except (OSError, ValueError):
+            return None
+        info = coco.get('info') if isinstance(coco, dict) else None
+        if not (isinstance(info, dict)
+                and str(info.get('description', '')).startswith('sidt-mmdet toy COCO')):
+            return None
+        sizes[key] = len(coco.get('images', []))
+    return sizes
+
+
 def ensure_data(task: str, data_root: str, **sizes) -> None:
-    """Generate the toy set of ``task`` in ``data_root`` unless it is there."""
+    """Generate the toy set of ``task`` in ``data_root`` unless it is there.
+
+    A toy COCO set generated earlier with other ``num_train``/``num_val`` than asked for is
+    generated again (atomically); data that this project did not generate is used as it is.
+    """
     if task == 'detection':
         if osp.isfile(osp.join(data_root, 'annotations', 'instances_val2017.json')):
+            found = _generated_coco_sizes(data_root)
+            wanted = {k: v for k, v in sizes.items() if k in ('num_train', 'num_val')}
+            if found is None or all(found[k] == v for k, v in wanted.items()):
+                return
+            from ..datasets.generation import make_toy_coco
+            _log(f'the toy COCO set in {data_root} has {found}, {wanted} were asked for: '
+                 'generating it again')
+            make_toy_coco(data_root, overwrite=True, **sizes)
             return
         from ..datasets.generation import make_toy_coco
         _log(f'generating the toy COCO set in {data_root}')

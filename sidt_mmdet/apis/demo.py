@@ -63,12 +63,13 @@ def build_model(config: str, subnet: str | None = None, checkpoint: str | None =
 
 # ----------------------------------------------------------------------------- detection
 def detection_spec(data_root: str, keep_ratio: float = 0.6, round_to: int = 8,
-                   lengths: dict | None = None) -> ChainSpec:
+                   lengths: dict | None = None, batch_size: int | None = None) -> ChainSpec:
+    extra = [] if batch_size is None else [f'train_dataloader.batch_size={batch_size}']
     return ChainSpec(task='detection', dense_cfg=DETECTION_CONFIGS['dense'],
                      search_cfg=DETECTION_CONFIGS['search'],
                      retrain_cfg=DETECTION_CONFIGS['retrain'], data_root=data_root,
                      export=['--keep-ratio', str(keep_ratio), '--round-to', str(round_to)],
-                     lengths=dict(lengths or {}), skip=('pruned_test',))
+                     lengths=dict(lengths or {}), extra_options=extra, skip=('pruned_test',))
 
 
 def _measure_detectors(chain: ChainResult, sizes, iters: int, log) -> list[dict]:
@@ -117,14 +118,18 @@ def _detection_report(ctx: dict) -> str:
             rows.append((name, f'{a:.3f}', f'{b:.3f}', b / a if a else float('nan')))
     lines = [
         '# SiDT demo report (toy COCO, CPU)', '',
-        f'Stages (iterations): dense {ctx["n_dense"]}, search {ctx["n_search"]}, '
-        f'retrain {ctx["n_retrain"]}; keep ratio {ctx["keep_ratio"]} of attention dims and '
+        f'Stages (iterations of {ctx["batch_size"]} images): dense {ctx["n_dense"]}, '
+        f'search {ctx["n_search"]}, retrain {ctx["n_retrain"]}; keep ratio '
+        f'{ctx["keep_ratio"]} of attention dims and '
         f'MLP units, widths rounded up to multiples of {ctx["round_to"]}. '
         f'Wall time {ctx["minutes"]:.1f} min on {os.cpu_count()} CPU cores.', '',
         '| | dense | pruned | pruned / dense |', '|---|---:|---:|---:|',
         *[f'| {n} | {a} | {b} | {r:.3f} |' for n, a, b, r in rows], '',
-        'Toy data, a few hundred iterations from scratch: the mAP figures show that the chain '
-        'works end to end, not what SiDT reaches on COCO. Latency is the median of interleaved '
+        f'Toy data ({ctx["num_train"]} training and {ctx["num_val"]} validation images of '
+        'four shape classes), every model trained from scratch on CPU: the mAP figures show '
+        'that the chain keeps what the dense detector learned, not what SiDT reaches on COCO. '
+        'The pruned model is searched and retrained from the dense one, so it has seen more '
+        'iterations than the dense model. Latency is the median of interleaved '
         'runs of the two backbones in one process (`sidt_mmdet.studies.latency`). '
         'MACs include the attention matmuls that module-hook counters miss.', '',
         '## Kept width per layer', '', '![kept widths](export/widths.png)', '',
@@ -133,10 +138,11 @@ def _detection_report(ctx: dict) -> str:
     return '\n'.join(lines)
 
 
-def detection_demo(work_dir: str = 'work_dirs/demo', dense_iters: int = 150,
-                   search_iters: int = 100, retrain_iters: int = 100, keep_ratio: float = 0.6,
-                   round_to: int = 8, data_root: str = 'data/toy_coco/', num_train: int = 128,
-                   num_val: int = 32, timing_iters: int = 10, fresh: bool = False) -> dict:
+def detection_demo(work_dir: str = 'work_dirs/demo', dense_iters: int = 800,
+                   search_iters: int = 200, retrain_iters: int = 400, batch_size: int = 4,
+                   keep_ratio: float = 0.6, round_to: int = 8, data_root: str = 'data/toy_coco/',
+                   num_train: int = 512, num_val: int = 64, timing_iters: int = 10,
+                   fresh: bool = False) -> dict:
     """``make demo``: dense -> search -> export -> retrain -> COCO test of dense and pruned
     -> ``WORK/report.md``; returns what ``WORK/report.json`` holds."""
     from .chain import ensure_data
@@ -145,7 +151,8 @@ def detection_demo(work_dir: str = 'work_dirs/demo', dense_iters: int = 150,
     start = time.time()
     ensure_data('detection', data_root, num_train=num_train, num_val=num_val)
     spec = detection_spec(data_root, keep_ratio, round_to,
-                          dict(dense=dense_iters, search=search_iters, retrain=retrain_iters))
+                          dict(dense=dense_iters, search=search_iters, retrain=retrain_iters),
+                          batch_size)
     chain = run_chain(spec, work_dir, fresh=fresh, log=log)
     timing = _measure_detectors(chain, [(160, 8), (512, 2)], timing_iters, log)
     export = chain.dirs['export']
@@ -164,17 +171,23 @@ def detection_demo(work_dir: str = 'work_dirs/demo', dense_iters: int = 150,
         f'model.backbone.subnet={chain.subnet} load_from={chain.pruned_ckpt}',
         f'python tools/test.py {retrain_cfg} {chain.retrain_ckpt} --cfg-options '
         f'model.backbone.subnet={chain.subnet}',
-        '(iteration counts: --cfg-options train_cfg.max_iters=N ...; see '
-        'sidt_mmdet.apis.chain.schedule_options)']
+        f'(iteration counts: --cfg-options train_cfg.max_iters=N ...; see '
+        f'sidt_mmdet.apis.chain.schedule_options; batch size: train_dataloader.batch_size='
+        f'{batch_size})']
     dense_metrics, pruned_metrics = chain.metrics['dense'], chain.metrics['pruned']
     report = osp.join(chain.work_dir, 'report.md')
     text = _detection_report(dict(
         timing=timing, dense_metrics=dense_metrics, pruned_metrics=pruned_metrics,
         n_dense=dense_iters, n_search=search_iters, n_retrain=retrain_iters,
-        keep_ratio=keep_ratio, round_to=round_to, minutes=(time.time() - start) / 60,
+        batch_size=batch_size, num_train=num_train, num_val=num_val, keep_ratio=keep_ratio,
+        round_to=round_to, minutes=(time.time() - start) / 60,
         widths_md=widths_md, commands=commands))
     write_text_atomic(report, text)
-    result = dict(timing=timing, dense=dense_metrics, pruned=pruned_metrics)
+    result = dict(timing=timing, dense=dense_metrics, pruned=pruned_metrics,
+                  iterations=dict(dense=dense_iters, search=search_iters,
+                                  retrain=retrain_iters),
+                  batch_size=batch_size, num_train=num_train, num_val=num_val,
+                  minutes=(time.time() - start) / 60)
     write_json_atomic(osp.join(chain.work_dir, 'report.json'), result)
     log(f'done in {(time.time() - start) / 60:.1f} min: {report}')
     print(text)

@@ -13,6 +13,7 @@ from sidt_mmdet.apis.chain import (
     StageError,
     _Stages,
     data_options,
+    ensure_data,
     read_metrics,
     schedule_options,
 )
@@ -46,6 +47,33 @@ def test_data_options_per_task():
     assert 'val_evaluator.ann_file=/d/coco/annotations/instances_val2017.json' in det
     assert data_options('classification', '/d/c/') == [
         f'{k}_dataloader.dataset.data_root=/d/c/' for k in ('train', 'val', 'test')]
+
+
+def _num_images(root, split):
+    with open(root / 'annotations' / f'instances_{split}.json') as f:
+        return len(json.load(f)['images'])
+
+
+def test_ensure_data_regenerates_only_a_generated_set_of_other_size(tmp_path):
+    """A toy set left by an earlier demo with other sizes is made again; a set this project
+    did not generate (real data under the same root) is never touched."""
+    root = tmp_path / 'toy_coco'
+    sizes = dict(num_train=3, num_val=2, img_size=64)
+    ensure_data('detection', str(root), **sizes)
+    assert (_num_images(root, 'train2017'), _num_images(root, 'val2017')) == (3, 2)
+    ensure_data('detection', str(root), **{**sizes, 'num_train': 4})
+    assert (_num_images(root, 'train2017'), _num_images(root, 'val2017')) == (4, 2)
+
+    user = tmp_path / 'user_coco'
+    (user / 'annotations').mkdir(parents=True)
+    for split in ('train2017', 'val2017'):
+        (user / 'annotations' / f'instances_{split}.json').write_text(json.dumps(
+            dict(info=dict(description='my own set'), images=[], annotations=[],
+                 categories=[])))
+    before = sorted(p.stat().st_mtime_ns for p in user.rglob('*.json'))
+    ensure_data('detection', str(user), **sizes)
+    assert sorted(p.stat().st_mtime_ns for p in user.rglob('*.json')) == before
+    assert sorted(p.name for p in user.iterdir()) == ['annotations']
 
 
 def test_read_metrics_takes_the_newest_run(tmp_path):
