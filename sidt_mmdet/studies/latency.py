@@ -866,12 +866,6 @@ def load_study(path: str) -> dict:
 
 def update_readme(readme: str, study: dict, image: str | None = None) -> None:
     """Replace the text between the study's markers in ``readme`` by :func:`readme_table`."""
-    with open(readme, encoding='utf-8') as f:
-        text = f.read()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f'{readme}: expected the markers {README_BEGIN!r} and {README_END!r} '
-                         'around the generated latency table')
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    _write_text(readme, head + README_BEGIN + '\n' + readme_table(study, image) + README_END
-                + tail)
+    from ..utils.fileio import replace_marked_block
+    replace_marked_block(readme, README_BEGIN, README_END, lambda: readme_table(study, image),
+                         'the generated latency table')

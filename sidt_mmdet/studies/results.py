@@ -23,7 +23,8 @@ import os.path as osp
 
 import torch
 
-from .common import REPO, write_text_atomic
+from ..utils.fileio import replace_marked_block
+from .common import REPO
 
 __all__ = ['BEGIN', 'END', 'PRESET_ORDER', 'find_results', 'results_rows', 'results_markdown',
            'update_readme', 'latency_ratios']
@@ -185,15 +186,13 @@ def update_readme(work_dir: str = 'work_dirs/studies', readme: str = 'README.md'
         ValueError: ``readme`` lacks the ``BEGIN``/``END`` marker lines (or has them in the
             wrong order).
     """
-    with open(readme, encoding='utf-8') as f:
-        text = f.read()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < 0 or end < start:
-        raise ValueError(f'{readme}: expected a line {BEGIN!r} followed by a line {END!r} '
-                         'around the results table')
-    found = find_results(work_dir)
-    block = results_markdown(found, results_rows(found, latency))
-    new = text[:start] + BEGIN + '\n' + block + '\n' + text[end:]
-    if new != text:
-        write_text_atomic(readme, new)
+    made = []
+
+    def block() -> str:
+        found = find_results(work_dir)
+        made.append(results_markdown(found, results_rows(found, latency)))
+        return made[0]
+
+    replace_marked_block(readme, BEGIN, END, block, 'the results table')
+    block = made[0]
     return block

@@ -24,11 +24,12 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ['atomic_file', 'write_text_atomic', 'write_json_atomic', 'check_output_dir',
+__all__ = ['atomic_file', 'write_text_atomic', 'write_json_atomic', 'replace_marked_block',
+           'check_output_dir',
            'atomic_output_dir', 'clean_stale_outputs']
 
 
@@ -69,6 +70,30 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = 1) -> None:
     """Write ``data`` as JSON (with a final newline) to ``path`` atomically."""
     write_text_atomic(path, json.dumps(data, indent=indent) + '\n')
+
+
+def replace_marked_block(path: str | os.PathLike, begin: str, end: str,
+                         block: str | Callable[[], str], what: str = 'the generated block'
+                         ) -> bool:
+    """Replace the text between the marker lines ``begin`` and ``end`` of the file ``path``
+    (a README) by ``block``, atomically; return whether the file changed. ``block`` may be
+    a function making it, called only once the markers are found.
+
+    Raises:
+        ValueError: the markers are missing or in the wrong order (naming file and markers).
+    """
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < 0 or stop < start:
+        raise ValueError(f'{path}: expected a line {begin!r} followed by a line {end!r} '
+                         f'around {what}')
+    if callable(block):
+        block = block()
+    new = text[:start] + begin + '\n' + block.rstrip('\n') + '\n' + text[stop:]
+    if new != text:
+        write_text_atomic(path, new)
+    return new != text
 
 
 def check_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> str:

@@ -25,6 +25,7 @@ from sidt_mmdet.models import SIDTViT, Subnet
 from sidt_mmdet.models.subnet import SubnetError
 from sidt_mmdet.search import select_subnet
 from sidt_mmdet.utils import load_checkpoint_safe
+from sidt_mmdet.utils.fileio import replace_marked_block
 
 CFG_DIR = REPO / 'configs/cifar100'
 TOY_DENSE = CFG_DIR / 'sidt-dense_cls_vit-toy-p4_linear_6e_toy-cifar100.py'
@@ -271,6 +272,22 @@ def test_demo_report_has_the_figures(chain, demo, tmp_path):
     for want in ('backbone params', 'backbone MACs', 'backbone latency', 'top-1 (%)',
                  'top-5 (%)', 'before retraining', 'kind=keep_ratio'):
         assert want in text, want
+    # the README's table is generated from report.json: the same figures, in their columns
+    result = demo.classification_report(chain, figures, Subnet.load(chain['subnet']), 1.0,
+                                         dict(num_train=5, num_test=3),
+                                         str(tmp_path / 'report.json'))
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'a\n{demo.CIFAR_README_BEGIN}\nstale\n{demo.CIFAR_README_END}\nb\n')
+    replace_marked_block(readme, demo.CIFAR_README_BEGIN, demo.CIFAR_README_END,
+                         demo.classification_readme_block(result))
+    table = readme.read_text()
+    assert 'stale' not in table and table.startswith('a\n') and table.endswith('\nb\n')
+    m = chain['metrics']
+    top1 = [m[k]['accuracy/top1'] for k in ('dense', 'pruned_before_retrain', 'pruned')]
+    ratios = [p[k] / d[k] for k in ('backbone_params', 'backbone_macs', 'latency_ms')]
+    assert (f'| demo, keep ratio 0.6, granularity dim | {top1[0]:.2f} | {top1[1]:.2f} | '
+            f'{top1[2]:.2f} | x{ratios[0]:.3f} | x{ratios[1]:.3f} | x{ratios[2]:.3f} |') in table
+    assert '5/3 images' in table
 
 
 @pytest.mark.slow

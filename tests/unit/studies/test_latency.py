@@ -84,7 +84,7 @@ def test_readme_table_round_trip(tiny_study, tmp_path):
     assert readme.read_text() == again
     bare = tmp_path / 'bare.md'
     bare.write_text('no markers\n')
-    with pytest.raises(ValueError, match='bare.md: expected the markers'):
+    with pytest.raises(ValueError, match='bare.md: expected a line'):
         update_readme(str(bare), tiny_study)
 
 
