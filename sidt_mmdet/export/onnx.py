@@ -416,6 +416,29 @@ def _traceable_attention():
         F.scaled_dot_product_attention = original
 
 
+def _strict_program(model: ExportModel, example: torch.Tensor):
+    """The dynamic-shape ``torch.export`` program of ``model``, captured strictly (dynamo);
+    ``None`` if that fails (``torch.onnx.export`` then tries all its capture strategies).
+
+    ``torch.onnx.export`` tries the non-strict capture first; for a dynamic SIDTViT that one
+    fails on torch 2.12, after tracing the whole model (several seconds), in its runtime-assert
+    pass (timm's ``get_rel_pos`` divides the grid size by itself: sympy cannot evaluate the
+    symbolic truth value), then falls back to the strict capture. This is that capture,
+    called as ``torch.onnx.export``'s strict strategy calls it. (Non-strict with guards
+    instead of runtime asserts traces, but its graph indexes past the tables at other sizes.)
+    """
+    from torch.fx.experimental import _config as fx_config
+
+    try:
+        # as torch.onnx's strategy: a dimension of size 0 or 1 stays dynamic
+        with fx_config.patch(backed_size_oblivious=True):
+            return torch.export.export(model, (example,),
+                                       dynamic_shapes=_dynamic_shapes(True), strict=True,
+                                       prefer_deferred_runtime_asserts_over_guards=True)
+    except Exception:  # noqa: BLE001 - torch.onnx.export's own strategies decide and report
+        return None
+
+
 def _trace_size(model: ExportModel, size: tuple[int, int], dynamic: bool) -> tuple[int, int]:
     """The example size a graph is traced at.
 
@@ -452,10 +475,13 @@ def _write_graph(model: ExportModel, tmp_path: str, size, dynamic: bool, opset: 
     n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     with warnings.catch_warnings(), _traceable_attention():
         warnings.simplefilter('ignore')
+        captured = _strict_program(model, example) if dynamic else None
         program = torch.onnx.export(
-            model, (example,), None, dynamo=True, input_names=['x'], output_names=names,
-            dynamic_shapes=_dynamic_shapes(dynamic), opset_version=opset, optimize=True,
-            verbose=False, verify=False, report=False)
+            model if captured is None else captured, (example,), None, dynamo=True,
+            input_names=['x'], output_names=names,
+            # (with a captured program: only names its axes, the batch axis 'batch')
+            dynamic_shapes=_dynamic_shapes(dynamic),
+            opset_version=opset, optimize=True, verbose=False, verify=False, report=False)
     for key, value in _metadata(model, size, dynamic, opset).items():
         entry = program.model.metadata_props
         entry[key] = value
