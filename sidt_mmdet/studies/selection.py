@@ -223,7 +223,7 @@ def _summary(runs: list[dict], p: SelectionPreset) -> list[dict]:
 def _stability(stages: Stages, p: SelectionPreset, subnets: dict, dense_ckpt: str,
                search_iters: int) -> dict:
     from ..models import Subnet
-    out = dict(across_seeds=[], processes=[], separation=[])
+    out = dict(across_seeds=[], processes=[])
 
     def units(path):
         return kept_units(Subnet.load(path))
