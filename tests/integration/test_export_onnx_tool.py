@@ -13,7 +13,12 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from sidt_mmdet.export import prune_model_state_dict
-from sidt_mmdet.export.onnx import export_onnx_from_config
+from sidt_mmdet.export.onnx import (
+    README_BEGIN,
+    README_END,
+    export_onnx_from_config,
+    update_latency_readme,
+)
 from sidt_mmdet.search.select import select_subnet
 from sidt_mmdet.utils.cli import run_tool
 from sidt_mmdet.utils.config import backbone_cfg
@@ -84,6 +89,20 @@ def test_pruned_dynamic_with_neck_and_benchmark(pruned_export, tmp_path):
     assert pruned['speedup_vs_dense'] == pytest.approx(dense['median_ms'] / pruned['median_ms'])
     assert pruned['max_abs_diff'] < 1e-4 and dense['max_abs_diff'] < 1e-4
     assert 'latency pruned:' in out and 'the dense speed' in out
+    # the README's ONNX latency table is generated from this JSON, figures in their columns
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'x\n{README_BEGIN}\nstale\n{README_END}\ny\n')
+    latency_json = str(tmp_path / 'pruned.latency.json')
+    block = update_latency_readme(latency_json, str(readme))
+    assert 'stale' not in readme.read_text() and block in readme.read_text()
+    assert (f'| pruned | {pruned["backbone_params"] / 1e6:.1f}M | '
+            f'{pruned["backbone_macs"] / 1e9:.1f}G ({pruned["macs_ratio_vs_dense"]:.2f}x) | '
+            f'{pruned["median_ms"]:.0f} ms | {pruned["speedup_vs_dense"]:.2f}x faster |') in block
+    assert f'| dense | {dense["backbone_params"] / 1e6:.1f}M |' in block
+    assert '160 x 160, batch 1' in block and '3 runs' in block
+    (tmp_path / 'bad.json').write_text('{"models": {}}')
+    with pytest.raises(ValueError, match='bad.json: expected a benchmark JSON'):
+        update_latency_readme(str(tmp_path / 'bad.json'), str(readme))
 
 
 @pytest.mark.slow

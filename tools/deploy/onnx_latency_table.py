@@ -1,0 +1,32 @@
+"""Regenerate the README's ONNX latency table from a benchmark JSON.
+
+    python tools/deploy/onnx_latency_table.py work_dirs/onnx-bench/vitdet-b-kr0.6_512.latency.json \
+        [--readme README.md]
+
+The JSON is what `tools/deploy/export_onnx.py ... --benchmark` writes; the block between
+<!-- onnx-latency:begin ... --> and <!-- onnx-latency:end --> is rewritten from it.
+"""
+import argparse
+import sys
+
+from sidt_mmdet.export.onnx import update_latency_readme
+from sidt_mmdet.utils.cli import run_tool
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser.add_argument('latency_json', help='the .latency.json of export_onnx.py --benchmark')
+    parser.add_argument('--readme', default='README.md')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return run_tool('onnx_latency_table.py', lambda: print(
+        update_latency_readme(args.latency_json, args.readme)))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
