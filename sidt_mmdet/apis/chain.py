@@ -179,19 +179,18 @@ def ensure_data(task: str, data_root: str, **sizes) -> None:
     generated again (atomically); data that this project did not generate is used as it is.
     """
     if task == 'detection':
-        if osp.isfile(osp.join(data_root, 'annotations', 'instances_val2017.json')):
+        there = osp.isfile(osp.join(data_root, 'annotations', 'instances_val2017.json'))
+        if there:
             found = _generated_coco_sizes(data_root)
             wanted = {k: v for k, v in sizes.items() if k in ('num_train', 'num_val')}
             if found is None or all(found[k] == v for k, v in wanted.items()):
                 return
-            from ..datasets.generation import make_toy_coco
             _log(f'the toy COCO set in {data_root} has {found}, {wanted} were asked for: '
                  'generating it again')
-            make_toy_coco(data_root, overwrite=True, **sizes)
-            return
+        else:
+            _log(f'generating the toy COCO set in {data_root}')
         from ..datasets.generation import make_toy_coco
-        _log(f'generating the toy COCO set in {data_root}')
-        make_toy_coco(data_root, **sizes)
+        make_toy_coco(data_root, overwrite=there, **sizes)
     else:
         if osp.isfile(osp.join(data_root, 'cifar-100-python', 'meta')):
             return

@@ -739,6 +739,6 @@ def update_latency_readme(latency_json: str, readme: str) -> str:
             result = json.load(f)
     except (OSError, ValueError) as e:
         raise ValueError(f'{latency_json}: cannot read a benchmark JSON ({e})') from None
-    block = latency_readme_block(result, latency_json)
-    replace_marked_block(readme, README_BEGIN, README_END, block, 'the ONNX latency table')
-    return block
+    return replace_marked_block(readme, README_BEGIN, README_END,
+                                lambda: latency_readme_block(result, latency_json),
+                                'the ONNX latency table')

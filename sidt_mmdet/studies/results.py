@@ -82,9 +82,10 @@ def latency_ratios(dense_config: str, retrain_config: str, subnets: list[str],
     def structure(path: str) -> str:  # paths in the committed JSON are relative to the checkout
         return Subnet.load(path if osp.isabs(path) else osp.join(REPO, path)).digest()
 
+    digests = {path: structure(path) for path in subnets}
     by_content: dict[str, str] = {}
-    for path in subnets:
-        by_content.setdefault(structure(path), path)
+    for path, digest in digests.items():
+        by_content.setdefault(digest, path)
     dense = _build(dense_config, None)
     models = {'dense': dense}
     models.update({f'pruned{i}': _build(retrain_config, path)
@@ -93,7 +94,7 @@ def latency_ratios(dense_config: str, retrain_config: str, subnets: list[str],
     med = median_latency(models, x, iters=iters, warmup=3)
     ratio_of = {content: med[f'pruned{i}'] / med['dense']
                 for i, content in enumerate(by_content)}
-    return {path: ratio_of[structure(path)] for path in subnets}
+    return {path: ratio_of[digest] for path, digest in digests.items()}
 
 
 def results_rows(found: dict[str, dict], latency: bool = True) -> list[dict]:
@@ -186,13 +187,8 @@ def update_readme(work_dir: str = 'work_dirs/studies', readme: str = 'README.md'
         ValueError: ``readme`` lacks the ``BEGIN``/``END`` marker lines (or has them in the
             wrong order).
     """
-    made = []
-
     def block() -> str:
         found = find_results(work_dir)
-        made.append(results_markdown(found, results_rows(found, latency)))
-        return made[0]
+        return results_markdown(found, results_rows(found, latency))
 
-    replace_marked_block(readme, BEGIN, END, block, 'the results table')
-    block = made[0]
-    return block
+    return replace_marked_block(readme, BEGIN, END, block, 'the results table')

@@ -74,10 +74,11 @@ def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = 1
 
 def replace_marked_block(path: str | os.PathLike, begin: str, end: str,
                          block: str | Callable[[], str], what: str = 'the generated block'
-                         ) -> bool:
+                         ) -> str:
     """Replace the text between the marker lines ``begin`` and ``end`` of the file ``path``
-    (a README) by ``block``, atomically; return whether the file changed. ``block`` may be
-    a function making it, called only once the markers are found.
+    (a README) by ``block``, atomically (the file is left alone when nothing changes);
+    return the block. ``block`` may be a function making it, called only once the markers
+    are found.
 
     Raises:
         ValueError: the markers are missing or in the wrong order (naming file and markers).
@@ -93,7 +94,7 @@ def replace_marked_block(path: str | os.PathLike, begin: str, end: str,
     new = text[:start] + begin + '\n' + block.rstrip('\n') + '\n' + text[stop:]
     if new != text:
         write_text_atomic(path, new)
-    return new != text
+    return block
 
 
 def check_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> str:
