@@ -319,6 +319,25 @@ class Stages:
                         macs_ratio=subnet.stats['macs_after'] / subnet.stats['macs_before'])
         return self.cached(f'narrow-k{keep:g}-it{self.s.dense_iters}-s{seed}', spec, run)
 
+    def dense_finetuned(self, dense_ckpt: str, seeds) -> dict:
+        """The dense model given the fine-tune every pruned model gets (same config,
+        schedule and seeds): the reference a pruned-and-fine-tuned top-1 is fair against.
+
+        The dense widths go through the same export (a subnet that keeps every unit) and the
+        retrain config, so the only difference from a pruned run is what was kept.
+        """
+        from ..search.criteria import uniform_scores
+        exp = self.export('export-dense-full', dict(method='dense'), 'criterion', dense_ckpt,
+                          lambda model: uniform_scores(model.backbone), 1.0, 'dim')
+        if abs(exp['macs_ratio'] - 1.0) > 1e-9:
+            raise RuntimeError(f'the dense subnet keeps MACs x{exp["macs_ratio"]:.4f}, not all')
+        runs = [dict(seed=seed, **self.finetune(f'finetune-dense-s{seed}', exp['subnet'],
+                                                 exp['checkpoint'], seed)) for seed in seeds]
+        mean, std = mean_std([r['top1_finetuned'] for r in runs])
+        return dict(subnet=exp['subnet'], seeds=list(seeds), runs=runs,
+                    top1_mean=mean, top1_std=std,
+                    iters=self.s.finetune_iters)
+
     # ------------------------------------------------------------- retraining
     def test_loader(self):
         if self._test_loader is None:

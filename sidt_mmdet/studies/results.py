@@ -110,6 +110,14 @@ def results_rows(found: dict[str, dict], latency: bool = True) -> list[dict]:
                          config=_rel(dense_cfg), subnet='', params_ratio=1.0, macs_ratio=1.0,
                          latency_ratio=1.0 if latency else None, top1_before=None,
                          top1_after=sel['dense']['top1'], seeds=[0]))
+        dense_ft = sel.get('dense_finetuned')
+        if dense_ft:
+            rows.append(dict(study=f'selection ({sel["preset"]})',
+                             method='dense + the same fine-tune',
+                             config=_rel(sel['retrain_config']), subnet='', params_ratio=1.0,
+                             macs_ratio=1.0, latency_ratio=1.0 if latency else None,
+                             top1_before=None, top1_after=dense_ft['top1_mean'],
+                             seeds=dense_ft['seeds']))
         if narrow:
             rows.append(dict(study=f'selection ({sel["preset"]})',
                              method='40% narrower, trained from scratch as dense',

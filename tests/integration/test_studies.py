@@ -41,6 +41,15 @@ def test_every_method_is_exported_retrained_and_reported(studies):
     assert (work / 'tiny' / 'selection_tiny.png').stat().st_size > 1000
     assert res['goals'] and {g['status'] for g in res['goals']} <= STATUSES
     assert res['narrow']['macs_ratio'] < 0.75
+    # the dense reference goes through the same export and fine-tune: its full-width export
+    # scores the dense model's top-1 before the fine-tune
+    ref = res['dense_finetuned']
+    assert [r['seed'] for r in ref['runs']] == res['seeds']
+    assert all(r['top1_pruned'] == res['dense']['top1'] for r in ref['runs'])
+    assert Subnet.load(ref['subnet']).stats['macs_after'] == \
+        Subnet.load(ref['subnet']).stats['macs_before']
+    assert '| dense + the same fine-tune |' in md
+    assert any('of dense + the same fine-tune top-1' in g['goal'] for g in res['goals'])
     # one seed: the std-based goals say so instead of claiming a result
     assert any(g['status'] == 'not assessable' for g in res['goals'])
 
@@ -56,6 +65,7 @@ def test_search_cost_shares_the_work_dir_and_reports_each_length(studies):
     work, sel, cost = studies
     assert [r['fraction'] for r in cost['summary']] == [0.5, 1.0]
     assert cost['dense'] == sel['dense']
+    assert cost['dense_finetuned'] == sel['dense_finetuned']  # one cached reference
     half = next(r for r in cost['runs'] if r['fraction'] == 0.5)
     # the 50% search at MACs x0.6 is the selection study's sidt-l1/dim run
     same = next(r for r in sel['runs'] if r['method'] == 'sidt-l1/dim')
@@ -84,8 +94,9 @@ def test_readme_table_is_generated_from_the_json(studies, tmp_path, monkeypatch)
     text = readme.read_text()
     assert 'old' not in text and text.endswith(f'{END}\n\nafter\n')
     rows = [line for line in block.splitlines() if line.startswith('| selection')]
-    # dense, the 40%-narrower model trained from scratch, every method
-    assert len(rows) == 2 + len(sel['summary'])
+    # dense, dense + the same fine-tune, the 40%-narrower model, every method
+    assert len(rows) == 3 + len(sel['summary'])
+    assert sum('| dense + the same fine-tune |' in line for line in rows) == 1
     assert sum('narrower, trained from scratch' in line for line in rows) == 1
     assert f'{sel["summary"][0]["top1_finetuned_mean"]:.2f}' in block
     assert 'search cost (tiny)' in block and 'Goals' in block
