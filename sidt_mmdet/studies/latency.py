@@ -37,7 +37,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -45,6 +44,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+
+from ..utils.fileio import atomic_file, write_json_atomic, write_text_atomic
 
 __all__ = ['PRESETS', 'Shape', 'Variant', 'Group', 'run_latency_study', 'time_interleaved',
            'write_study', 'render_markdown', 'readme_table', 'update_readme', 'plot_study',
@@ -811,29 +812,9 @@ def plot_study(study: dict, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc='upper left')
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format='png'))
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format='png')
     plt.close(fig)
-
-
-def _atomic(path: str, write: Callable[[str], None]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_text(path: str, text: str) -> None:
-    def write(tmp):
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(text)
-    _atomic(path, write)
 
 
 @dataclass
@@ -849,8 +830,8 @@ def write_study(study: dict, out_dir: str) -> StudyFiles:
     files = StudyFiles(json=os.path.join(out_dir, 'latency.json'),
                        markdown=os.path.join(out_dir, 'latency.md'),
                        png=os.path.join(out_dir, 'latency.png'))
-    _write_text(files.json, json.dumps(study, indent=1) + '\n')
-    _write_text(files.markdown, render_markdown(study))
+    write_json_atomic(files.json, study)
+    write_text_atomic(files.markdown, render_markdown(study))
     plot_study(study, files.png)
     return files
 

@@ -366,11 +366,13 @@ PRESETS = {
 
 
 def run_lowrank_study(preset: str = 'short', work_dir: str = 'work_dirs/studies',
-                      ratio: float = 0.5, methods=METHODS, seed: int = 0) -> dict:
+                      ratio: float = 0.5, methods=METHODS, seed: int = 0,
+                      data_root: str | None = None, threads: int = 1) -> dict:
     """:func:`compare_lowrank` on the hard preset at ``ratio`` of the backbone params;
     writes ``lowrank_<preset>.json``/``.md`` in the selection study's workspace and prints
     the goals (``svd_whitened`` ahead of SVD right after factorization; SVD > QR variants >
-    LU after fine-tune)."""
+    LU after fine-tune). ``data_root`` is the hard set's root (default: inside the
+    workspace, as the selection study's); give the selection study's to share its runs."""
     from .common import Stages, StageSettings
     from .selection import PRESETS as SELECTION_PRESETS
     if preset not in PRESETS:
@@ -378,7 +380,8 @@ def run_lowrank_study(preset: str = 'short', work_dir: str = 'work_dirs/studies'
     p = PRESETS[preset]
     sel = SELECTION_PRESETS[p['selection']]
     work = osp.abspath(osp.join(work_dir, sel.workspace))
-    stages = Stages(work, StageSettings(data_root=osp.join(work, 'data'), **sel.settings))
+    stages = Stages(work, StageSettings(data_root=data_root or osp.join(work, 'data'),
+                                        **dict(sel.settings, threads=threads)))
     dense = stages.dense(seed)
     iters = max(1, round(sel.search_fraction * stages.s.dense_iters))
     search = stages.search(dense['checkpoint'], iters, seed)

@@ -26,10 +26,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--preset', choices=sorted(PRESETS),
                    help='run on the hard toy preset instead (expected idle minutes: '
                         + ', '.join(f'{k} {v["expected_minutes"]}' for k, v in PRESETS.items())
-                        + '); only --work-dir, --ratio, --methods and --seed apply')
+                        + '); only --work-dir, --data-root, --ratio, --methods, --seed and '
+                          '--threads apply')
     p.add_argument('--work-dir')
-    p.add_argument('--data-root', default='data/toy_cifar100',
-                   help='toy CIFAR-100 root; generated (5000/1000 images) if missing')
+    p.add_argument('--data-root',
+                   help='toy CIFAR-100 root; generated if missing (default: data/toy_cifar100, '
+                        'with --preset the hard set inside --work-dir)')
     p.add_argument('--search-checkpoint', help='skip the search: use this searched checkpoint '
                    'of configs/cifar100/sidt-search_cls_vit-toy-p4-kr0.6_linear_2e_toy-cifar100.py')
     p.add_argument('--dense-epochs', type=int, default=6)
@@ -60,8 +62,10 @@ def main(argv=None) -> int:
     if preset:
         return run_tool('compare_lowrank.py', run_lowrank_study, preset,
                         args['work_dir'] or 'work_dirs/studies', ratio=args['ratio'],
-                        methods=args['methods'], seed=args['seed'])
+                        methods=args['methods'], seed=args['seed'],
+                        data_root=args['data_root'], threads=args['threads'])
     args['work_dir'] = args['work_dir'] or 'work_dirs/compare_lowrank'
+    args['data_root'] = args['data_root'] or 'data/toy_cifar100'
     return run_tool('compare_lowrank.py', compare_lowrank, **args)
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from sidt_mmdet.studies.results import BEGIN, END, find_results, update_readme
+from sidt_mmdet.studies.results import BEGIN, END, find_results, publish, update_readme
 
 
 def _selection(preset, top1):
@@ -42,3 +42,44 @@ def test_no_results_says_how_to_make_them(tmp_path):
     readme = tmp_path / 'README.md'
     readme.write_text(f'{BEGIN}\n{END}\n')
     assert 'compare_selection.py' in update_readme(str(tmp_path), str(readme), latency=False)
+
+
+def _study_dir(tmp_path, subnet_path=None):
+    ws = tmp_path / 'work' / 'hard'
+    (ws / 'export-x').mkdir(parents=True)
+    subnet = ws / 'export-x' / 'subnet.json'
+    subnet.write_text('{"blocks": []}\n')
+    res = _selection('full', 60.0)
+    res['summary'][0]['subnet'] = str(subnet_path or subnet)
+    res['dense']['checkpoint'] = str(ws / 'dense' / 'iter_1.pth')  # not copied
+    (ws / 'selection_full.json').write_text(json.dumps(res))
+    (ws / 'selection_full.md').write_text('# report\n')
+    return ws, subnet
+
+
+def test_publish_copies_the_json_its_report_and_subnets(tmp_path):
+    _, subnet = _study_dir(tmp_path)
+    docs = tmp_path / 'docs'
+    written = publish(str(tmp_path / 'work'), str(docs))
+    assert written == [str(docs / 'hard' / 'selection_full.json')]
+    out = json.loads((docs / 'hard' / 'selection_full.json').read_text())
+    copied = docs / 'hard' / 'export-x' / 'subnet.json'
+    assert out['summary'][0]['subnet'] == str(copied)
+    assert copied.read_text() == subnet.read_text()
+    assert not (docs / 'hard' / 'dense').exists()
+    assert (docs / 'hard' / 'selection_full.md').read_text() == '# report\n'
+    # the published copy is what the table reads
+    assert find_results(str(docs))['selection']['summary'][0]['top1_finetuned_mean'] == 60.0
+
+
+def test_publish_refuses_missing_or_foreign_subnets(tmp_path):
+    _study_dir(tmp_path, subnet_path=tmp_path / 'work' / 'hard' / 'gone' / 'subnet.json')
+    with pytest.raises(FileNotFoundError, match='gone/subnet.json is missing'):
+        publish(str(tmp_path / 'work'), str(tmp_path / 'docs'))
+    other = tmp_path / 'elsewhere.json'
+    other.write_text('{}')
+    _study_dir(tmp_path / 'b', subnet_path=other)
+    with pytest.raises(ValueError, match='outside the study\'s workspace'):
+        publish(str(tmp_path / 'b' / 'work'), str(tmp_path / 'docs'))
+    with pytest.raises(FileNotFoundError, match='no selection_'):
+        publish(str(tmp_path / 'nothing'), str(tmp_path / 'docs'))
