@@ -50,14 +50,12 @@ def build_model(config: str, subnet: str | None = None, checkpoint: str | None =
     import sidt_mmdet  # noqa: F401  (registers SIDTViT/SIDTModel)
 
     from ..utils import load_checkpoint_safe
+    from ..utils.config import runner_model_cfg
     cfg = Config.fromfile(osp.join(REPO, config))
     if subnet is not None:
         cfg.merge_from_dict({'model.backbone.subnet': subnet})
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = cfg.model.copy()
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    model = MODELS.build(model_cfg)
+    model = MODELS.build(runner_model_cfg(cfg))
     if checkpoint is not None:
         model.load_state_dict(load_checkpoint_safe(checkpoint)['state_dict'])
     return model.eval()

@@ -38,7 +38,7 @@ from ..search.select import select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.cli import ToolError, count, positive_int, ratio, run_tool
 from ..utils.complexity import backbone_complexity
-from ..utils.config import backbone_cfg, with_pruned_backbone
+from ..utils.config import backbone_cfg, runner_model_cfg, with_pruned_backbone
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
 from ..utils.state_dict import cpu_state_dict, load_state_dict_strict, state_dict_of
 from .result import SUBNET_FILE, ExportedDir
@@ -157,7 +157,7 @@ def _load_strict(model: nn.Module, state: dict, where: str, what: str) -> None:
 
 def load_source_model(cfg: Config, checkpoint: str) -> tuple[nn.Module, dict]:
     """The model as CONFIG describes it, with CHECKPOINT loaded strictly; and the checkpoint."""
-    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg = runner_model_cfg(cfg)
     try:
         backbone_cfg(model_cfg, cfg.filename or 'config')['init_cfg'] = None
     except ValueError as e:
@@ -231,7 +231,8 @@ def prepare_subnet(model: nn.Module, subnet_path: str | None, mlp_keep_ratio: fl
 
 def build_pruned_model(cfg: Config, subnet: Subnet, state: dict, where: str) -> nn.Module:
     """The retrain-style model on ``subnet`` with ``state`` loaded strictly."""
-    model = _build(cfg, with_pruned_backbone(cfg.model, subnet, cfg.filename or 'config'))
+    model = _build(cfg, with_pruned_backbone(runner_model_cfg(cfg), subnet,
+                                             cfg.filename or 'config'))
     _load_strict(model, state, where, 'the pruned model')
     return model.eval()
 

@@ -241,12 +241,10 @@ class Stages:
         from mmengine.registry import MODELS, init_default_scope
 
         from ..utils import load_checkpoint_safe
+        from ..utils.config import runner_model_cfg
         cfg = self.config(config, options)
-        model_cfg = copy.deepcopy(cfg.model)
-        if cfg.get('data_preprocessor') is not None:
-            model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
         init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-        model = MODELS.build(model_cfg)
+        model = MODELS.build(runner_model_cfg(cfg))
         if checkpoint is not None:
             state = load_checkpoint_safe(checkpoint, map_location='cpu')['state_dict']
             model.load_state_dict(state, strict=True)

@@ -21,7 +21,6 @@ relative increase of the top-1 error over the reference: ``(err - err_ref) / err
 """
 from __future__ import annotations
 
-import copy
 import json
 import os.path as osp
 import time
@@ -43,6 +42,7 @@ from ..models import Subnet
 from ..search.select import select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.complexity import backbone_complexity
+from ..utils.config import runner_model_cfg
 from ..utils.fileio import write_json_atomic, write_text_atomic
 
 __all__ = ['METHODS', 'PRESETS', 'compare_lowrank', 'run_lowrank_study', 'lowrank_goals',
@@ -123,11 +123,8 @@ def load_model(cfg: Config, checkpoint: Path):
     """The model a Runner of ``cfg`` builds (top-level data_preprocessor merged in, as the
     Runner does), with ``checkpoint`` loaded strictly. Not the Runner's own model: train()
     re-initialises it before loading ``load_from``."""
-    model_cfg = copy.deepcopy(cfg.model)
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(model_cfg)
+    model = MODELS.build(runner_model_cfg(cfg))
     model.load_state_dict(load_checkpoint_safe(checkpoint)['state_dict'], strict=True)
     return model
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 
-__all__ = ['is_type', 'inner_model_cfg', 'backbone_cfg', 'with_pruned_backbone']
+__all__ = ['is_type', 'inner_model_cfg', 'backbone_cfg', 'with_pruned_backbone',
+           'runner_model_cfg']
 
 
 def is_type(cfg, name: str) -> bool:
@@ -51,3 +52,14 @@ def with_pruned_backbone(model_cfg: dict, subnet, where: str = 'config') -> dict
         cfg = type(cfg)(type='mmdet.SIDTModel', model=cfg) if isinstance(cfg, dict) else cfg
     backbone_cfg(cfg, where).update(mode='pruned', subnet=subnet, init_cfg=None)
     return cfg
+
+
+def runner_model_cfg(cfg) -> dict:
+    """A copy of ``cfg.model`` as mmengine's Runner builds it: the config's top-level
+    ``data_preprocessor`` (mmpretrain's convention: the normalisation lives there) merged in
+    unless the model sets its own. A model built from ``cfg.model`` alone would see
+    unnormalised pixels."""
+    model_cfg = copy.deepcopy(cfg.model)
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
+    return model_cfg

@@ -368,6 +368,30 @@ def test_svd_whitened_calibrates_on_train_batches(tool, dense_classifier, toy_ci
     assert isinstance(model.backbone.blocks[0].attn.qkv, LowRankLinear)
 
 
+def test_calibration_sees_the_pixels_the_runner_feeds(dense_classifier, toy_cifar_dir):
+    """mmpretrain configs normalise in a top-level data_preprocessor: the models the tool
+    builds (source and pruned) must take it, or svd_whitened calibrates on raw pixels."""
+    _, ckpt = dense_classifier
+    cfg = Config.fromfile(str(CLS_DENSE))
+    cfg.merge_from_dict({'train_dataloader.dataset.data_root': str(toy_cifar_dir),
+                         'train_dataloader.batch_size': 8})
+    mean = torch.tensor(cfg.data_preprocessor.mean).view(-1, 1, 1)
+    assert 'data_preprocessor' not in cfg.model  # the case this guards
+    source, _ = lowrank.load_source_model(cfg, str(ckpt))
+    pruned = lowrank.build_pruned_model(cfg, Subnet.dense(64, 4, 2, 256), source.state_dict(),
+                                        str(ckpt))
+    for model in (source, pruned):
+        assert torch.equal(model.data_preprocessor.mean, mean)
+    # what calibration feeds the backbone: the normalised batch (mean ~0), not raw pixels
+    seen = []
+    hook = pruned.backbone.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    try:
+        lowrank.calibration_covariances(cfg, pruned, ['blocks.0.attn.qkv'], 1)
+    finally:
+        hook.remove()
+    assert len(seen) == 1 and seen[0].mean().abs() < 1.0
+
+
 def test_svd_whitened_refused_without_calibration_data(dense_classifier, tmp_path):
     _, ckpt = dense_classifier
     with pytest.raises(lowrank.LowRankError, match='svd_whitened needs calibration data'):
