@@ -28,7 +28,8 @@ import torch
 from ..utils.fileio import write_json_atomic, write_text_atomic
 
 __all__ = ['REPO', 'StageSettings', 'Stages', 'write_json_atomic', 'write_text_atomic', 'log',
-           'jaccard', 'kept_units', 'mean_std', 'iteration_schedule', 'separation']
+           'jaccard', 'kept_units', 'mean_std', 'iteration_schedule', 'separation',
+           'binomial_se']
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CFG_DIR = osp.join(REPO, 'configs', 'cifar100')
@@ -44,6 +45,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
         return float('nan'), float('nan')
     t = torch.tensor(values, dtype=torch.float64)
     return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+
+
+def binomial_se(top1: float, num_test: int) -> float:
+    """The binomial standard error (points) of one top-1 of ``top1`` % on ``num_test``
+    images: the resolution of a comparison of two top-1 figures on that test split."""
+    p = top1 / 100
+    return 100 * (p * (1 - p) / max(num_test, 1)) ** 0.5
 
 
 def kept_units(subnet) -> set[tuple]:

@@ -44,6 +44,7 @@ from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.complexity import backbone_complexity
 from ..utils.config import runner_model_cfg
 from ..utils.fileio import write_json_atomic, write_text_atomic
+from .common import binomial_se
 
 __all__ = ['METHODS', 'PRESETS', 'compare_lowrank', 'run_lowrank_study', 'lowrank_goals',
            'rel_error_increase', 'markdown']
@@ -325,6 +326,7 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
                                                               ref['top1_after_ft']))
         results['budget'].append(r)
 
+    results['num_test'] = len(loader.dataset)
     results['seconds'] = round(time.time() - t0, 1)
     results['sidt_mmdet_version'] = __version__
     write_json_atomic(work / 'compare_lowrank.json', _plain(results))
@@ -408,9 +410,14 @@ def lowrank_goals(res: dict) -> list[dict]:
     goals = []
     if 'svd' in by and 'svd_whitened' in by:
         a, b = by['svd_whitened']['top1_before_ft'], by['svd']['top1_before_ft']
+        detail = f'{a:.2f} vs {b:.2f} ({a - b:+.2f}'
+        if res.get('num_test'):
+            se = binomial_se(b, res['num_test'])
+            detail += (f'; binomial s.e. of one top-1 {se:.2f}'
+                       + (', within 2 s.e.' if abs(a - b) <= 2 * se else ''))
         goals.append(dict(goal='svd_whitened beats plain SVD right after factorization at '
                                'equal params', status='met' if a > b else 'missed',
-                          detail=f'{a:.2f} vs {b:.2f}'))
+                          detail=detail + ')'))
     qr = [m for m in ('qr', 'qr_pivoted', 'qr_rows', 'qr_randomized') if m in by]
     if 'svd' in by and 'lu' in by and qr:
         svd, lu = by['svd']['top1_after_ft'], by['lu']['top1_after_ft']

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from .common import (
     Stages,
     StageSettings,
+    binomial_se,
     jaccard,
     kept_units,
     log,
@@ -266,8 +267,7 @@ def selection_goals(result: dict) -> list[dict]:
                       detail=f'{dense:.2f}'))
     # The binomial standard error of one top-1 near the dense one on this test split: the
     # resolution of every comparison below (stated next to each).
-    p = dense / 100
-    se = 100 * (p * (1 - p) / max(result.get('num_test', 0), 1)) ** 0.5
+    se = binomial_se(dense, result.get('num_test', 0))
     se2 = 2 * se
     narrow = result.get('narrow')
     if narrow is not None:
