@@ -137,12 +137,16 @@ def _build(config: str, subnet: str | None):
 
 
 def latency_ratios(dense_config: str, retrain_config: str, subnets: list[str],
-                   batch: int = 64, iters: int = 30) -> dict[str, float]:
+                   batch: int = 64, iters: int = 100, warmup: int = 10) -> dict[str, float]:
     """Median backbone latency pruned / dense of every subnet file, ``{path: ratio}``.
 
     The dense model and every distinct subnet are timed interleaved in one run (the latency
     study's ``median_latency``), so the ratios share the machine's conditions; files of the
     same structure (``Subnet.digest``) are built and timed once, so they get equal ratios.
+    ``iters`` forwards of each after ``warmup``. On the toy backbone (a forward of a few
+    milliseconds) the ratios of one run still move together from one run to the next
+    (the dense model's median shifts against all the pruned ones), so rows compare within
+    one table, not across tables.
     """
     from ..models import Subnet
     from .latency import median_latency
@@ -159,7 +163,7 @@ def latency_ratios(dense_config: str, retrain_config: str, subnets: list[str],
     models.update({f'pruned{i}': _build(retrain_config, path)
                    for i, path in enumerate(by_content.values())})
     x = torch.randn(batch, 3, *tuple(dense.img_size), generator=torch.Generator().manual_seed(0))
-    med = median_latency(models, x, iters=iters, warmup=3)
+    med = median_latency(models, x, iters=iters, warmup=warmup)
     ratio_of = {content: med[f'pruned{i}'] / med['dense']
                 for i, content in enumerate(by_content)}
     return {path: ratio_of[digest] for path, digest in digests.items()}
@@ -237,7 +241,8 @@ def results_markdown(found: dict[str, dict], rows: list[dict]) -> str:
         + ', '.join(f'`{_rel(r["_path"])}`' for r in found.values())
         + f' ({torch.get_num_threads()} torch thread(s) for the latency ratios). Top-1 (%) on '
         'the hard toy CIFAR-100 preset, mean over the seeds; ratios are pruned / dense '
-        'backbone.', '',
+        'backbone. The latency ratios are timed in one interleaved run; on this toy backbone '
+        'they move together from one run to the next, so compare rows within the table.', '',
         '| study | method | config | subnet | params | MACs | latency | top-1 before '
         'fine-tune | top-1 after | seeds |',
         '|---|---|---|---|---:|---:|---:|---:|---:|---|']
