@@ -29,7 +29,7 @@ from ..utils.fileio import write_json_atomic, write_text_atomic
 
 __all__ = ['REPO', 'StageSettings', 'Stages', 'write_json_atomic', 'write_text_atomic', 'log',
            'jaccard', 'kept_units', 'mean_std', 'iteration_schedule', 'separation',
-           'binomial_se']
+           'binomial_se', 'reference_top1']
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CFG_DIR = osp.join(REPO, 'configs', 'cifar100')
@@ -52,6 +52,16 @@ def binomial_se(top1: float, num_test: int) -> float:
     images: the resolution of a comparison of two top-1 figures on that test split."""
     p = top1 / 100
     return 100 * (p * (1 - p) / max(num_test, 1)) ** 0.5
+
+
+def reference_top1(result: dict) -> tuple[float, str]:
+    """The top-1 a study's pruned-and-fine-tuned models are held against, and its name: the
+    dense model given the same fine-tune when the study has it (``dense_finetuned``), so the
+    fine-tune's extra iterations count on both sides; else the dense model as trained."""
+    dense_ft = result.get('dense_finetuned')
+    if dense_ft:
+        return dense_ft['top1_mean'], 'dense + the same fine-tune'
+    return result['dense']['top1'], 'dense'
 
 
 def kept_units(subnet) -> set[tuple]:

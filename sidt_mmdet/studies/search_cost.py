@@ -19,7 +19,15 @@ import os.path as osp
 import time
 from dataclasses import dataclass, field
 
-from .common import Stages, StageSettings, log, mean_std, write_json_atomic, write_text_atomic
+from .common import (
+    Stages,
+    StageSettings,
+    log,
+    mean_std,
+    reference_top1,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .selection import PRESETS as SELECTION_PRESETS
 from .selection import _export_method
 
@@ -105,16 +113,8 @@ def run_search_cost_study(preset: str = 'quick', work_dir: str = 'work_dirs/stud
     return result
 
 
-def _reference(result: dict) -> tuple[float, str]:
-    """The top-1 a searched-and-fine-tuned model is compared with, and its name."""
-    dense_ft = result.get('dense_finetuned')
-    if dense_ft:
-        return dense_ft['top1_mean'], 'dense + the same fine-tune'
-    return result['dense']['top1'], 'dense'
-
-
 def search_cost_goals(result: dict) -> list[dict]:
-    dense, ref_name = _reference(result)
+    dense, ref_name = reference_top1(result)
     cheap = [r for r in result['summary'] if r['fraction'] <= 0.10 + 1e-9]
     if not cheap:
         return [dict(goal='a search for <= 10% of the dense iterations reaches dense top-1 '
@@ -132,7 +132,7 @@ def search_cost_goals(result: dict) -> list[dict]:
 
 def search_cost_markdown(result: dict) -> str:
     dense = result['dense']['top1']
-    ref, ref_name = _reference(result)
+    ref, ref_name = reference_top1(result)
     several = len(result['seeds']) > 1
     lines = [
         '# Search-cost study: search length against top-1 after retrain', '',

@@ -39,6 +39,7 @@ from .common import (
     kept_units,
     log,
     mean_std,
+    reference_top1,
     write_json_atomic,
     write_text_atomic,
 )
@@ -280,16 +281,12 @@ def selection_goals(result: dict) -> list[dict]:
 
     several = len(result['seeds']) > 1
     s06 = _find(summary, SIDT_DEFAULT, 0.6)
-    dense_ft = result.get('dense_finetuned')
     if s06 is not None:
-        # Against the dense model given the same fine-tune when the study has it: the
-        # fine-tune's extra iterations then count on both sides.
-        ref, ref_name = ((dense_ft['top1_mean'], 'dense + the same fine-tune') if dense_ft
-                         else (dense, 'dense'))
+        ref, ref_name = reference_top1(result)
         top1 = s06['top1_finetuned_mean']
         gap = top1 - ref
         detail = f'{top1:.2f} vs {ref_name} {ref:.2f} ({gap:+.2f})'
-        if dense_ft:
+        if result.get('dense_finetuned'):
             detail += f'; vs dense as trained {dense:.2f} ({top1 - dense:+.2f})'
         goals.append(dict(goal=f'{SIDT_DEFAULT} at MACs x0.6 within 0.5 points of '
                                f'{ref_name} top-1',
