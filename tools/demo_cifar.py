@@ -25,13 +25,11 @@ import argparse
 import sys
 
 from sidt_mmdet.apis.demo import classification_demo
-from sidt_mmdet.utils.cli import ratio, run_tool
+from sidt_mmdet.utils.cli import doc_parser, ratio, run_tool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser = doc_parser(__doc__)
     parser.add_argument('--work-dir', default='work_dirs/demo-cifar')
     parser.add_argument('--data-root', default='data/toy_cifar100',
                         help='toy CIFAR-100 root; generated when cifar-100-python/ is missing')

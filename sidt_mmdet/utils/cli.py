@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = ['ToolError', 'EXIT_OK', 'EXIT_ERROR', 'EXIT_USAGE', 'ratio', 'open_ratio', 'count',
            'int_at_least',
-           'positive_int', 'run_tool']
+           'positive_int', 'run_tool', 'doc_parser']
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -33,6 +33,15 @@ _SUFFIXES = {'': 1, 'K': 10 ** 3, 'M': 10 ** 6, 'G': 10 ** 9, 'T': 10 ** 12}
 class ToolError(Exception):
     """Bad input found after parsing (a file, a budget, an output directory); the message
     names the flag or file at fault and what was expected."""
+
+
+def doc_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of a tool whose module docstring is its help: the first paragraph is the
+    description, the rest (usage examples, kept as written) the epilog."""
+    paragraphs = doc.split('\n\n')
+    return argparse.ArgumentParser(prog=prog, description=paragraphs[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog='\n\n'.join(paragraphs[1:]))
 
 
 def _fraction(text: str, closed: bool) -> float:

@@ -14,17 +14,14 @@ WORK_DIR/benchmark.json). A benchmark, not a test: it trains for minutes; one se
 
     python tools/analysis/cifar_prune_benchmark.py [--budget params] [--prune 0.4]
 """
-import argparse
 import sys
 
 from sidt_mmdet.studies.cifar_prune import BUDGETS, cifar_prune_benchmark
-from sidt_mmdet.utils.cli import open_ratio, positive_int, run_tool
+from sidt_mmdet.utils.cli import doc_parser, open_ratio, positive_int, run_tool
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser = doc_parser(__doc__)
     parser.add_argument('--prune', type=open_ratio, default=0.4,
                         help='fraction of the budget to remove (default: %(default)s)')
     parser.add_argument('--budget', choices=BUDGETS, default='params',

@@ -8,17 +8,14 @@ WORK_DIR/<workspace>/selection_<preset>.{json,md,png} and prints the goals, met 
 Finished stages are cached under the work dir: a second run resumes. See
 sidt_mmdet/studies/selection.py for what each preset runs.
 """
-import argparse
 import sys
 
 from sidt_mmdet.studies.selection import METHODS, PRESETS, run_selection_study
-from sidt_mmdet.utils.cli import run_tool
+from sidt_mmdet.utils.cli import doc_parser, run_tool
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser = doc_parser(__doc__)
     parser.add_argument('--preset', choices=sorted(PRESETS), default='quick',
                         help='study size (default: %(default)s); expected idle minutes: '
                              + ', '.join(f'{k} {v.expected_minutes:g}' for k, v in PRESETS.items()))

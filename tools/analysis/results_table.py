@@ -9,19 +9,16 @@ skip), and rewrites the block between <!-- results:begin --> and <!-- results:en
 --publish first copies the studies found under its directory (JSON, Markdown, plot and the
 subnet files the JSON names, paths made relative to the checkout) into --work-dir.
 """
-import argparse
 import sys
 
 import torch
 
 from sidt_mmdet.studies.results import publish, update_readme
-from sidt_mmdet.utils.cli import run_tool
+from sidt_mmdet.utils.cli import doc_parser, run_tool
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser = doc_parser(__doc__)
     parser.add_argument('--work-dir', default='work_dirs/studies')
     parser.add_argument('--readme', default='README.md')
     parser.add_argument('--no-latency', action='store_true', help='leave the latency column out')

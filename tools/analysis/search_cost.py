@@ -6,17 +6,14 @@
 Shares its work dir (dense model, searches, exports) with tools/analysis/compare_selection.py.
 Writes WORK_DIR/<workspace>/search_cost_<preset>.{json,md} and prints the goal.
 """
-import argparse
 import sys
 
 from sidt_mmdet.studies.search_cost import PRESETS, run_search_cost_study
-from sidt_mmdet.utils.cli import run_tool
+from sidt_mmdet.utils.cli import doc_parser, run_tool
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser = doc_parser(__doc__)
     parser.add_argument('--preset', choices=sorted(PRESETS), default='quick',
                         help='study size (default: %(default)s); expected idle minutes: '
                              + ', '.join(f'{k} {v.expected_minutes:g}' for k, v in PRESETS.items()))

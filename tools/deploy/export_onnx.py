@@ -23,7 +23,7 @@ import argparse
 import sys
 
 from sidt_mmdet.export.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS, export_onnx_from_config
-from sidt_mmdet.utils.cli import positive_int, run_tool
+from sidt_mmdet.utils.cli import doc_parser, positive_int, run_tool
 
 PROG = 'export_onnx.py'
 
@@ -33,10 +33,7 @@ def log(msg: str) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser = doc_parser(__doc__, PROG)
     parser.add_argument('config', help='model config with a SIDTViT backbone (dense or pruned)')
     parser.add_argument('checkpoint', help='checkpoint of that model')
     parser.add_argument('-o', '--output', required=True, help='the .onnx file to write')

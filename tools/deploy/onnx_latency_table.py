@@ -6,17 +6,14 @@
 The JSON is what `tools/deploy/export_onnx.py ... --benchmark` writes; the block between
 <!-- onnx-latency:begin ... --> and <!-- onnx-latency:end --> is rewritten from it.
 """
-import argparse
 import sys
 
 from sidt_mmdet.export.onnx import update_latency_readme
-from sidt_mmdet.utils.cli import run_tool
+from sidt_mmdet.utils.cli import doc_parser, run_tool
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser = doc_parser(__doc__)
     parser.add_argument('latency_json', help='the .latency.json of export_onnx.py --benchmark')
     parser.add_argument('--readme', default='README.md')
     return parser.parse_args(argv)

@@ -11,6 +11,7 @@ from sidt_mmdet.utils.cli import (
     EXIT_USAGE,
     ToolError,
     count,
+    doc_parser,
     int_at_least,
     open_ratio,
     positive_int,
@@ -81,3 +82,12 @@ def test_run_tool_exit_codes(capsys):
         assert capsys.readouterr().err == 't.py: error: the file x.json: expected y\n'
     with pytest.raises(KeyError):  # a bug keeps its traceback
         run_tool('t.py', refuse, KeyError)
+
+
+def test_doc_parser_takes_its_help_from_the_docstring():
+    doc = 'Do one thing.\n\n    python tools/x.py --flag   # an example\n\nMore words.'
+    parser = doc_parser(doc, prog='x.py')
+    assert parser.prog == 'x.py' and parser.description == 'Do one thing.'
+    # the examples keep their layout in --help
+    assert parser.epilog == '    python tools/x.py --flag   # an example\n\nMore words.'
+    assert '    python tools/x.py --flag   # an example\n' in parser.format_help()
