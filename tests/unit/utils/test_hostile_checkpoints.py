@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 import torch
-from hostile import payloads, write_payload
+from hostile import PLANTED, RUNS_ON_LOAD, payloads, write_payload
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import load_checkpoint
@@ -15,7 +15,7 @@ from torch import nn
 
 import sidt_mmdet  # noqa: F401
 from sidt_mmdet.models import SIDTViT
-from sidt_mmdet.utils import UnsafeCheckpointError, load_checkpoint_safe
+from sidt_mmdet.utils import UnsafeCheckpointError, load_checkpoint_safe, safe_load
 
 ARCH = dict(embed_dims=16, num_layers=1, num_heads=2)
 NAMES = list(payloads('m'))
@@ -49,13 +49,39 @@ def test_refused_with_no_side_effect(tmp_path, name, loader, figures):
     figures.add('hostile_refused')
 
 
-def test_plain_pickle_would_have_run_the_payload(tmp_path):
-    """The payloads are live: without weights_only, loading one runs it (so the tests
-    above cannot pass merely because a payload is inert)."""
+def test_every_payload_is_shown_live():
+    """Each payload is covered by one of the two tests below."""
+    assert sorted(RUNS_ON_LOAD + tuple(PLANTED)) == sorted(NAMES)
+
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n == 'os.system'
+                                  else n for n in RUNS_ON_LOAD])  # os.system starts a shell
+def test_plain_pickle_would_have_run_the_payload(tmp_path, name):
+    """The payloads are live: without weights_only, loading one runs it (so the tests above
+    cannot pass merely because a payload is inert, e.g. a getattr chain that reaches nothing
+    or an object array whose elements are plain values)."""
     marker = tmp_path / 'marker'
-    path = write_payload(tmp_path / 'hostile.pth', payloads(str(marker))['builtins.eval'][0])
+    path = write_payload(tmp_path / 'hostile.pth', payloads(str(marker))[name][0])
+    assert not marker.exists()
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+@pytest.mark.parametrize('name', list(PLANTED))
+def test_planted_payloads_get_past_torch_and_are_stopped_by_our_checks(tmp_path, name,
+                                                                       monkeypatch):
+    """The planted payloads are live too: torch's weights_only unpickler, given our allow-list
+    with a plain getattr and no check of what it loaded, hands over a HistoryBuffer carrying
+    builtins.exec, a swapped statistic or a foreign attribute. So their refusal above is the
+    work of our restricted getattr and post-load check (remove either and it fails)."""
+    obj, _ = payloads(str(tmp_path / 'marker'))[name]
+    path = write_payload(tmp_path / 'hostile.pth', obj)
+    with pytest.raises(UnsafeCheckpointError):
+        load_checkpoint_safe(path)
+    monkeypatch.setattr(safe_load, '_check_loaded', lambda *args: None)
+    monkeypatch.setattr(safe_load, '_restricted_getattr', getattr)
+    loaded = load_checkpoint_safe(path)['meta']['payload']
+    assert type(loaded) is HistoryBuffer and PLANTED[name](loaded)
 
 
 def test_history_buffer_of_a_real_run_still_loads(tmp_path):
