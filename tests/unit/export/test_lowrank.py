@@ -158,10 +158,23 @@ def test_qr_pivoted_matches_lapack(shape):
 @pytest.mark.parametrize('kind', ['random', 'decaying'])
 @pytest.mark.parametrize('shape', [(48, 96), (96, 48), (64, 64)])
 def test_svd_is_best_eckart_young(kind, shape):
+    """The SVD factorization reaches the Eckart-Young bound, computed from LAPACK's singular
+    values (numpy): Frobenius error sqrt(sum of the discarded sigma_i^2), spectral error
+    sigma_{r+1}. Catches a truncation that keeps the wrong singular triplets (e.g. the
+    smallest, or an off-by-one), drops the singular values from the factors, or any other
+    factorization standing in for the SVD; the other methods are never better."""
     w = (torch.randn(*shape, generator=gen(1), dtype=torch.float64) if kind == 'random'
          else decaying(*shape, seed=1))
+    sigma = np.linalg.svd(w.numpy(), compute_uv=False)  # descending
     for rank in (1, 4, 16, 40):
-        best = relative_error(w, *factorize(w, rank, 'svd'))
+        a, b = factorize(w, rank, 'svd')
+        assert a.shape == (shape[0], rank) and b.shape == (rank, shape[1])
+        residual = (w - a @ b).numpy()
+        tail = math.sqrt(float(np.sum(sigma[rank:] ** 2)))
+        assert np.linalg.norm(residual, 'fro') == pytest.approx(tail, rel=1e-9)
+        assert np.linalg.norm(residual, 2) == pytest.approx(float(sigma[rank]), rel=1e-9)
+        best = relative_error(w, a, b)
+        assert best == pytest.approx(tail / float(np.linalg.norm(sigma)), rel=1e-9)
         for method in QR_LIKE:
             err = relative_error(w, *factorize(w, rank, method, generator=gen()))
             assert best <= err + 1e-12, (method, rank, best, err)

@@ -77,14 +77,33 @@ def test_refused_without_calibration_data():
 
 
 def test_lowrank_model_with_collected_covariances():
+    """Every layer's covariance is that of its own inputs (the second layer's are the first
+    layer's GELU outputs), and every replaced layer's out_rel_error is its error on those
+    inputs. Catches covariances swapped between layers, taken of the outputs, or of one
+    layer for all; an error reported for the wrong layer."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(24, 32), nn.GELU(), nn.Linear(32, 24)).double()
     x = _inputs(n=512)
     names = ['0', '2']
+    with torch.no_grad():
+        inputs = {'0': x, '2': nn.functional.gelu(model[0](x))}
+    weights = {n: model.get_submodule(n).weight.detach().clone() for n in names}
     covs = collect_input_covariances(model, names, lambda: model(x))
     assert covs['0'].shape == (24, 24) and covs['2'].shape == (32, 32)
     torch.testing.assert_close(covs['0'], x.T @ x / len(x))
+    for n in names:
+        torch.testing.assert_close(covs[n], inputs[n].T @ inputs[n] / len(x), rtol=1e-12,
+                                   atol=1e-12)
     report = lowrank_model(model, 'svd_whitened', ranks={'0': 6, '2': 6}, input_covs=covs)
     assert all(e['replaced'] and 0 < e['out_rel_error'] < 1 for e in report.values())
+    for n in names:
+        new = model.get_submodule(n)
+        assert new.rank == report[n]['rank'] == 6
+        with torch.no_grad():
+            w, xs = weights[n], inputs[n]
+            direct = (torch.linalg.norm((w - new.up.weight @ new.down.weight) @ xs.T)
+                      / torch.linalg.norm(w @ xs.T))
+        assert report[n]['out_rel_error'] == pytest.approx(float(direct), rel=1e-9)
+    assert report['0']['out_rel_error'] != pytest.approx(report['2']['out_rel_error'])
     with pytest.raises(CalibrationError, match='sent no input'):
         collect_input_covariances(model, ['0.down'], lambda: None)

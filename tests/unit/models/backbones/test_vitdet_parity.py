@@ -125,13 +125,22 @@ def test_rel_pos_table_with_wrong_head_dim_is_refused(tmp_path):
 
 
 def test_rel_pos_tables_of_another_size_are_resampled(tmp_path, monkeypatch):
-    """A global block's table made for a 16x16 grid (31 rows) loaded into an 8x8 model (15
-    rows): resampled linearly as SAM's get_rel_pos does, and logged. Catches the table
-    truncated, left at its zero init, or changed without a log line."""
+    """Every rel-pos table of every block made for another size, h and w of different lengths
+    (the global block's for a 16x16 and a 12x12 grid, 31 and 23 rows, into an 8x8 model's 15;
+    the window blocks' for windows 6 and 7, 11 and 13 rows, into window 4's 7): each resampled
+    linearly as SAM's get_rel_pos does, and logged. Catches a table truncated, left at its
+    zero init, changed without a log line, or one table's resampling applied to another
+    (h for w, one block for all, global blocks only)."""
     ref = sam_reference()
     state = ref.state_dict()
-    table = torch.randn(31, 16)
-    state['blocks.1.attn.rel_pos_h'] = table
+    g = torch.Generator().manual_seed(5)
+    lengths = {0: (11, 13), 1: (31, 23), 2: (13, 11)}
+    tables = {}
+    for i, (rows_h, rows_w) in lengths.items():
+        for axis, rows in (('h', rows_h), ('w', rows_w)):
+            key = f'blocks.{i}.attn.rel_pos_{axis}'
+            tables[key] = torch.randn(rows, 16, generator=g)
+            state[key] = tables[key]
     path = tmp_path / 'other_size.pth'
     torch.save(state, path)
     model = SIDTViT(embed_dim=48, depth=3, num_heads=3, pretrain_img_size=128, window_size=4,
@@ -141,9 +150,16 @@ def test_rel_pos_tables_of_another_size_are_resampled(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.import_module('sidt_mmdet.models.backbones.sidt_vit'),
                         'print_log', lambda msg, **_: lines.append(msg))
     model.init_weights()
-    want = F.interpolate(table.t()[None], size=15, mode='linear')[0].t()
-    torch.testing.assert_close(model.blocks[1].attn.rel_pos_h.detach(), want)
-    assert 'SIDTViT: resized blocks.1.attn.rel_pos_h 31 -> 15 (linear)' in lines, lines
+    loaded = model.state_dict()
+    for key, table in tables.items():
+        size = 15 if key.startswith('blocks.1.') else 7
+        want = F.interpolate(table.t()[None], size=size, mode='linear')[0].t()
+        torch.testing.assert_close(loaded[key], want, msg=key)
+        assert f'SIDTViT: resized {key} {len(table)} -> {size} (linear)' in lines, (key, lines)
+    assert sum(' resized ' in line for line in lines) == len(tables), lines
+    # the other weights load as they are
+    torch.testing.assert_close(loaded['blocks.0.attn.qkv.weight'],
+                               state['blocks.0.attn.qkv.weight'])
 
 
 def test_get_layer_depth():
