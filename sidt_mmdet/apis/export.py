@@ -39,7 +39,12 @@ from ..utils.cli import ToolError, count, int_at_least, ratio, run_tool
 from ..utils.complexity import ComplexityReport, backbone_complexity
 from ..utils.config import backbone_cfg, with_pruned_backbone
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_text_atomic
-from ..utils.state_dict import compare_state_dicts, cpu_state_dict, state_dict_of
+from ..utils.state_dict import (
+    compare_state_dicts,
+    cpu_state_dict,
+    explain_backbone_keys,
+    state_dict_of,
+)
 from .result import SUBNET_FILE, ExportedDir
 
 __all__ = ['BUDGET_KINDS', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_COLUMNS', 'ExportError',
@@ -113,6 +118,13 @@ def load_search_state(path: str, model: torch.nn.Module) -> dict:
     if mismatch.missing:
         raise ExportError(f'{path} lacks {len(mismatch.missing)} tensors of the config\'s '
                           f'model, e.g. {mismatch.missing[:5]}')
+    extra = [k for k in mismatch.unexpected if k.startswith('backbone.')]
+    if extra:  # the pruned.pth would silently lose them (rel-pos tables, a class token...)
+        backbone = model.backbone
+        raise ExportError(f'{path} does not fit the config\'s backbone: ' + explain_backbone_keys(
+            [], [k[len('backbone.'):] for k in extra],
+            dict(backbone.build_kwargs, num_layers=backbone.num_layers,
+                 search_dims=backbone.search_dims), 'backbone.'))
     if mismatch.unexpected:
         log(f'warning: ignoring {len(mismatch.unexpected)} tensors the model does not have, '
             f'e.g. {mismatch.unexpected[:5]}')

@@ -3,6 +3,7 @@ what does not fit (missing keys, unexpected keys, shape mismatches)."""
 from __future__ import annotations
 
 import copy
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,7 +12,8 @@ import torch
 from torch import nn
 
 __all__ = ['StateDictMismatch', 'StateDictMismatchError', 'strip_prefix', 'state_dict_of',
-           'compare_state_dicts', 'load_state_dict_strict', 'cpu_state_dict']
+           'compare_state_dicts', 'load_state_dict_strict', 'cpu_state_dict',
+           'explain_backbone_keys']
 
 
 class StateDictMismatchError(ValueError):
@@ -77,6 +79,71 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     if mismatch:
         raise StateDictMismatchError(f'{where} does not fit {what}; {mismatch.describe()}')
     model.load_state_dict(state, strict=True)
+
+
+# Backbone keys that one config setting adds or removes: (test of the key without its
+# prefix, the setting, what the tensors are). A key that is missing or in excess is then
+# explained by that setting differing between the run that wrote the checkpoint and the
+# config. The boolean settings build their tensors when True.
+_KEY_SETTINGS = (
+    (lambda k: k.endswith(('.rel_pos_h', '.rel_pos_w')), 'use_rel_pos',
+     'relative-position tables'),
+    (lambda k: k == 'cls_token', 'with_cls_token', 'a class token'),
+    (lambda k: k == 'pos_embed', 'use_abs_pos', 'an absolute position embedding'),
+    (lambda k: k.startswith('norm.'), 'final_norm', 'a final norm'),
+    (lambda k: k.endswith('attn.qkv.bias'), 'qkv_bias', 'qkv biases'),
+    (lambda k: k.endswith('_mask'), 'search_dims', 'search masks'),
+    (lambda k: k.endswith(('.down.weight', '.up.weight', '.up.bias')), 'subnet',
+     'factorized (low-rank) layers'),
+)
+_BLOCK = re.compile(r'blocks\.(\d+)\.')
+
+
+def _setting_of(key: str, num_layers) -> tuple[str, str]:
+    for test, setting, what in _KEY_SETTINGS:
+        if test(key):
+            return setting, what
+    block = _BLOCK.match(key)
+    if block and isinstance(num_layers, int) and int(block.group(1)) >= num_layers:
+        return 'num_layers', 'blocks'
+    return '', 'tensors'
+
+
+def explain_backbone_keys(missing: list[str], unexpected: list[str],
+                          settings: Mapping[str, object], prefix: str = '') -> str:
+    """What backbone keys that a checkpoint lacks (``missing``) or has in excess
+    (``unexpected``) mean, grouped by the config setting that adds or removes them, with the
+    value ``settings`` (the backbone's) gives it; '' when both lists are empty. E.g.
+    ``the checkpoint has relative-position tables (backbone.blocks.0.attn.rel_pos_h, ...)
+    that the config does not build: it was trained with use_rel_pos=True, the config has
+    model.backbone.use_rel_pos=False``. Keys are given without ``prefix``."""
+    parts = []
+    for keys, in_ckpt in ((unexpected, True), (missing, False)):
+        groups: dict[tuple[str, str], list[str]] = {}
+        for k in sorted(keys):
+            groups.setdefault(_setting_of(k, settings.get('num_layers')), []).append(prefix + k)
+        for (setting, what), names in groups.items():
+            text = (f'the checkpoint has {what} ({_first(names, 4)}) that the config does not '
+                    'build' if in_ckpt else
+                    f'the checkpoint lacks {what} ({_first(names, 4)}) that the config builds')
+            value = settings.get(setting)
+            if setting == 'search_dims':
+                text += (': set model.backbone.search_dims (and split_qkv) as in the run that '
+                         f'wrote it (the config has search_dims={value!r}, split_qkv='
+                         f'{settings.get("split_qkv")!r})')
+            elif setting == 'num_layers':
+                text += f': it is of another depth (the config has num_layers={value})'
+            elif setting == 'subnet':
+                text += (': a low-rank export loads with the subnet.json written beside it, '
+                         'which records the ranks (the config has model.backbone.subnet='
+                         f'{value!r})')
+            elif setting:
+                text += (f': it was trained with {setting}={in_ckpt}, the config has '
+                         f'model.backbone.{setting}={value!r}')
+            else:
+                text += ': is it a checkpoint of another backbone?'
+            parts.append(text)
+    return '; '.join(parts)
 
 
 def cpu_state_dict(module: nn.Module, subnet_file: str | None = None) -> OrderedDict:

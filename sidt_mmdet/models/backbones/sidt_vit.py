@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ...utils.ckpt_convert import convert_vit_state_dict
 from ...utils.safe_load import CheckpointMismatchError, checkpoint_source
-from ...utils.state_dict import compare_state_dicts
+from ...utils.state_dict import compare_state_dicts, explain_backbone_keys
 from ..layers import PatchEmbed, SIDTAttention, SIDTBlock, SIDTMlp, apply_lowrank_structure
 from ..layers.block import masked_norm
 from ..slicing import is_mask_key, rel_pos_columns, slice_vit_state_dict
@@ -397,7 +397,13 @@ class SIDTViT(BaseModule):
                              f'(embed_dims={self.embed_dims}, heads={self.num_heads}, '
                              f'layers={self.num_layers}); shape mismatches:\n  '
                              + '\n  '.join(mismatch))
-        result = self.load_state_dict(state, strict=False)
+        # Converted pretrained weights may lack tensors on purpose (MAE has no rel-pos
+        # tables): they are reported below, not refused as in a load_from or --resume.
+        self._partial_load_ok = True
+        try:
+            result = self.load_state_dict(state, strict=False)
+        finally:
+            self._partial_load_ok = False
         missing = [k for k in result.missing_keys if not k.endswith('_mask')]
         for note in notes:
             print_log(f'SIDTViT: {note}', logger='current')
@@ -460,6 +466,22 @@ class SIDTViT(BaseModule):
             raise CheckpointMismatchError(
                 f'{source} does not fit the backbone ({built}): {len(bad)} tensors of another '
                 'shape, e.g.\n  ' + '\n  '.join(bad[:5]) + hint)
+        if getattr(self, '_partial_load_ok', False):
+            return
+        # mmengine would only log these keys and go on with some tensors left at their
+        # initial values. A search started from a dense checkpoint lacks its masks on purpose.
+        given = {k[len(prefix):] for k in keys}
+        missing = sorted(k for k in set(own) - {prefix + g for g in given}
+                         if not (self.mode == 'search' and is_mask_key(k)))
+        unexpected = sorted(g for g in given if prefix + g not in own)
+        if missing or unexpected:
+            settings = dict(self.build_kwargs, num_layers=self.num_layers,
+                            search_dims=self.search_dims)
+            raise CheckpointMismatchError(
+                f'{source} does not fit the backbone ({built}): ' + explain_backbone_keys(
+                    [k[len(prefix):] for k in missing], unexpected, settings, prefix)
+                + ". (Backbone-only pretrained weights go in model.backbone.init_cfg=dict("
+                "type='Pretrained', checkpoint=...), which converts them.)")
 
     @property
     def subnet_file(self) -> str:
