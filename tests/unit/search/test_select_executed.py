@@ -4,7 +4,7 @@ import torch
 from helpers import perturb_
 
 from sidt_mmdet.export import prune_backbone
-from sidt_mmdet.models import SIDTViT
+from sidt_mmdet.models import SIDTViT, Subnet
 from sidt_mmdet.search import select_subnet
 from sidt_mmdet.utils.complexity import backbone_complexity, head_groups
 
@@ -33,10 +33,34 @@ def test_head_groups():
         head_groups([1], [1], 'gathered')
 
 
+def hand_executed_macs(sub, layout):
+    """docs/complexity.md "Two MAC figures", from the kept indices alone (global blocks,
+    N = 16 tokens): ``grouped`` runs each active head at its own widths (the kept MACs);
+    ``padded`` runs every active head of a block at the block's widest q/k and v widths, so
+    its q/k/v rows, projection columns and both attention matmuls count the padding."""
+    D_kept = len(sub.kept_embed)
+    total = N * D_kept * 3 * 16 * 16
+    for b in sub.blocks:
+        active = [h for h, v in enumerate(b['v']) if v]
+        qk = [len(b['qk'][h]) for h in active]
+        v = [len(b['v'][h]) for h in active]
+        if layout == 'padded':
+            qk, v = [max(qk)] * len(active), [max(v)] * len(active)
+        s_qk, s_v = sum(qk), sum(v)
+        total += (N * D_kept * (2 * s_qk + s_v) + N * N * (s_qk + s_v) + N * s_v * D_kept
+                  + 2 * N * D_kept * len(b['mlp']))
+    return total
+
+
 @pytest.mark.parametrize('layout', ['padded', 'grouped'])
 def test_executed_budget_met_within_one_unit(layout):
+    """Executed-MACs budgets, the result counted by hand from the kept indices and the layout
+    (not by the counter selection uses), the exported model and the one built from config +
+    subnet file counted alike. Catches padding left out of the executed count (the budget
+    would be overshot) and a result further than one unit below the target."""
     model = searched()
     dense = backbone_complexity(model, (64, 64))
+    assert dense.macs == hand_executed_macs(Subnet.dense(D, 3, H, 4 * D), 'grouped')
     # One attention dim, executed: when it widens the layer's widest head every head of the
     # padded layout grows by one (q, k, v rows + proj column + both attention matmuls).
     one_unit = H * (3 * N * D + N * D + 2 * N * N)
@@ -45,11 +69,15 @@ def test_executed_budget_met_within_one_unit(layout):
         sub = select_subnet(model, flops=target, macs='executed', layout=layout, round_to=1,
                             min_mlp=1)
         got = sub.stats['macs_executed_after']
+        assert got == hand_executed_macs(sub, layout)
+        assert sub.stats['macs_after'] == hand_executed_macs(sub, 'grouped')
         assert got <= target
         assert target - got < one_unit
         assert sub.stats['macs_after'] <= got
         assert sub.budget['macs'] == 'executed' and sub.budget['layout'] == layout
-        pruned = prune_backbone(model, sub)
+        exported = prune_backbone(model, sub)  # the export runs the grouped layout
+        rep = backbone_complexity(exported, (64, 64))
+        assert rep.macs == rep.macs_executed == sub.stats['macs_after']
         pruned = SIDTViT(arch=TINY, img_size=64, mode='pruned', subnet=sub,
                          pruned_layout=layout)
         rep = backbone_complexity(pruned, (64, 64))
@@ -58,6 +86,7 @@ def test_executed_budget_met_within_one_unit(layout):
     executed = select_subnet(model, flops=int(0.6 * dense.macs), macs='executed',
                              layout='padded', round_to=1)
     assert executed.stats['macs_executed_after'] <= kept.stats['macs_executed_after']
+    assert kept.stats['macs_executed_after'] == hand_executed_macs(kept, 'padded')
 
 
 def test_grouped_layout_executes_the_kept_macs():

@@ -1,10 +1,12 @@
 """Selection for a budget, physical export, the sparsity loss."""
+import math
+
 import pytest
 import torch
 from helpers import hard_mask_, perturb_
 
 from sidt_mmdet.export import prune_backbone
-from sidt_mmdet.models import SIDTViT
+from sidt_mmdet.models import SIDTViT, Subnet
 from sidt_mmdet.search import SparsityLoss, select_subnet
 from sidt_mmdet.utils.complexity import backbone_complexity
 
@@ -41,54 +43,140 @@ def test_keep_ratio_keeps_that_fraction_per_kind():
     assert max(dropped) <= thr
 
 
-def hand_macs(sub, N=16, patch=16):
-    """docs/method.md section 2 for global blocks at 64x64 (N = 16 tokens), from the kept
-    indices alone: heads without v dims are gone with their q/k dims."""
+def hand_macs(sub, size=(64, 64), window=0, global_blocks=(), rel_pos=False, patch=16):
+    """docs/complexity.md written out, from the kept indices alone (heads without v dims are
+    gone with their q/k dims). A window block pads the h x w grid to whole windows before the
+    qkv projection: G windows of n = window^2 tokens, T = G * n tokens through attention;
+    a global block has G = 1, n = T = N. Decomposed rel-pos: T * (k_h + k_w) per q/k dim."""
+    hp, wp = math.ceil(size[0] / patch), math.ceil(size[1] / patch)
+    N = hp * wp
     D = len(sub.kept_embed)
     total = N * D * 3 * patch * patch
-    for b in sub.blocks:
+    for i, b in enumerate(sub.blocks):
+        if window and i not in global_blocks:
+            G, n, kh, kw = math.ceil(hp / window) * math.ceil(wp / window), window ** 2, \
+                window, window
+        else:
+            G, n, kh, kw = 1, N, hp, wp
+        T = G * n
         active = [h for h, v in enumerate(b['v']) if v]
         s_qk = sum(len(b['qk'][h]) for h in active)
         s_v = sum(len(b['v'][h]) for h in active)
-        total += (N * D * (2 * s_qk + s_v) + N * N * s_qk + N * N * s_v + N * s_v * D
+        total += (T * D * (2 * s_qk + s_v) + G * n * n * s_qk + G * n * n * s_v + T * s_v * D
                   + 2 * N * D * len(b['mlp']))
+        if rel_pos:
+            total += T * (kh + kw) * s_qk
     return total
 
 
-@pytest.mark.parametrize('kind', ['params', 'flops'])
-def test_budget_met_within_one_dimension(kind):
-    """The target and the result are counted independently of the counter selection uses:
-    params by the pruned model's numel, MACs by hand from docs/complexity.md. Catches a budget
-    solved against a wrong cost model (e.g. without the attention matmuls, which would
-    overshoot the real MACs), and a result further than one dimension below the target."""
-    model = searched()
+# (model keywords, input size): global blocks only at the model's size; windows of 3 (the 4x4
+# grid padded to 6x6, four windows) with rel-pos and one global block; the same on a 5x3
+# grid (two windows, padded to 6x3)
+LAYOUT_CASES = {
+    'global': (dict(), (64, 64)),
+    'windows': (dict(window_size=3, global_attn_indexes=[1], use_rel_pos=True), (64, 64)),
+    'windows 5x3': (dict(window_size=3, global_attn_indexes=[1], use_rel_pos=True), (80, 48)),
+}
+
+
+def _hand_macs_of(sub, case):
+    kw, size = LAYOUT_CASES[case]
+    return hand_macs(sub, size, kw.get('window_size', 0), kw.get('global_attn_indexes', ()),
+                     kw.get('use_rel_pos', False))
+
+
+def test_hand_macs_of_the_dense_model():
+    """The hand count agrees with docs/complexity.md's closed form for an unpruned global
+    block (12 N D^2 + 2 N^2 D) and, for window blocks, with the sum written out once."""
+    dense = Subnet.dense(D, L, H, HID)
     N = 16
+    assert _hand_macs_of(dense, 'global') == L * (12 * N * D * D + 2 * N * N * D) + \
+        N * D * 3 * 16 * 16
+    # window blocks 0 and 2: T = 36 (4 windows of 9), rel-pos k_h = k_w = 3; global block 1
+    window = 36 * D * 3 * D + 4 * 81 * 2 * D + 36 * D * D + 8 * N * D * D + 36 * 6 * D
+    glob = 12 * N * D * D + 2 * N * N * D + 16 * 8 * D
+    assert _hand_macs_of(dense, 'windows') == 2 * window + glob + N * D * 3 * 16 * 16
+
+
+@pytest.mark.parametrize('granularity', ['dim', 'head_uniform'])
+@pytest.mark.parametrize('case', list(LAYOUT_CASES))
+@pytest.mark.parametrize('kind', ['params', 'flops'])
+def test_budget_met_within_one_dimension(kind, case, granularity):
+    """The target and the result are counted independently of the counter selection uses:
+    params by the pruned model's numel, MACs by hand from docs/complexity.md (padded windows,
+    rel-pos), at several targets. Catches a budget solved against a wrong cost model (e.g.
+    without the attention matmuls, the window padding or the rel-pos terms, which would
+    overshoot the real MACs), and a result further than one unit below the target."""
+    kw, size = LAYOUT_CASES[case]
+    model = searched(**kw)
+    hp, wp = math.ceil(size[0] / 16), math.ceil(size[1] / 16)
+    N = hp * wp
     if kind == 'params':
         dense = sum(p.numel() for n, p in model.named_parameters() if not n.endswith('_mask'))
     else:
-        dense = L * (12 * N * D * D + 2 * N * N * D) + N * D * 3 * 16 * 16
-    target = int(0.7 * dense)
-    sub = select_subnet(model, **{kind: target}, round_to=1, min_mlp=1)
-    pruned = prune_backbone(model, sub)
-    got = sum(p.numel() for p in pruned.parameters()) if kind == 'params' else hand_macs(sub)
-    assert got == sub.stats['params_after' if kind == 'params' else 'macs_after']
-    one_dim = (3 * D + 3 + D) if kind == 'params' else (3 * N * D + 2 * N * N + N * D)
-    assert got <= target
-    assert target - got < one_dim
+        dense = _hand_macs_of(Subnet.dense(D, L, H, HID), case)
+    # the most one selection unit can cost: a dim of one head ('dim') or of every head
+    # ('head_uniform') in the dearest block, or one MLP unit
+    per_head = H if granularity == 'head_uniform' else 1
+    if kind == 'params':
+        rel_rows = (2 * max(hp, wp) - 1) * 2 if kw.get('use_rel_pos') else 0
+        one_unit = max(per_head * (3 * D + 3 + D + rel_rows), 2 * D + 1)
+    else:
+        w = kw.get('window_size', 0)
+        costs = [4 * N * D + 2 * N * N + (N * (hp + wp) if kw.get('use_rel_pos') else 0)]
+        if w:
+            G = math.ceil(hp / w) * math.ceil(wp / w)
+            costs.append(4 * G * w * w * D + 2 * G * w ** 4 + G * w * w * 2 * w)
+        one_unit = max(per_head * max(costs), 2 * N * D)
+    for frac in (0.5, 0.7, 0.9):
+        target = int(frac * dense)
+        sub = select_subnet(model, **{kind: target}, input_size=size, granularity=granularity,
+                            round_to=1, min_mlp=1)
+        pruned = prune_backbone(model, sub)
+        got = (sum(p.numel() for p in pruned.parameters()) if kind == 'params'
+               else _hand_macs_of(sub, case))
+        assert got == sub.stats['params_after' if kind == 'params' else 'macs_after']
+        assert got <= target
+        assert target - got < one_unit, (frac, target - got, one_unit)
 
 
 def test_rounding_and_minimums_never_empty_a_layer():
+    """Widths are rounded *up* to a multiple of round_to (capped at the full width), after the
+    minimums. With round_to=6 on heads of 16 dims and 192 MLP units, up, down and nearest give
+    different widths, and the masks are set by hand so the count before rounding is known:
+    a head with 7 kept dims gets 12 (down: 6), 13 and 15 get 16 (the cap), 5 gets 6 (down:
+    0); the MLP's 50 and 94 get 54 and 96, and block 1, searched to nothing, gets one head
+    with one dim -> 6 and min_mlp=8 -> 12 (down: 6)."""
     model = searched()
-    with torch.no_grad():  # block 1 searched to nothing
-        model.blocks[1].attn.dim_mask.zero_()
+    big = {0: ({0: 7, 1: 13}, 50), 2: ({0: 11, 2: 5}, 94)}  # block: (head: dims, MLP units)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for i, blk in enumerate(model.blocks):
+            attn, hidden = blk.attn.dim_mask, blk.mlp.hidden_mask
+            attn.copy_(torch.rand(attn.shape, generator=g) * 1e-3 + 1e-4)
+            hidden.copy_(torch.rand(hidden.shape, generator=g) * 1e-3 + 1e-4)
+            if i in big:
+                for h, n in big[i][0].items():
+                    attn[h, :n] = 1 + torch.rand(n, generator=g)
+                hidden[:big[i][1]] = 1 + torch.rand(big[i][1], generator=g)
+        model.blocks[1].attn.dim_mask.zero_()  # block 1 searched to nothing
         model.blocks[1].mlp.hidden_mask.zero_()
-    sub = select_subnet(model, keep_ratio=0.3, round_to=8, min_mlp=8)
+    # 36 of 144 attention dims and 144 of 576 MLP units are the large ones: keep exactly those
+    sub = select_subnet(model, keep_ratio=0.25, round_to=6, min_mlp=8)
+    assert [[len(v) for v in b['v']] for b in sub.blocks] == [[12, 16, 0], [6, 0, 0],
+                                                             [12, 0, 6]]
+    assert [b['qk'] for b in sub.blocks] == [b['v'] for b in sub.blocks]
+    assert [len(b['mlp']) for b in sub.blocks] == [54, 12, 96]
+    for i, (heads, units) in big.items():  # the rounding adds to the searched dims
+        for h, n in heads.items():
+            assert set(range(n)) <= set(sub.blocks[i]['v'][h])
+        assert set(range(units)) <= set(sub.blocks[i]['mlp'])
     b1 = sub.blocks[1]
     assert sum(1 for v in b1['v'] if v) >= 1 and len(b1['mlp']) >= 8
     for b in sub.blocks:
         for dims in b['v']:
-            assert len(dims) % 8 == 0 or len(dims) == d
-        assert len(b['mlp']) % 8 == 0
+            assert len(dims) % 6 == 0 or len(dims) == d
+        assert len(b['mlp']) % 6 == 0
 
 
 @pytest.mark.parametrize('granularity', ['head_uniform', 'head'])
