@@ -6,6 +6,9 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.optim import DefaultOptimWrapperConstructor
 
+from ..search.checks import check_sparsity_attached
+from .resume import config_wins_on_resume
+
 __all__ = ['SIDTLayerDecayOptimWrapperConstructor']
 
 _NO_DECAY_SUFFIXES = ('pos_embed', 'cls_token', 'rel_pos_h', 'rel_pos_w')
@@ -42,6 +45,10 @@ class SIDTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     always form one group of lr ``mask_lr`` and weight decay 0 (decay would fight
     the sparsity loss's own pull); mmengine's rules and the layer decay do not
     apply to them, and a custom key that would have matched a mask is logged.
+
+    A model with trainable masks but no sparsity loss (not built by ``SIDTModel`` with
+    ``sparsity``) is refused when the wrapper is built. On ``--resume`` the config's lr,
+    weight decay and mask lr win over the checkpoint's (see :mod:`.resume`).
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None):
@@ -66,6 +73,12 @@ class SIDTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         mm_cfg = {k: v for k, v in paramwise_cfg.items() if k in _MMENGINE_KEYS}
         self._rules = DefaultOptimWrapperConstructor(
             dict(self.optim_wrapper_cfg, optimizer=dict(self.optimizer_cfg)), mm_cfg)
+
+    def __call__(self, model):
+        check_sparsity_attached(model.module if is_model_wrapper(model) else model)
+        self._group_names: list[list[str]] = []
+        return config_wins_on_resume(super().__call__(model), self._group_names,
+                                     model.module if is_model_wrapper(model) else model)
 
     def add_params(self, params: list[dict], module, **kwargs) -> None:
         if is_model_wrapper(module):
@@ -120,6 +133,8 @@ class SIDTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             entry['names'].append(name)
         for i, group in enumerate(groups.values()):
             group_names = group.pop('names')
+            if hasattr(self, '_group_names'):
+                self._group_names.append(group_names)
             wd = group.get('weight_decay')
             print_log(f'param group {i}: {len(group_names)} tensors (first {group_names[0]}), '
                       f'lr={group["lr"]:.4g}, weight_decay='

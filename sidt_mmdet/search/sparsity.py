@@ -1,7 +1,10 @@
 """The SiDT sparsity loss: weighted L1 of the search masks."""
 from __future__ import annotations
 
+import logging
+
 import torch
+from mmengine.logging import print_log
 from torch import nn
 
 from ..utils.complexity import mask_costs
@@ -37,14 +40,21 @@ class SparsityLoss(nn.Module):
       start, 1 once exporting at ``keep_ratio`` only removes dimensions the search has
       switched off.
 
-    Masks that are no longer finite stop the search (:class:`NonFiniteMaskError`).
+    Masks that are no longer finite stop the search (:class:`NonFiniteMaskError`). A
+    search whose lambdas are 0 for every kind of mask the backbone has would move the masks
+    by the task gradient only: its first loss raises a ValueError, or, with
+    ``allow_zero=True`` (a loss-free search on purpose), logs one warning.
     """
 
     def __init__(self, lambda_attn: float = 1e-4, lambda_mlp: float = 1e-4,
                  lambda_embed: float = 0., macs_weighted: bool = False,
                  input_size: tuple[int, int] | None = None, keep_threshold: float = 0.05,
-                 keep_ratio: float | None = None):
+                 keep_ratio: float | None = None, allow_zero: bool = False):
         super().__init__()
+        if not isinstance(allow_zero, bool):
+            raise ValueError(f'allow_zero: expected True or False, got {allow_zero!r}')
+        self.allow_zero = allow_zero
+        self._lambdas_checked = False
         if keep_ratio is not None and not (isinstance(keep_ratio, (int, float))
                                            and 0 < keep_ratio <= 1):
             raise ValueError(f'keep_ratio: expected a number in (0, 1], got {keep_ratio!r}')
@@ -78,6 +88,8 @@ class SparsityLoss(nn.Module):
         if not masks:
             raise ValueError('SparsityLoss: the backbone has no search masks '
                              "(build it with mode='search')")
+        if not self._lambdas_checked:
+            self._check_lambdas(sorted({_kind(n) for n in masks}))
         weights = self._mask_weights(backbone) if self.macs_weighted else {}
         total = None
         stats: dict[str, list[torch.Tensor]] = {}
@@ -94,6 +106,22 @@ class SparsityLoss(nn.Module):
         for kind, values in stats.items():
             out.update(self.figures(kind, torch.cat(values)))
         return out
+
+    def _check_lambdas(self, kinds: list[str]) -> None:
+        if any(self.lambdas[k] for k in kinds):
+            self._lambdas_checked = True
+            return
+        said = ', '.join(f'lambda_{k}={self.lambdas[k]:g}' for k in kinds)
+        what = (f'model.sparsity has {said} for every kind of search mask the backbone has '
+                f'({", ".join(kinds)}): no sparsity loss, the masks move by the task gradient '
+                'only')
+        if not self.allow_zero:
+            raise ValueError(f'SiDT search without a sparsity loss: {what}. Set a lambda > 0 '
+                             '(e.g. lambda_attn=1e-4, lambda_mlp=1e-4), or '
+                             'model.sparsity.allow_zero=True for a loss-free search on purpose')
+        print_log(f'SiDT search WITHOUT a sparsity loss (model.sparsity.allow_zero=True): '
+                  f'{what}', logger='current', level=logging.WARNING)
+        self._lambdas_checked = True
 
     def figures(self, kind: str, v: torch.Tensor) -> dict[str, torch.Tensor]:
         """The log figures of one kind of mask from its |m| values (see the class doc)."""

@@ -70,11 +70,15 @@ def _remember_source(obj: Any, filename: str) -> None:
                 break
     if not isinstance(state, dict):
         return
-    for value in state.values():
-        if torch.is_tensor(value):
-            key = id(value)
-            _SOURCES[key] = (weakref.ref(value, lambda _, k=key: _SOURCES.pop(k, None)),
-                             filename)
+    tensors = [v for v in state.values() if torch.is_tensor(v)]
+    # and the optimizer's state (Runner checkpoints), for a refused resume to name the file
+    optim = obj.get('optimizer') if isinstance(obj, dict) else None
+    if isinstance(optim, dict) and isinstance(optim.get('state'), dict):
+        tensors += [v for per_param in optim['state'].values() if isinstance(per_param, dict)
+                    for v in per_param.values() if torch.is_tensor(v)]
+    for value in tensors:
+        key = id(value)
+        _SOURCES[key] = (weakref.ref(value, lambda _, k=key: _SOURCES.pop(k, None)), filename)
 
 
 def checkpoint_source(tensor: Any) -> str | None:
