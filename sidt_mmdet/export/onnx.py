@@ -327,12 +327,31 @@ class OnnxRunner:
                                               for f, s in zip(fixed, shape))
         if bad:
             hint = ''
-            if len(shape) == 4 and len(fixed) == 4 and fixed[2:] != shape[2:]:
-                hint = (f': re-export with --input-size {shape[2]} {shape[3]}, or with '
-                        '--dynamic for a graph that takes any size')
+            if len(shape) == 4 and len(fixed) == 4:
+                hint = self._reexport_hint(shape, fixed)
             expected = 'x'.join(str(d) if d is not None else '?' for d in fixed)
             raise OnnxExportError(f'{self.path} is a fixed-size graph for input {expected}; '
                                   f'got {"x".join(map(str, shape))}{hint}')
+
+    def _reexport_hint(self, shape: list[int], fixed: list[int | None]) -> str:
+        """The export that takes ``shape``: a fixed size must be a multiple of the patch
+        (export_onnx refuses any other), so a side that is not is rounded up and the input
+        zero-padded to it, which is what the model does to it itself."""
+        flags = []
+        if fixed[0] is not None and fixed[0] != shape[0]:
+            flags.append(f'--batch {shape[0]}')
+        pad = ''
+        if fixed[2:] != shape[2:]:
+            p = int(self.metadata.get(_META_PREFIX + 'patch_size', '1'))
+            h, w = (-(-s // p) * p for s in shape[2:])
+            flags.append(f'--input-size {h} {w}')
+            if (h, w) != tuple(shape[2:]):
+                pad = (f' and zero-pad the input at the bottom and right to {h}x{w} (a fixed '
+                       f'size is a multiple of the patch size {p}; the model pads so itself)')
+        if not flags:
+            return ''
+        return (f': re-export with {" ".join(flags)}{pad}, or with --dynamic for a graph that '
+                'takes any batch and size')
 
     def __call__(self, x) -> list:
         import numpy as np
@@ -466,6 +485,31 @@ def _trace_size(model: ExportModel, size: tuple[int, int], dynamic: bool) -> tup
     return tuple(out)
 
 
+def _keep_resize(node) -> bool | None:
+    """``should_fold`` of the graph optimizer: never fold a ``Resize``, default rules else."""
+    return False if node.op_type == 'Resize' else None
+
+
+def _optimize(model) -> None:
+    """What ``torch.onnx.export(optimize=True)`` runs (onnxscript's optimizer, then its ONNX
+    fusions), except that no ``Resize`` is constant-folded.
+
+    The optimizer folds a node whose inputs are all constants by running onnx's reference
+    implementation of it. In a fixed-size graph the position-embedding resampling and the
+    global blocks' relative-position tables are such nodes (weights in, sizes known), and
+    onnx 1.23's reference ``Resize`` picks its neighbour window one pixel to the left when a
+    source coordinate lands, up to float rounding, on an integer (cubic 10 -> 14 or 20 -> 28,
+    linear 15 -> 21 or 31 -> 25, ...): a 160 px pretraining grid exported at 224 px came out
+    0.1-0.7 off. onnxruntime's own kernel is exact, so the node stays in the graph and runs
+    there (once per inference, on the small table).
+    """
+    import onnxscript.optimizer
+    from onnxscript.rewriter import onnx_fusions
+
+    onnxscript.optimizer.optimize_ir(model, should_fold=_keep_resize)
+    onnx_fusions.fuse(model)
+
+
 def _write_graph(model: ExportModel, tmp_path: str, size, dynamic: bool, opset: int,
                  batch: int) -> list[str]:
     """torch.onnx.export (dynamo) into ``tmp_path``; returns the output names."""
@@ -486,7 +530,8 @@ def _write_graph(model: ExportModel, tmp_path: str, size, dynamic: bool, opset: 
             input_names=['x'], output_names=names,
             # (with a captured program: only names its axes, the batch axis 'batch')
             dynamic_shapes=_dynamic_shapes(dynamic),
-            opset_version=opset, optimize=True, verbose=False, verify=False, report=False)
+            opset_version=opset, optimize=False, verbose=False, verify=False, report=False)
+        _optimize(program.model)
     for key, value in _metadata(model, size, dynamic, opset).items():
         entry = program.model.metadata_props
         entry[key] = value

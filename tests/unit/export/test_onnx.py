@@ -148,6 +148,64 @@ def test_parity_dynamic_pruned(deploy, tmp_path):
     assert independent_max_diff(str(path), model, (3, 3, 60, 52)) < ATOL
 
 
+# Patch 16 on a 160 px pretraining grid (10 x 10), as the toy configs: at 224 px the grid is
+# 14, and resampling 10 -> 14 is where onnx's reference Resize (which the graph optimizer
+# used to fold a fixed graph's constant resampling with) picks the wrong neighbours.
+ARCH_P16 = dict(ARCH, patch_size=16, img_size=160)
+
+
+@pytest.mark.slow  # eight fixed-size exports
+@pytest.mark.parametrize('kind', ['dense', 'dim'])
+@pytest.mark.parametrize('with_neck', [False, True])
+def test_parity_fixed_size_at_224(deploy, tmp_path, kind, with_neck):
+    """Fixed-size graphs whose position embedding is resampled 10 -> 14 (and whose global
+    block's tables 19 -> 27) match PyTorch, with a side of 224 and both sides of 224."""
+    import onnx
+
+    torch.manual_seed(0)
+    if kind == 'dense':
+        backbone = perturb_(SIDTViT(**ARCH_P16)).eval()
+    else:
+        search = SIDTViT(mode='search', search_dims=('attn', 'mlp', 'embed'), **ARCH_P16)
+        random_masks_(perturb_(search))
+        subnet = select_subnet(search, keep_ratio=0.6, granularity='dim', round_to=1,
+                               min_mlp=1)
+        backbone = prune_backbone(search, subnet).eval()
+        assert backbone.embed_dims < 32
+    model = ExportModel(backbone, neck_for(backbone) if with_neck else None).eval()
+    for size in ((224, 224), (224, 320)):
+        path = tmp_path / f'{kind}_{size[0]}x{size[1]}.onnx'
+        result = export_onnx(model, str(path), size, log=lambda _: None)
+        assert result.checks[0].max_diff < ATOL
+        assert independent_max_diff(str(path), model, (1, 3, *size)) < ATOL
+        # the resampling runs in onnxruntime rather than being folded into a constant
+        assert 'Resize' in {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+@pytest.mark.slow  # two fixed-size exports
+def test_fixed_size_advice_is_an_export_that_works(deploy, tmp_path):
+    """The size a fixed graph's refusal suggests exports, and the zero-padded input it says
+    to feed gives what PyTorch gives on the unpadded one."""
+    torch.manual_seed(0)
+    backbone = perturb_(SIDTViT(**ARCH_P16)).eval()
+    model = ExportModel(backbone, neck_for(backbone)).eval()
+    path = tmp_path / 'fixed.onnx'
+    export_onnx(model, str(path), (224, 320), log=lambda _: None)
+    with pytest.raises(OnnxExportError, match=r'got 2x3x230x330: re-export with --batch 2 '
+                                              r'--input-size 240 336 and zero-pad the input '
+                                              r'at the bottom and right to 240x336'):
+        OnnxRunner(str(path))(torch.zeros(2, 3, 230, 330))
+    other = tmp_path / 'advised.onnx'
+    result = export_onnx(model, str(other), (240, 336), batch=2, log=lambda _: None)
+    assert result.checks[0].max_diff < ATOL
+    x = torch.randn(2, 3, 230, 330, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(x)
+    got = OnnxRunner(str(other))(torch.nn.functional.pad(x, (0, 6, 0, 10)))
+    assert max(float((torch.from_numpy(o) - e).abs().max())
+               for o, e in zip(got, expected)) < ATOL
+
+
 def test_failed_check_leaves_no_file(deploy, tmp_path):
     path = tmp_path / 'strict.onnx'
     path.write_bytes(b'previous export')
