@@ -19,7 +19,7 @@ times slower); on an idle machine `OMP_NUM_THREADS=2 make demo-cifar` is faster.
 A stage that finished before is reused (``--fresh`` starts over).
 
     python tools/demo_cifar.py [--work-dir work_dirs/demo-cifar] [--keep-ratio 0.6]
-                               [--readme README.md]
+                               [--readme docs/cifar100.md]
 """
 import argparse
 import sys
@@ -38,8 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--python', default=sys.executable, help='interpreter for the tools')
     parser.add_argument('--fresh', action='store_true', help='delete the work dir first')
     parser.add_argument('--readme', default=None,
-                        help="regenerate the demo-cifar table between this README's markers "
-                             'from WORK_DIR/report.json')
+                        help='regenerate the demo-cifar table between the markers of this '
+                             'Markdown file from WORK_DIR/report.json (the table lives in '
+                             'docs/cifar100.md)')
     return parser.parse_args(argv)
 
 

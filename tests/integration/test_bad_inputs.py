@@ -1,6 +1,6 @@
 """The bad-input table: each row hands a user-facing tool one wrong input and asserts one
 clear refusal that names the file/key at fault and what was expected, and that no partial
-output is left. The README's table is generated from ``CASES``:
+output is left. The table of docs/reliability.md is generated from ``CASES``:
 ``python tests/integration/test_bad_inputs.py`` prints it.
 
 Tools: ``tools/export_subnet.py`` and ``tools/lowrank.py`` (the library ``main`` they call,
@@ -44,7 +44,7 @@ class Case:
     id: str
     group: str
     tool: str        # 'export', 'lowrank', 'SIDTViT', 'train', 'test'
-    wrong: str       # what is wrong, as the README says it
+    wrong: str       # what is wrong, as docs/reliability.md says it
     expect: tuple    # fragments the message must contain ('{x}' = a path of the case)
     slow: bool = False
 
@@ -429,9 +429,9 @@ def test_bad_input_through_the_runner(case, world, tmp_path, toy_cifar_dir, toy_
 
 
 def test_readme_has_the_table():
-    readme = (REPO / 'README.md').read_text(encoding='utf-8')
-    assert readme_table() in readme, 'README out of date: python tests/integration/' \
-                                     'test_bad_inputs.py prints the table'
+    readme = (REPO / 'docs' / 'reliability.md').read_text(encoding='utf-8')
+    assert readme_table() in readme, 'docs/reliability.md out of date: python ' \
+                                     'tests/integration/test_bad_inputs.py prints the table'
 
 
 if __name__ == '__main__':
