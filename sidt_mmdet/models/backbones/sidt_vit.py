@@ -45,6 +45,13 @@ def _pair(x) -> tuple[int, int]:
     return (x, x) if isinstance(x, int) else tuple(x)
 
 
+def _same_path(a, b) -> bool:
+    """Whether a recorded subnet path names the file ``b`` (relative ones from here)."""
+    if not isinstance(a, str) or not isinstance(b, str) or not os.path.isfile(b):
+        return False
+    return a == b or os.path.realpath(a) == os.path.realpath(b)
+
+
 @MODELS.register_module()
 class SIDTViT(BaseModule):
     """Vision Transformer with searchable intrinsic dimensions (SiDT).
@@ -448,6 +455,16 @@ class SIDTViT(BaseModule):
         theirs = local_metadata.get('sidt_subnet') if isinstance(local_metadata, dict) else None
         if self.mode == 'pruned' and isinstance(theirs, dict) and \
                 theirs.get('digest') != self.subnet.digest():
+            if _same_path(theirs.get('file'), self.subnet_file):
+                # one path, two subnets: the export was written again over the old one
+                raise CheckpointMismatchError(
+                    f'{source} was made with the subnet that {self.subnet_file} held then '
+                    f'(digest {theirs.get("digest")}), but that export was overwritten after '
+                    f'{source} was made: a later export (tools/export_subnet.py --overwrite) '
+                    f'replaced its subnet.json (digest now {self.subnet.digest()}) and '
+                    f'pruned.pth. {source} belongs to the earlier export: retrain from the new '
+                    f'pruned.pth beside {self.subnet_file}, or set model.backbone.subnet to a '
+                    'copy of the earlier subnet.json')
             raise CheckpointMismatchError(
                 f'{source} was exported for the subnet {theirs.get("file")!r} (digest '
                 f'{theirs.get("digest")}) but the model was built from {self.subnet_file} '

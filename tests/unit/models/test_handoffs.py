@@ -178,3 +178,25 @@ def test_unknown_key_in_a_block_is_named(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(SubnetError, match=r"blocks\[1\].*'mlps'"):
         Subnet.load(path)
+
+
+def test_export_overwritten_after_the_checkpoint_says_so(tmp_path):
+    """A checkpoint made from one subnet.json, loaded after that file was replaced (an export
+    written again with --overwrite): the refusal says the export was overwritten, and names
+    the path with both digests."""
+    path = tmp_path / 'export' / 'subnet.json'
+    path.parent.mkdir()
+    old = _subnet(16)
+    old.save(path)
+    ckpt = _save(Detector(SIDTViT(mode='pruned', subnet=str(path), **KW)), tmp_path / 'it.pth')
+    new = _subnet(16)
+    for blk in new.blocks:
+        blk['mlp'] = list(range(16, 32))
+    new.save(path)  # same widths, other indices: only the digest tells them apart
+    model = Detector(SIDTViT(mode='pruned', subnet=str(path), **KW))
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(model, ckpt, map_location='cpu')
+    msg = str(err.value)
+    assert 'overwritten after' in msg and '--overwrite' in msg, msg
+    assert str(path) in msg and ckpt in msg
+    assert old.digest() in msg and new.digest() in msg
