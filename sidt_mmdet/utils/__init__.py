@@ -1,4 +1,5 @@
 """Utilities shared by every stage; importing this installs the safe checkpoint loader."""
+from .flop_handles import register_flop_handles
 from .safe_load import (
     CheckpointMismatchError,
     CorruptCheckpointError,
@@ -10,6 +11,8 @@ from .safe_load import (
 )
 
 install_safe_checkpoint_loader()
+# mmengine's FLOP analyzer (mmdet's get_flops.py) counts attention only with these handles.
+register_flop_handles()
 
 __all__ = [
     'CheckpointMismatchError',

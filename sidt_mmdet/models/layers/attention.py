@@ -189,7 +189,8 @@ class SIDTAttention(nn.Module):
             return self.qkv(x)
         return run_stages(x, self._cache.get('qkv', list(self.qkv.parameters()), lambda:
                                              linear_stages(self.qkv, out_index=self.qkv_rows,
-                                                           out_padded=self.rows_padded)))
+                                                           out_padded=self.rows_padded)),
+                          self.qkv)
 
     def _proj(self, x: torch.Tensor, out_scale: torch.Tensor | None) -> torch.Tensor:
         if out_scale is not None:  # search (dense layout): the embedding mask scales rows
@@ -198,7 +199,8 @@ class SIDTAttention(nn.Module):
             return self.proj(x)
         return run_stages(x, self._cache.get('proj', list(self.proj.parameters()), lambda:
                                              linear_stages(self.proj, in_index=self.proj_cols,
-                                                           in_padded=self.cols_padded)))
+                                                           in_padded=self.cols_padded)),
+                          self.proj)
 
     def train(self, mode: bool = True):
         """Also drops the packed-weight caches: writes through ``param.data`` (as

@@ -10,6 +10,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from .attention import SIDTAttention
+from .linear_ops import call_as
 from .mlp import SIDTMlp
 
 __all__ = ['SIDTBlock', 'masked_norm', 'window_partition', 'window_unpartition']
@@ -23,6 +24,9 @@ def masked_norm(norm: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> 
         return norm(x)
     if isinstance(norm, nn.LayerNorm) and norm.weight is not None:
         bias = norm.bias * mask if norm.bias is not None else None
+        if torch.jit.is_tracing():  # scoped to the norm (see linear_ops.call_as)
+            return call_as(norm, lambda t: F.layer_norm(t, norm.normalized_shape,
+                                                        norm.weight * mask, bias, norm.eps), x)
         return F.layer_norm(x, norm.normalized_shape, norm.weight * mask, bias, norm.eps)
     return norm(x) * mask
 
@@ -52,6 +56,18 @@ def window_unpartition(y: torch.Tensor, ws: int, batch: int, hw: tuple[int, int]
     return y.reshape(batch, h * w, C)
 
 
+class TraceableDropPath(DropPath):
+    """timm's ``DropPath``, which in eval returns its input untouched: a jit trace then holds
+    no op of it, and trace-based counters (mmengine's analyzer) warn that it was never called.
+    While tracing in eval it records one no-op (``aten::dropout`` with p=0, which they
+    ignore)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and torch.jit.is_tracing():
+            return F.dropout(x, 0., False)
+        return super().forward(x)
+
+
 class SIDTBlock(nn.Module):
     """norm1 -> attention (global or windowed) -> residual; norm2 -> MLP -> residual.
 
@@ -72,7 +88,7 @@ class SIDTBlock(nn.Module):
         self.window_size = window_size
         self.norm1 = norm_layer(dim)
         self.attn = attn
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = TraceableDropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = mlp
 

@@ -18,6 +18,12 @@ The cache holds one packed copy of a pruned attention's qkv and projection weigh
 A projection is an ``nn.Linear`` or a factorized ``up(down(x))`` (the low-rank
 layers: ``down`` without bias, ``up`` with it); input columns live on the first
 weight, output rows and the bias on the last.
+
+While ``torch.jit`` traces (mmengine's FLOP analyzer, mmdet's ``get_flops.py``), a
+weight-side operation runs inside a call of its module
+(:func:`call_as`): trace-based counters attribute ops to the module whose ``__call__``
+ran them, and would otherwise report ``qkv``, ``proj``, ``fc2`` as never called and give
+them zero. Eager forwards keep the direct functional form (no parameter swap).
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['Stages', 'linear_stages', 'run_stages', 'scaled_linear', 'WeightCache']
+__all__ = ['Stages', 'linear_stages', 'run_stages', 'scaled_linear', 'call_as', 'WeightCache']
 
 # One (weight, bias) pair per matmul; a factorized projection has two.
 Stages = list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -129,6 +135,13 @@ def scaled_linear(module: nn.Module, x: torch.Tensor, row: torch.Tensor | None =
     ``up`` rows and ``down`` columns the same way."""
     if row is None and col is None:
         return module(x)
+    if torch.jit.is_tracing():  # a call of the module, as trace-based counters expect
+        stages = linear_stages(module)
+        w, b = stages[0]
+        stages[0] = (_scaled(w, None, col), b)
+        w, b = stages[-1]
+        stages[-1] = (_scaled(w, row, None), _scale(b, 0, row))
+        return run_stages(x, stages, module)
     if isinstance(module, nn.Linear):
         return _ScaledLinear.apply(x, module.weight, module.bias, row, col)
     if hasattr(module, 'down') and hasattr(module, 'up'):
@@ -138,10 +151,31 @@ def scaled_linear(module: nn.Module, x: torch.Tensor, row: torch.Tensor | None =
                     f'{type(module).__name__}')
 
 
-def run_stages(x: torch.Tensor, stages: Stages) -> torch.Tensor:
+def run_stages(x: torch.Tensor, stages: Stages, module: nn.Module | None = None
+               ) -> torch.Tensor:
+    """The stages' matmuls on ``x``; ``module`` (the projection they were derived from) is
+    called with them in its place while tracing."""
+    if module is not None and torch.jit.is_tracing():
+        return call_as(module, lambda t: run_stages(t, stages), x)
     for w, b in stages:
         x = F.linear(x, w, b)
     return x
+
+
+def call_as(module: nn.Module, fn, *args) -> torch.Tensor:
+    """``module(*args)`` running ``fn`` in place of ``module.forward``: the module's hooks run
+    around it, so a jit trace scopes ``fn``'s ops to the module. (``torch.func.functional_call``
+    would swap parameters instead, but refuses to run while tracing.) The layers use it only
+    while tracing."""
+    own = module.__dict__.get('forward')
+    module.forward = fn
+    try:
+        return module(*args)
+    finally:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
 
 
 def _tracing() -> bool:

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear_ops import call_as
+
 __all__ = ['PatchEmbed']
 
 
@@ -33,7 +35,12 @@ class PatchEmbed(nn.Module):
         else:
             conv = self.proj
             bias = conv.bias * out_scale if conv.bias is not None else None
-            x = F.conv2d(x, conv.weight * out_scale[:, None, None, None], bias, conv.stride,
-                         conv.padding, conv.dilation, conv.groups)
+            weight = conv.weight * out_scale[:, None, None, None]
+
+            def scaled_conv(t):
+                return F.conv2d(t, weight, bias, conv.stride, conv.padding, conv.dilation,
+                                conv.groups)
+            # while tracing, inside a call of the conv (see linear_ops.call_as)
+            x = call_as(conv, scaled_conv, x) if torch.jit.is_tracing() else scaled_conv(x)
         hw = (x.shape[2], x.shape[3])
         return x.flatten(2).transpose(1, 2), hw
