@@ -1,11 +1,12 @@
-"""``SIDTMaskCheckHook``: stop a search whose masks stop being finite, naming the layer."""
+"""``SIDTMaskCheckHook``: stop a search whose masks stop being finite, naming the layer, or
+that has no sparsity loss."""
 from __future__ import annotations
 
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from .checks import check_masks_finite
+from .checks import check_masks_finite, check_sparsity_attached
 
 __all__ = ['SIDTMaskCheckHook']
 
@@ -27,6 +28,12 @@ class SIDTMaskCheckHook(Hook):
             raise ValueError(f'SIDTMaskCheckHook.interval: expected an integer >= 1, '
                              f'got {interval!r}')
         self.interval = interval
+
+    def before_train(self, runner) -> None:
+        # SIDTLayerDecayOptimWrapperConstructor checks this too; with another constructor
+        # this hook is the search config's one place to refuse a search without its loss.
+        check_sparsity_attached(runner.model.module if is_model_wrapper(runner.model)
+                                else runner.model)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         if self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner):

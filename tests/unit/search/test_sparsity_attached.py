@@ -97,3 +97,16 @@ def test_allow_zero_warns_once(monkeypatch):
     assert len(said) == 1 and 'WITHOUT a sparsity loss' in said[0]
     with pytest.raises(ValueError, match='allow_zero'):
         SparsityLoss(allow_zero='yes')
+
+
+def test_the_mask_check_hook_refuses_it_before_training_too():
+    """With mmengine's own constructor (custom_keys for the masks) the constructor check does
+    not run; the hook of the search configs refuses the run before its first step."""
+    from types import SimpleNamespace
+
+    from sidt_mmdet.search import SIDTMaskCheckHook
+
+    model = MODELS.build(_dense_config_in_search_mode().model)
+    with pytest.raises(MissingSparsityError, match='SIDTModel'):
+        SIDTMaskCheckHook().before_train(SimpleNamespace(model=model))
+    SIDTMaskCheckHook().before_train(SimpleNamespace(model=build_search_model()))
