@@ -2,8 +2,10 @@
 
 Properties: only the documented error types escape (``SubnetError`` from a subnet
 document, plus ``FileNotFoundError`` from a path; ``ValueError`` from SIDTViT's
-arguments), and whatever is accepted builds a backbone whose forward runs.
-Models are tiny and cached by subnet digest, so the examples stay cheap.
+arguments), and whatever is accepted builds a pruned backbone that computes exactly what
+the hard-masked supernet computes, on a model (windows, global blocks, rel-pos, weights,
+masks) and an input size that Hypothesis varies too. Models are tiny, so the examples
+stay cheap.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import math
 
 import pytest
 import torch
+from helpers import build_pruned, hard_mask_, perturb_
 
 hypothesis = pytest.importorskip('hypothesis', reason='fuzzing needs hypothesis (dev group)')
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -77,8 +80,8 @@ def _at(doc, prefix):
 
 
 @st.composite
-def mutated_docs(draw):
-    doc = copy.deepcopy(draw(valid_docs()))
+def mutated_docs(draw, original=None):
+    doc = copy.deepcopy(draw(valid_docs()) if original is None else original)
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(doc)
         if not paths:
@@ -103,19 +106,113 @@ def mutated_docs(draw):
     return doc
 
 
-def _build_and_run(sub: Subnet) -> None:
-    key = sub.digest()
-    if key not in _BUILT:
-        _BUILT[key] = SIDTViT(arch=ARCH, patch_size=8, img_size=32, window_size=2,
-                              global_attn_indexes=[1], use_rel_pos=True, mode='pruned',
-                              subnet=sub).eval()
+@st.composite
+def model_cases(draw):
+    """The supernet and input an accepted subnet is checked on: all-global or windowed (the
+    grid padded to whole windows), with or without rel-pos, weights and mask values from a
+    seed, one of a few input sizes (grids 4x3 to 5x1)."""
+    window = draw(st.sampled_from([0, 2, 3]))
+    kw = dict(window_size=window, use_rel_pos=draw(st.booleans()))
+    if window:
+        kw['global_attn_indexes'] = draw(st.sampled_from([[], [0], [1]]))
+    return dict(kw=kw, size=draw(st.sampled_from([(32, 24), (24, 40), (16, 16), (40, 8)])),
+                seed=draw(st.integers(0, 3)))
+
+
+DEFAULT_CASE = dict(kw=dict(window_size=2, global_attn_indexes=[1], use_rel_pos=True),
+                    size=(32, 24), seed=0)
+
+
+class _KeptChannelsLayerNorm(torch.nn.Module):
+    """The LayerNorm a pruned model computes: statistics over the kept channels only."""
+
+    def __init__(self, norm, kept):
+        super().__init__()
+        self.norm, self.kept = norm, torch.as_tensor(kept)
+
+    def forward(self, x):
+        k = x.index_select(-1, self.kept)
+        mean, var = k.mean(-1, keepdim=True), k.var(-1, unbiased=False, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.norm.eps) * self.norm.weight + self.norm.bias
+
+
+_SUPERNETS: dict[tuple, tuple[SIDTViT, dict]] = {}
+
+
+def _supernet(case: dict, embed: bool) -> SIDTViT:
+    """The case's search supernet, perturbed weights and random mask values in [0.5, 1.5)
+    (so folding them matters), restored to that state on every call (examples mask it)."""
+    key = (repr(sorted(case['kw'].items())), case['seed'], embed)
+    if key not in _SUPERNETS:
+        dims = ('attn', 'mlp') + (('embed',) if embed else ())
+        torch.manual_seed(case['seed'])
+        search = perturb_(SIDTViT(arch=ARCH, patch_size=8, img_size=32, mode='search',
+                                  split_qkv=True, search_dims=dims, **case['kw']),
+                          seed=case['seed'])
+        g = torch.Generator().manual_seed(case['seed'] + 1)
+        with torch.no_grad():
+            for m in search.mask_parameters().values():
+                m.copy_(torch.rand(m.shape, generator=g) + 0.5)
+        _SUPERNETS[key] = (search.eval(), copy.deepcopy(search.state_dict()))
+    search, state = _SUPERNETS[key]
+    search.load_state_dict(state)
+    return search
+
+
+def _torch_interpolate_bug(kept: list[int], grid: tuple[int, int]) -> bool:
+    """torch 2.12's antialiased ``F.interpolate`` of a contiguous NCHW tensor to an output of
+    width 1 ignores the height (a channels-last copy of the same tensor is right). timm's
+    ``resample_abs_pos_embed`` hands it a contiguous one only for a single channel, so a
+    pruned model keeping one embedding channel gets wrong positions on a one-wide grid
+    (test_one_embedding_channel_on_a_one_wide_grid pins it)."""
+    return len(kept) == 1 and grid[1] == 1 and grid[0] != 4
+
+
+def _build_and_run(sub: Subnet, case: dict = DEFAULT_CASE, skip_torch_bug: bool = True) -> None:
+    """The pruned backbone of ``sub`` equals the supernet with every dropped mask entry
+    zeroed (and, with the embedding pruned, its LayerNorms taking statistics over the kept
+    channels)."""
+    kw = dict(arch=ARCH, patch_size=8, img_size=32, **case['kw'])
+    search = _supernet(case, sub.embed is not None)
+    kept = sub.kept_embed
     with torch.no_grad():
-        out = _BUILT[key](X)[0]
-    assert out.shape == (1, len(sub.kept_embed), 4, 3)
+        hard_mask_(search, sub)
+        if sub.embed is not None:
+            search.embed_mask[sorted(set(range(E)) - set(kept))] = 0
+    pruned = build_pruned(search, sub, **kw).eval()
+    g = torch.Generator().manual_seed(case['seed'] + 2)
+    x = torch.randn(1, 3, *case['size'], generator=g)
+    norms = [(blk.norm1, blk.norm2) for blk in search.blocks]
+    try:
+        for blk, (n1, n2) in zip(search.blocks, norms):
+            blk.norm1 = _KeptChannelsLayerNorm(n1, kept)
+            blk.norm2 = _KeptChannelsLayerNorm(n2, kept)
+        with torch.no_grad():
+            out = pruned(x)[0]
+            want = search(x)[0][:, kept]
+    finally:
+        for blk, (n1, n2) in zip(search.blocks, norms):
+            blk.norm1, blk.norm2 = n1, n2
+    grid = tuple(math.ceil(s / 8) for s in case['size'])
+    assert out.shape == (1, len(kept), *grid)
     assert torch.isfinite(out).all()
+    if not (skip_torch_bug and _torch_interpolate_bug(kept, grid)):
+        assert (out - want).abs().max() <= 1e-5, (sub.to_dict(), case)
 
 
-def _accept_or_refuse(doc) -> bool:
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="torch's antialiased interpolate to width 1 (see _torch_interpolate_bug)")
+def test_one_embedding_channel_on_a_one_wide_grid():
+    """Fails while the pruned model's positions are wrong in this case; once torch (or the
+    backbone, by resampling a channels-last tensor) is fixed it passes, and strict xfail
+    says so: then drop the exemption in _build_and_run."""
+    blocks = [dict(qk=[[], []], v=[[], [0]], mlp=[0])] * L
+    sub = Subnet(E, L, H, M, blocks=blocks, embed=[0])
+    case = dict(kw=dict(window_size=0, use_rel_pos=False), size=(40, 8), seed=0)
+    _build_and_run(sub, case, skip_torch_bug=False)
+
+
+def _accept_or_refuse(doc, case: dict = DEFAULT_CASE) -> bool:
     try:
         sub = Subnet.from_dict(doc, where='fuzz.json')
     except SubnetError as e:
@@ -125,25 +222,43 @@ def _accept_or_refuse(doc) -> bool:
         sub.check_arch(E, L, H, M)
     except SubnetError:
         return False
-    _build_and_run(sub)
+    _build_and_run(sub, case)
     return True
 
 
 @settings(max_examples=300, **SETTINGS)
-@given(doc=valid_docs())
-def test_valid_documents_build_and_run(doc, figures):
+@given(doc=valid_docs(), case=model_cases())
+def test_valid_documents_build_and_run(doc, case, figures):
     figures.add('fuzz_examples')
-    assert _accept_or_refuse(doc)
+    assert _accept_or_refuse(doc, case)
     # the round trip keeps the structure
     assert Subnet.from_dict(Subnet.from_dict(doc).to_dict()).digest() == \
         Subnet.from_dict(doc).digest()
 
 
+@st.composite
+def mutated_pairs(draw):
+    original = draw(valid_docs())
+    return original, draw(mutated_docs(original))
+
+
 @settings(max_examples=600, **SETTINGS)
-@given(doc=mutated_docs())
-def test_mutated_documents_are_refused_or_run(doc, figures):
+@given(pair=mutated_pairs(), case=model_cases())
+def test_mutated_documents_are_refused_or_run(pair, case, figures):
+    """A mutated document is refused with a SubnetError naming the file, or accepted as
+    exactly what it says (the same index lists, nothing sorted, deduplicated or clipped into
+    shape) and then built exactly; a mutation that changed nothing is accepted. Catches a
+    validation hole that lets a malformed document through as some other subnet."""
     figures.add('fuzz_examples')
-    _accept_or_refuse(doc)
+    original, doc = pair
+    accepted = _accept_or_refuse(doc, case)
+    if doc == original:
+        assert accepted
+    if accepted:  # (a head without v dims has no q/k dims either: they compute nothing)
+        sub = Subnet.from_dict(doc)
+        assert sub.blocks == [dict(qk=[qk if v else [] for qk, v in zip(b['qk'], b['v'])],
+                                   v=b['v'], mlp=b['mlp']) for b in doc['blocks']]
+        assert sub.embed == doc.get('embed')
 
 
 @settings(max_examples=150, **SETTINGS)
