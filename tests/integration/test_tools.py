@@ -1,6 +1,7 @@
 """The stock mmdet tools and ours run on Runner checkpoints, on CPU, single and distributed."""
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import sys
@@ -107,6 +108,21 @@ def test_dist_backend_selection(monkeypatch):
 
 @pytest.mark.slow
 def test_import_sidt_mmdet_does_not_import_mmpretrain():
-    code = ('import sys, sidt_mmdet; assert "mmpretrain" not in sys.modules, '
-            '[m for m in sys.modules if m.startswith("mmpretrain")][:5]')
-    run_command([sys.executable, '-c', code])
+    """In a fresh interpreter, ``import sidt_mmdet`` registers our components and installs the
+    loader without importing any mmpretrain module; the CIFAR-100 dataset module, the one
+    mmpretrain dependency, does import it (so the probe sees mmpretrain when it is there).
+    Catches an mmpretrain import creeping into ``import sidt_mmdet`` (every mmdet-only user
+    would then need mmpretrain installed)."""
+    code = ('import json, sys\n'
+            'def loaded():\n'
+            '    return sorted(m for m in sys.modules if m.split(".")[0] == "mmpretrain")\n'
+            'import sidt_mmdet\n'
+            'from mmdet.registry import MODELS\n'
+            'first = dict(mmpretrain=loaded(), registered=MODELS.get("SIDTViT") is not None)\n'
+            'import sidt_mmdet.datasets.toy_cifar100\n'
+            'print(json.dumps(dict(first, after_cifar=len(loaded()))))\n')
+    result = run_command([sys.executable, '-c', code])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report['registered'] is True
+    assert report['mmpretrain'] == []
+    assert report['after_cifar'] > 0

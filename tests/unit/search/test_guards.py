@@ -104,11 +104,30 @@ def test_mask_group_with_weight_decay_is_refused():
     lambda: DefaultOptimWrapperConstructor(
         OPTIM, dict(custom_keys={'_mask': dict(lr_mult=10., decay_mult=0.)})),
 ])
-def test_masks_in_their_own_group_pass(build):
+def test_masks_in_their_own_group_pass(build, monkeypatch):
+    """The check runs at the first step, finds nothing wrong with a mask-only, decay-free
+    group, and is skipped afterwards. Catches a refusal of the right set-up, and a check
+    that never runs (which the refusal tests alone would not tell from a pass)."""
+    from sidt_mmdet.search import checks
+
+    verdicts, real = [], checks.mask_group_problem
+
+    def spy(optimizer, mask_ids):
+        verdicts.append((optimizer, set(mask_ids), real(optimizer, mask_ids)))
+        return verdicts[-1][2]
+
+    monkeypatch.setattr(checks, 'mask_group_problem', spy)
     model = Model()
+    masks = {id(p) for p in model.backbone.mask_parameters().values()}
     wrapper = build()(model)
+    groups = [g for g in wrapper.optimizer.param_groups
+              if any(id(p) in masks for p in g['params'])]
+    assert groups and all({id(p) for p in g['params']} <= masks and g['weight_decay'] == 0
+                          for g in groups)
     _step(model, wrapper)
     _step(model, wrapper)  # checked once, then skipped
+    ours = [v for v in verdicts if v[1] == masks]
+    assert [(opt, verdict) for opt, _, verdict in ours] == [(wrapper.optimizer, None)]
 
 
 # ------------------------------------------------------------------ log figures
