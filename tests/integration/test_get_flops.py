@@ -5,8 +5,11 @@ included, and no backbone or neck module reported as never called."""
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
+import mmdet
 import pytest
 from helpers import REPO, run_command
 from mmengine.config import Config
@@ -41,15 +44,21 @@ def test_stock_get_flops_counts_backbones_exactly(tmp_path, toy_coco_dir):
     _toy_subnet().save(subnet)
     data = [f'{k}.dataset.data_root={toy_coco_dir}/' for k in ('val_dataloader',)]
     runs = {'dense': (DENSE_CFG, []), 'pruned': (PRUNED_CFG, [f'model.backbone.subnet={subnet}'])}
-    argv = []
-    for cfg, extra in runs.values():
-        argv += ['--', str(cfg), '--num-images', '1', '--cfg-options', *data, *extra]
-    out = tmp_path / 'flops.json'
-    result = run_command([sys.executable, 'tests/get_flops_driver.py', str(out), *argv])
-    log = result.stdout + result.stderr
-    assert log.count('Flops:') == 2, log[-3000:]
-    assert 'aten::scaled_dot_product_attention' not in log
-    records = json.loads(out.read_text())
+    tool = Path(mmdet.__file__).parent / '.mim/tools/analysis_tools/get_flops.py'
+    records = []
+    for name, (cfg, extra) in runs.items():
+        out = tmp_path / f'{name}.json'
+        # the tool's own process; the spy (tests/flops_spy) records its analyzer's counts
+        result = run_command(
+            [sys.executable, str(tool), str(cfg), '--num-images', '1', '--cfg-options',
+             *data, *extra],
+            env={'SIDT_FLOPS_SPY_OUT': str(out),
+                 'PYTHONPATH': os.pathsep.join([str(REPO / 'tests/flops_spy'),
+                                                os.environ.get('PYTHONPATH', '')])})
+        log = result.stdout + result.stderr
+        assert 'Flops:' in log, log[-3000:]
+        assert 'aten::scaled_dot_product_attention' not in log
+        records += json.loads(out.read_text())
     assert len(records) == 2
     init_default_scope('mmdet')
     for (name, (cfg_path, extra)), rec in zip(runs.items(), records):
