@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.fileio import atomic_file, write_json_atomic, write_text_atomic
+from ..utils.timing import median_latency, time_interleaved  # kept importable from here
 
 __all__ = ['PRESETS', 'Shape', 'Variant', 'Group', 'run_latency_study', 'time_interleaved',
            'write_study', 'render_markdown', 'readme_table', 'update_readme', 'plot_study',
@@ -197,53 +198,6 @@ PRESETS: dict[str, dict] = {
         search=[(Shape('ViT-S 224', VIT_S, 224, 8), 5), (Shape('ViT-B 224', VIT_B, 224, 8), 3),
                 (_vitdet('base', 512, 1), 3), (_vitdet('base', 1024, 1), 2)]),
 }
-
-
-# ------------------------------------------------------------------------ timing
-def _sync(device: str) -> None:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
-def time_interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: int = 1,
-                     device: str = 'cpu', progress: Callable[[str], None] | None = None
-                     ) -> dict[str, list[float]]:
-    """Seconds per call of each function, timed round-robin (order rotated each round).
-
-    On CUDA every call is bracketed by ``torch.cuda.synchronize`` so the time is the
-    kernels', not the launch's.
-    """
-    if iters < 1 or warmup < 0:
-        raise ValueError(f'iters must be >= 1 and warmup >= 0, got iters={iters}, '
-                         f'warmup={warmup}')
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(warmup + iters):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            _sync(device)
-            t0 = time.perf_counter()
-            fns[name]()
-            _sync(device)
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
-        if progress is not None:
-            progress(f'round {r + 1}/{warmup + iters}')
-    return times
-
-
-def median_latency(models: dict[str, torch.nn.Module], x: torch.Tensor, iters: int,
-                   warmup: int = 1) -> dict[str, float]:
-    """Median seconds per forward of each model on ``x``, timed interleaved in
-    ``inference_mode`` (what the demos report)."""
-    def call(model):
-        def fn():
-            with torch.inference_mode():
-                model(x)
-        return fn
-    times = time_interleaved({n: call(m) for n, m in models.items()}, iters=iters,
-                             warmup=warmup, device=x.device.type)
-    return {n: statistics.median(t) for n, t in times.items()}
 
 
 # ---------------------------------------------------------------------- models
