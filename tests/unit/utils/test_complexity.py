@@ -125,3 +125,12 @@ def test_mask_costs_shapes_and_ordering():
         assert c.shape == masks[name].shape and (c > 0).all()
     # an attention dim (q, k, v rows + proj column) costs more than an MLP unit here
     assert costs['blocks.0.attn.dim_mask'][0, 0] > costs['blocks.0.mlp.hidden_mask'][0]
+    # by hand (docs/complexity.md, 4x4 grid: N = T = 16, D = 48, 192 hidden units): a shared
+    # dim is its q, k, v rows and proj column (4 T D) plus q k^T and attn @ v (2 N^2); an MLP
+    # unit 2 N D; an embedding channel the patch embedding (16 patches x 3 x 16^2) and per
+    # block the qkv and proj (4 T D) and fc1/fc2 (2 N hidden)
+    N, D = 16, 48
+    for i in range(3):
+        assert (costs[f'blocks.{i}.attn.dim_mask'] == 4 * N * D + 2 * N * N).all()
+        assert (costs[f'blocks.{i}.mlp.hidden_mask'] == 2 * N * D).all()
+    assert (costs['embed_mask'] == 16 * 3 * 256 + 3 * (4 * N * D + 2 * N * 192)).all()
