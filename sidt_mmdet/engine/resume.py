@@ -81,6 +81,8 @@ class _ConfigWinsOnResume:
         differ += [f'group {i} ({self._sidt_group_label(i)}) has {len(g["params"])} tensors '
                    f'in the config, {n} in the checkpoint'
                    for i, (g, n) in enumerate(zip(groups, sizes)) if len(g['params']) != n]
+        if not differ:  # same sizes: PyTorch pairs the tensors by position, check their shapes
+            differ = self._sidt_shape_mismatches(saved, state_dict.get('state') or {})
         if not differ:
             return
         source = _source_of(state_dict)
@@ -89,6 +91,20 @@ class _ConfigWinsOnResume:
             f'of the config: {"; ".join(differ)}{self._sidt_layouts(source)}. --resume needs '
             'the parameter layout of the run that wrote it; to start from its weights with '
             'a new optimizer, give it as load_from without --resume')
+
+    def _sidt_shape_mismatches(self, saved: list, state: dict) -> list[str]:
+        bad = []
+        for i, (group, theirs) in enumerate(zip(self.optimizer.param_groups, saved)):
+            names = self.sidt_group_names[i] if i < len(self.sidt_group_names) else []
+            for j, (p, index) in enumerate(zip(group['params'], theirs.get('params', ()))):
+                moments = state.get(index) or {}
+                shapes = {tuple(v.shape) for v in moments.values()
+                          if torch.is_tensor(v) and v.ndim}
+                if shapes and shapes != {tuple(p.shape)}:
+                    name = names[j] if j < len(names) else f'tensor {j}'
+                    bad.append(f'group {i}: {name} {tuple(p.shape)} would get the optimizer '
+                               f'state of a tensor of shape {sorted(shapes)[0]}')
+        return bad[:3]
 
     def _sidt_layouts(self, source: str | None) -> str:
         """The search dims of the config's and the checkpoint's model, when they differ."""

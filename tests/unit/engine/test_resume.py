@@ -39,7 +39,8 @@ def _build(model, mask_lr=1e-2, weight_decay=0.05):
 
 def _step(model, wrapper, scheduler):
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    loss = model.backbone(x)[0].square().mean() + sum(
+    feats = model.backbone(x)[0]
+    loss = model.head(feats.mean((2, 3))).square().mean() + sum(
         m.abs().sum() for m in model.backbone.mask_parameters().values())
     wrapper.update_params(loss)
     scheduler.step()
@@ -121,3 +122,16 @@ def test_a_changed_mask_layout_is_refused_naming_both_search_dims(checkpoint):
     assert "the checkpoint searched search_dims=('attn', 'mlp'), split_qkv=False" in msg
     assert "model.backbone.search_dims=('attn', 'mlp', 'embed')" in msg
     assert 'load_from' in msg and '\n' not in msg
+
+
+def test_groups_of_equal_sizes_but_other_tensors_are_refused(checkpoint):
+    """PyTorch pairs saved and current tensors by position: a head of another width behind
+    groups of the same sizes would get the moments of another tensor."""
+    path, _ = checkpoint
+    model = Model()
+    model.head = nn.Linear(16, 3)
+    wrapper, _ = _build(model)
+    with pytest.raises(CheckpointMismatchError) as err:
+        wrapper.load_state_dict(load_checkpoint_safe(str(path))['optimizer'])
+    assert 'head.weight (3, 16) would get the optimizer state of a tensor of shape (2, 16)' \
+        in str(err.value)
