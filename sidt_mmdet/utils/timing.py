@@ -87,14 +87,15 @@ def load_average() -> float | None:
 
 
 def ratio_trust(a: Sequence[float], b: Sequence[float], load: Sequence[float | None] = (),
-                cores: int | None = None) -> list[str]:
+                cores: int | None = None, unit: str = '') -> list[str]:
     """Why the ratio of the medians of timings ``a`` and ``b`` cannot be trusted; empty when
     it can.
 
     ``load``: load averages read around the timing (None entries are skipped); above the
     core count (``os.cpu_count()`` by default), runnable jobs outnumbered the cores and every
     timing carries their share. A spread (IQR) of either side larger than the difference of
-    the medians means the difference is within the noise.
+    the medians means the difference is within the noise. ``unit`` follows the figures
+    in the reasons (e.g. ``' ms'``).
     """
     cores = cores or os.cpu_count() or 1
     reasons = []
@@ -105,6 +106,6 @@ def ratio_trust(a: Sequence[float], b: Sequence[float], load: Sequence[float | N
     diff = abs(sa['median'] - sb['median'])
     noise = max(sa['iqr'], sb['iqr'])
     if noise > diff:
-        reasons.append(f'spread (IQR {noise:.3g}) larger than the difference of the medians '
-                       f'({diff:.3g})')
+        reasons.append(f'spread (IQR {noise:.3g}{unit}) larger than the difference of the '
+                       f'medians ({diff:.3g}{unit})')
     return reasons
