@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import os
 import os.path as osp
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -68,6 +70,75 @@ class ExportResult(ExportedDir):
     before: ComplexityReport | None = None
     after: ComplexityReport | None = None
     rows: list[dict] = field(default_factory=list)
+    # with overwrite, what out_dir held before (see _previous_export), else None
+    replaced: dict | None = None
+
+    def __repr__(self) -> str:
+        """One line: where, for which budget, the kept widths in total and the ratios (the
+        kept indices are in ``subnet``)."""
+        s = self.subnet
+        budget = dict(s.budget)
+        kind, value = budget.pop('kind', None), budget.pop('value', None)
+        head = [f'{kind}={value}'] if kind is not None else []
+        budget_text = ', '.join(head + [f'{k}={budget[k]}' for k in ('granularity', 'round_to')
+                                        if k in budget])
+        w = s.widths()
+        mlp = [b['mlp'] for b in w]
+        heads = sum(len(s.active_heads(i)) for i in range(s.num_layers))
+        n = s.num_layers
+        widths = (f'heads {heads}/{n * s.num_heads}, '
+                  f'q/k {sum(map(sum, (b["qk"] for b in w)))}/{n * s.embed_dims}, '
+                  f'v {sum(map(sum, (b["v"] for b in w)))}/{n * s.embed_dims}, '
+                  f'MLP {sum(mlp)}/{n * s.mlp_hidden} ({min(mlp)}-{max(mlp)} per block), '
+                  f'embed {len(s.kept_embed)}/{s.embed_dims}')
+        stats = s.stats or {}
+        params = _ratio(self.after.params if self.after else stats.get('params_after'),
+                        self.before.params if self.before else stats.get('params_before'))
+        macs = _ratio(self.after.macs if self.after else stats.get('macs_after'),
+                      self.before.macs if self.before else stats.get('macs_before'))
+        return (f'ExportResult(out_dir={self.out_dir!r}, budget={budget_text!r}, '
+                f'widths={widths!r}, params={params}, MACs={macs})')
+
+
+def _ratio(after, before) -> str:
+    """``after / before`` to three places, or ``'?'`` when either is unknown."""
+    return f'x{after / before:.3f}' if after and before else '?'
+
+
+def _previous_export(out_dir: str) -> dict | None:
+    """What an export with ``overwrite`` replaces in ``out_dir`` (None: nothing there)."""
+    if not osp.isdir(out_dir) or not os.listdir(out_dir):
+        return None
+    subnet_file, ckpt = osp.join(out_dir, SUBNET_FILE), osp.join(out_dir, CHECKPOINT_FILE)
+    try:
+        digest = Subnet.load(subnet_file).digest()
+    except (OSError, ValueError):  # no subnet.json, or not one
+        digest = None
+    written = (time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(osp.getmtime(ckpt)))
+               if osp.isfile(ckpt) else None)
+    return dict(subnet_file=subnet_file, digest=digest, written=written,
+                checkpoint=ckpt if written else None, entries=sorted(os.listdir(out_dir)))
+
+
+def _replaced_message(old: dict, subnet: Subnet, out_dir: str) -> str:
+    """The warning of an export that replaced ``old`` (from :func:`_previous_export`)."""
+    if old['digest'] is None:
+        shown = ', '.join(old['entries'][:5]) + (', ...' if len(old['entries']) > 5 else '')
+        return (f'warning: --overwrite replaced {out_dir}, which held no readable '
+                f'{SUBNET_FILE} ({shown})')
+    ckpt = osp.join(out_dir, CHECKPOINT_FILE)
+    old_ckpt = (f'{ckpt} (written {old["written"]})' if old['checkpoint'] else
+                f'no {CHECKPOINT_FILE}')
+    if old['digest'] == subnet.digest():
+        return (f'warning: --overwrite replaced the export in {out_dir}: the same subnet '
+                f'(digest {old["digest"]}) and {old_ckpt}; retrains that loaded the old '
+                f'{CHECKPOINT_FILE} still load with {SUBNET_FILE}, but started from the old '
+                'weights')
+    return (f'warning: --overwrite replaced the export in {out_dir}: {old["subnet_file"]} '
+            f'(digest {old["digest"]}, now {subnet.digest()}) and {old_ckpt}. Earlier '
+            f'retrains loaded the old {CHECKPOINT_FILE}: their checkpoints were made for the '
+            f'old subnet and are refused with the new {SUBNET_FILE} (export to a new '
+            'directory to keep both)')
 
 
 def log(msg: str) -> None:
@@ -341,6 +412,7 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
             meta[key] = value
 
     print(table, flush=True)
+    replaced = _previous_export(out_dir) if overwrite else None
     with atomic_output_dir(out_dir, overwrite) as tmp:
         log(f'writing {out_dir}')
         subnet.save(osp.join(tmp, SUBNET_FILE))
@@ -353,7 +425,10 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
         plot_widths(subnet, backbone, osp.join(tmp, 'widths.png'), title)
     log(f'done: {out_dir}/{{{SUBNET_FILE}, {CHECKPOINT_FILE}, widths.md, widths.csv, '
         'widths.png}')
-    return ExportResult(out_dir=out_dir, subnet=subnet, before=before, after=after, rows=rows)
+    if replaced is not None:
+        log(_replaced_message(replaced, subnet, out_dir))
+    return ExportResult(out_dir=out_dir, subnet=subnet, before=before, after=after, rows=rows,
+                        replaced=replaced)
 
 
 # ------------------------------------------------------------------------ command line
@@ -394,7 +469,9 @@ def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
                         help='image size for MACs (default: the backbone img_size)')
     parser.add_argument('--device', default='cpu', help='device to load the model on')
     parser.add_argument('--overwrite', action='store_true',
-                        help='replace OUT_DIR if it exists and is not empty')
+                        help='replace OUT_DIR if it exists and is not empty, saying what was '
+                             'replaced (the old subnet digest and pruned.pth: retrains that '
+                             'loaded it no longer match the new subnet.json)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, as in tools/train.py')
     return parser

@@ -133,6 +133,42 @@ def test_overwrite(search_ckpt, tmp_path, capsys):
     assert tool.main([str(SEARCH_CFG), str(search_ckpt), '--keep-ratio', '0.6', '-o', str(out),
                       '--overwrite']) == 0
     assert sorted(p.name for p in out.iterdir()) == FILES
+    assert 'held no readable subnet.json (keep.txt)' in capsys.readouterr().out
+
+
+def test_overwriting_an_export_says_what_it_replaced(search_ckpt, tmp_path, capsys):
+    """--overwrite over an earlier export names its subnet digest and pruned.pth, and warns
+    that retrains which loaded that pruned.pth no longer match the new subnet file."""
+    out = tmp_path / 'out'
+    assert _export(search_ckpt, out, '--keep-ratio', '0.6') == 0
+    old = Subnet.load(out / 'subnet.json').digest()
+    capsys.readouterr()
+    result = tool.export_subnet(str(SEARCH_CFG), str(search_ckpt), dict(keep_ratio=0.4),
+                                str(out), overwrite=True)
+    new = result.subnet.digest()
+    assert new != old and result.replaced['digest'] == old
+    said = capsys.readouterr().out
+    assert f'replaced the export in {out}' in said, said
+    assert f'(digest {old}, now {new})' in said and str(out / 'pruned.pth') in said
+    assert 'Earlier retrains loaded the old pruned.pth' in said
+    # the same subnet again: the retrains' checkpoints still load, from the old weights
+    assert _export(search_ckpt, out, '--keep-ratio', '0.4', '--overwrite') == 0
+    said = capsys.readouterr().out
+    assert f'the same subnet (digest {new})' in said and 'still load' in said, said
+
+
+def test_export_result_repr_is_one_short_line(search_ckpt, tmp_path):
+    result = tool.export_subnet(str(SEARCH_CFG), str(search_ckpt), dict(keep_ratio=0.6),
+                                str(tmp_path / 'out'))
+    text = repr(result)
+    assert '\n' not in text and len(text) < 400 and '[' not in text, text  # no index lists
+    assert text.startswith(f"ExportResult(out_dir='{tmp_path / 'out'}', budget='keep_ratio=0.6")
+    after, before = result.after, result.before
+    assert f'params=x{after.params / before.params:.3f}' in text
+    assert f'MACs=x{after.macs / before.macs:.3f}' in text
+    heads = sum(len(result.subnet.active_heads(i)) for i in range(4))
+    mlp = sum(len(b['mlp']) for b in result.subnet.blocks)
+    assert f'heads {heads}/16' in text and f'MLP {mlp}/1024' in text and 'embed 64/64' in text
 
 
 @pytest.mark.parametrize('flag, value, message', [
