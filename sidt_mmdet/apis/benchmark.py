@@ -25,7 +25,7 @@ from ..utils.cli import ToolError, doc_parser, int_at_least, positive_int, run_t
 from ..utils.fileio import write_json_atomic
 from ..utils.timing import load_average, ratio_trust, spread, time_interleaved
 
-__all__ = ['ModelSpec', 'ROWS', 'benchmark_detectors', 'build_detector', 'test_size',
+__all__ = ['ModelSpec', 'ROWS', 'benchmark_detectors', 'build_detector', 'config_test_size',
            'synthetic_batch', 'format_benchmark', 'build_parser', 'main']
 
 # row name -> what is timed
@@ -84,7 +84,7 @@ def build_detector(spec: ModelSpec, cfg_options: dict | None = None, device: str
     return cfg, model.to(device).eval()
 
 
-def test_size(cfg) -> tuple[int, int]:
+def config_test_size(cfg) -> tuple[int, int]:
     """(height, width) of a test image: the last ``Resize`` of the test pipeline. With
     ``keep_ratio`` its scale bounds the long and the short side, so the largest image it
     lets through lies landscape: (short, long)."""
@@ -163,7 +163,7 @@ def benchmark_detectors(specs: Sequence[ModelSpec], *, device: str | None = None
     models, datas, feats_in, info = {}, {}, {}, {}
     for name, spec in zip(names, specs):
         cfg, model = build_detector(spec, cfg_options, device)
-        size = tuple(input_size) if input_size else test_size(cfg)
+        size = tuple(input_size) if input_size else config_test_size(cfg)
         if dataset:
             batches = _dataset_batches(cfg, max(iters, 1), batch)
         else:
