@@ -1,7 +1,8 @@
 """The two end-to-end demos, on generated data and on CPU, through the stage runner:
 
 - :func:`detection_demo` (``make demo``, ``tools/demo.py``): toy COCO, Mask R-CNN with the
-  toy SIDTViT; report: backbone params, MACs and latency, box/mask mAP, dense vs pruned.
+  toy SIDTViT; report: backbone params, MACs and latency (with its spread and the load
+  average), the whole detectors' speed, box/mask mAP, dense vs pruned.
 - :func:`classification_demo` (``make demo-cifar``, ``tools/demo_cifar.py``): toy CIFAR-100,
   the toy ViT classifier through mmpretrain; report: params, MACs, latency, top-1/top-5.
 
@@ -18,6 +19,7 @@ from ..utils.fileio import replace_marked_block, write_json_atomic, write_text_a
 from .chain import REPO, ChainResult, ChainSpec, run_chain
 
 __all__ = ['DETECTION_CONFIGS', 'CLASSIFICATION_CONFIGS', 'detection_demo', 'detection_spec',
+           'detection_report',
            'classification_demo', 'classification_spec', 'build_model', 'measure_classifier',
            'write_classification_report', 'classification_report', 'classification_readme_block',
            'CIFAR_README_BEGIN',
@@ -73,10 +75,13 @@ def detection_spec(data_root: str, keep_ratio: float = 0.6, round_to: int = 8,
 
 
 def _measure_detectors(chain: ChainResult, sizes, iters: int, log) -> list[dict]:
+    """Backbone params, MACs and latency, dense against pruned, per (size, batch): the two
+    backbones timed interleaved; each row keeps the spread of its timings, the load
+    average around them and why its latency ratio cannot be trusted (if it cannot)."""
     import torch
 
-    from ..studies.latency import median_latency
     from ..utils.complexity import backbone_complexity
+    from ..utils.timing import load_average, ratio_trust, spread, time_interleaved
 
     dense = build_model(DETECTION_CONFIGS['dense'], checkpoint=chain.dense_ckpt).backbone
     pruned = build_model(DETECTION_CONFIGS['retrain'], chain.subnet,
@@ -85,37 +90,105 @@ def _measure_detectors(chain: ChainResult, sizes, iters: int, log) -> list[dict]
     for side, batch in sizes:
         x = torch.randn(batch, 3, side, side)
         log(f'timing backbones at {side}x{side}, batch {batch}')
-        t = median_latency({'dense': dense, 'pruned': pruned}, x, iters, warmup=2)
+
+        def call(model, x=x):
+            def fn():
+                with torch.inference_mode():
+                    model(x)
+            return fn
+        load_before = load_average()
+        times = time_interleaved({'dense': call(dense), 'pruned': call(pruned)}, iters=iters,
+                                 warmup=2)
+        load_after = load_average()
+        ms = {k: [v * 1e3 for v in t] for k, t in times.items()}
         a = backbone_complexity(dense, (side, side))
         b = backbone_complexity(pruned, (side, side))
-        rows.append(dict(size=side, batch=batch, ms_dense=t['dense'] * 1e3,
-                         ms_pruned=t['pruned'] * 1e3, params_dense=a.params,
+        rows.append(dict(size=side, batch=batch, ms_dense=spread(ms['dense'])['median'],
+                         ms_pruned=spread(ms['pruned'])['median'],
+                         spread_dense=spread(ms['dense']), spread_pruned=spread(ms['pruned']),
+                         load_average=[load_before, load_after], cores=os.cpu_count(),
+                         threads=torch.get_num_threads(),
+                         untrusted=ratio_trust(ms['dense'], ms['pruned'],
+                                               load=[load_before, load_after], unit=' ms'),
+                         params_dense=a.params,
                          params_pruned=b.params, macs_dense=a.macs, macs_pruned=b.macs,
                          macs_executed_pruned=b.macs_executed))
     return rows
 
 
-def _detection_report(ctx: dict) -> str:
+def _benchmark_detectors(chain: ChainResult, iters: int, log) -> dict:
+    """The whole detectors (mmdet's test_step: backbone, neck, heads, NMS), dense against
+    pruned, on synthetic images at the config's test size (``apis.benchmark``)."""
+    from .benchmark import ModelSpec, benchmark_detectors
+    specs = [ModelSpec(osp.join(REPO, DETECTION_CONFIGS['dense']), chain.dense_ckpt,
+                       name='dense'),
+             ModelSpec(osp.join(REPO, DETECTION_CONFIGS['retrain']), chain.retrain_ckpt,
+                       chain.subnet, name='pruned')]
+    log('timing the whole detectors (test_step)')
+    return benchmark_detectors(specs, device='cpu', iters=iters, warmup=2, log=log)
+
+
+def _ms(s: dict) -> str:
+    return f'{s["median"]:.1f} (IQR {s["iqr"]:.1f}, {s["min"]:.1f}-{s["max"]:.1f})'
+
+
+def _load(v) -> str:
+    return 'n/a' if v is None else f'{v:.2f}'
+
+
+def detection_report(ctx: dict) -> str:
+    """``report.md`` of the detection demo from its figures (``ctx``: what
+    :func:`detection_demo` measured; ``detector`` is optional)."""
     t0 = ctx['timing'][0]
     rows = [
         ('backbone params', f'{t0["params_dense"]:,}', f'{t0["params_pruned"]:,}',
-         t0['params_pruned'] / t0['params_dense']),
+         t0['params_pruned'] / t0['params_dense'], ''),
     ]
+    notes = []
     for t in ctx['timing']:
+        lat = t['ms_pruned'] / t['ms_dense']
+        mark = ''
+        if t.get('untrusted'):
+            mark = ' (untrusted)'
+            notes.append(f'- latency @{t["size"]}px, batch {t["batch"]}: ratio untrusted: '
+                         + '; '.join(t['untrusted']) + '.')
         rows += [
             (f'backbone MACs @{t["size"]}px', f'{t["macs_dense"]:,}', f'{t["macs_pruned"]:,}',
-             t['macs_pruned'] / t['macs_dense']),
+             t['macs_pruned'] / t['macs_dense'], ''),
             (f'backbone latency @{t["size"]}px, batch {t["batch"]} (ms)', f'{t["ms_dense"]:.1f}',
-             f'{t["ms_pruned"]:.1f}', t['ms_pruned'] / t['ms_dense']),
+             f'{t["ms_pruned"]:.1f}', lat, mark),
             # 1.0: the pruned backbone is as much faster as its MACs promise
             (f'latency ratio / MACs ratio @{t["size"]}px', '', '',
-             (t['ms_pruned'] / t['ms_dense']) / (t['macs_pruned'] / t['macs_dense'])),
+             lat / (t['macs_pruned'] / t['macs_dense']), mark),
         ]
     for key, name in (('coco/bbox_mAP', 'box mAP'), ('coco/bbox_mAP_50', 'box mAP@50'),
                       ('coco/segm_mAP', 'mask mAP')):
         a, b = ctx['dense_metrics'].get(key), ctx['pruned_metrics'].get(key)
         if a is not None and b is not None:
-            rows.append((name, f'{a:.3f}', f'{b:.3f}', b / a if a else float('nan')))
+            rows.append((name, f'{a:.3f}', f'{b:.3f}', b / a if a else float('nan'), ''))
+    timing = ['## Timing', '',
+              'Backbone latency: milliseconds per batch, median of the interleaved runs '
+              '(IQR, min-max); load average (1 min) before and after the runs, against the '
+              'cores. A ratio is marked untrusted when the load average exceeded the cores '
+              'or the spread of either model is larger than the difference of the medians.',
+              '', '| size, batch | dense ms | pruned ms | load average | threads / cores |',
+              '|---|---:|---:|---:|---:|']
+    for t in ctx['timing']:
+        if 'spread_dense' in t:
+            loads = ' / '.join(_load(v) for v in t['load_average'])
+            timing.append(f'| {t["size"]}px, {t["batch"]} | {_ms(t["spread_dense"])} | '
+                          f'{_ms(t["spread_pruned"])} | {loads} | {t["threads"]} / '
+                          f'{t["cores"]} |')
+    timing += [''] + (notes + [''] if notes else [])
+    detector = ctx.get('detector')
+    if detector:
+        from .benchmark import format_benchmark
+        timing += ['## Whole detector', '',
+                   "mmdet's `test_step` (data preprocessor, backbone, neck, RPN, RoI heads, NMS, "
+                   'mask pasting) on synthetic images at the test size, and its backbone and '
+                   'backbone + neck, dense and pruned timed interleaved '
+                   '(`tools/analysis/benchmark_detector.py`); ms per image, median (IQR).', '',
+                   format_benchmark(detector), '']
     lines = [
         '# SiDT demo report (toy COCO, CPU)', '',
         f'Stages (iterations of {ctx["batch_size"]} images): dense {ctx["n_dense"]}, '
@@ -124,18 +197,22 @@ def _detection_report(ctx: dict) -> str:
         f'MLP units, widths rounded up to multiples of {ctx["round_to"]}. '
         f'Wall time {ctx["minutes"]:.1f} min on {os.cpu_count()} CPU cores.', '',
         '| | dense | pruned | pruned / dense |', '|---|---:|---:|---:|',
-        *[f'| {n} | {a} | {b} | {r:.3f} |' for n, a, b, r in rows], '',
+        *[f'| {n} | {a} | {b} | {r:.3f}{m} |' for n, a, b, r, m in rows], '',
         f'Toy data ({ctx["num_train"]} training and {ctx["num_val"]} validation images of '
         'four shape classes), every model trained from scratch on CPU: the mAP figures show '
         'that the chain keeps what the dense detector learned, not what SiDT reaches on COCO. '
         'The pruned model is searched and retrained from the dense one, so it has seen more '
         'iterations than the dense model. Latency is the median of interleaved '
-        'runs of the two backbones in one process (`sidt_mmdet.studies.latency`). '
+        'runs of the two backbones in one process (`sidt_mmdet.utils.timing`). '
         'MACs include the attention matmuls that module-hook counters miss.', '',
+        *timing,
         '## Kept width per layer', '', '![kept widths](export/widths.png)', '',
         ctx['widths_md'], '',
         '## Reproduce', '', '```', *ctx['commands'], '```', '']
     return '\n'.join(lines)
+
+
+_detection_report = detection_report
 
 
 def detection_demo(work_dir: str = 'work_dirs/demo', dense_iters: int = 800,
@@ -155,6 +232,7 @@ def detection_demo(work_dir: str = 'work_dirs/demo', dense_iters: int = 800,
                           batch_size)
     chain = run_chain(spec, work_dir, fresh=fresh, log=log)
     timing = _measure_detectors(chain, [(160, 8), (512, 2)], timing_iters, log)
+    detector = _benchmark_detectors(chain, timing_iters, log)
     export = chain.dirs['export']
     with open(osp.join(export, 'widths.md'), encoding='utf-8') as f:
         widths_md = f.read()
@@ -176,14 +254,15 @@ def detection_demo(work_dir: str = 'work_dirs/demo', dense_iters: int = 800,
         f'{batch_size})']
     dense_metrics, pruned_metrics = chain.metrics['dense'], chain.metrics['pruned']
     report = osp.join(chain.work_dir, 'report.md')
-    text = _detection_report(dict(
-        timing=timing, dense_metrics=dense_metrics, pruned_metrics=pruned_metrics,
+    text = detection_report(dict(
+        timing=timing, detector=detector, dense_metrics=dense_metrics,
+        pruned_metrics=pruned_metrics,
         n_dense=dense_iters, n_search=search_iters, n_retrain=retrain_iters,
         batch_size=batch_size, num_train=num_train, num_val=num_val, keep_ratio=keep_ratio,
         round_to=round_to, minutes=(time.time() - start) / 60,
         widths_md=widths_md, commands=commands))
     write_text_atomic(report, text)
-    result = dict(timing=timing, dense=dense_metrics, pruned=pruned_metrics,
+    result = dict(timing=timing, detector=detector, dense=dense_metrics, pruned=pruned_metrics,
                   iterations=dict(dense=dense_iters, search=search_iters,
                                   retrain=retrain_iters),
                   batch_size=batch_size, num_train=num_train, num_val=num_val,
@@ -214,8 +293,8 @@ def measure_classifier(subnet_path: str, batch: int = 64, iters: int = 30,
     dense and the pruned toy classifier."""
     import torch
 
-    from ..studies.latency import median_latency
     from ..utils.complexity import backbone_complexity
+    from ..utils.timing import median_latency
 
     dense = build_model(CLASSIFICATION_CONFIGS['dense'])
     pruned = build_model(CLASSIFICATION_CONFIGS['retrain'], subnet_path)
