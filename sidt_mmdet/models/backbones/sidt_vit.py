@@ -480,6 +480,11 @@ class SIDTViT(BaseModule):
                     'beside that subnet file)' if self.mode == 'pruned' else
                     "; for pretrained weights of another size use init_cfg=dict(type='Pretrained'"
                     ', checkpoint=...), which resamples them')
+            if all(b.split(':')[0].endswith(('rel_pos_h', 'rel_pos_w')) for b in bad):
+                hint = ('; only relative-position tables differ: the checkpoint was trained with '
+                        'another window_size, global_attn_indexes or img_size (the config has '
+                        f'window_size={self.window_size}, global_attn_indexes='
+                        f'{list(self.global_attn_indexes)}, img_size={self.img_size})' + hint)
             raise CheckpointMismatchError(
                 f'{source} does not fit the backbone ({built}): {len(bad)} tensors of another '
                 'shape, e.g.\n  ' + '\n  '.join(bad[:5]) + hint)

@@ -124,3 +124,13 @@ def test_explanation_groups_keys_by_setting():
     assert 'lacks qkv biases (backbone.blocks.0.attn.qkv.bias)' in text
     assert 'trained with qkv_bias=False' in text
     assert explain_backbone_keys([], [], {}) == ''
+
+
+def test_rel_pos_tables_of_another_window_name_the_window_settings(tmp_path):
+    ckpt = _save(Detector(SIDTViT(**KW, **REL)), tmp_path / 'window2.pth')
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(Detector(SIDTViT(**KW, **dict(REL, window_size=3))), ckpt,
+                        map_location='cpu')
+    msg = str(err.value)
+    assert ckpt in msg and 'blocks.0.attn.rel_pos_h: checkpoint (3, 8) vs model (5, 8)' in msg
+    assert 'only relative-position tables differ' in msg and 'window_size=3' in msg
