@@ -24,6 +24,7 @@ import copy
 from mmdet.registry import MODELS
 
 from ..models.backbones.sidt_vit import SIDTViT
+from ..models.stride_check import check_pyramid_strides
 from ..utils.config import is_type
 from .checks import watch_mask_groups
 from .sparsity import SparsityLoss
@@ -89,6 +90,7 @@ def SIDTModel(model: dict | None = None, sparsity: dict | None = None,  # noqa: 
         raise ValueError("SIDTModel: sparsity needs the backbone in mode='search', got "
                          f"mode={backbone.get('mode', 'dense')!r}")
     built = MODELS.build(cfg)
+    check_pyramid_strides(built, where='SIDTModel')  # heads vs the pyramid, at build
     if sparsity is not None:
         built.__class__ = _search_class(type(built))
         built.sidt_sparsity = SparsityLoss(**sparsity)
