@@ -23,7 +23,7 @@ __all__ = ['sync', 'time_interleaved', 'median_latency', 'spread', 'load_average
 def sync(device: str | torch.device) -> None:
     """Wait for the device's queued kernels (CUDA launches return before they finish)."""
     if str(device).startswith('cuda'):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: int = 1,
