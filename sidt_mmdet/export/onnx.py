@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import os.path as osp
 import shutil
@@ -105,6 +106,10 @@ class ExportModel(nn.Module):
         if self.neck is None:
             return ['feat']
         p = self.patch_size
+        if hasattr(self.neck, 'out_strides'):
+            # from the neck's own strides: deep levels of a small probe input all shrink to
+            # 1 x 1 and could not be told apart by their shapes
+            return [f'p{int(round(math.log2(s)))}' for s in self.neck.out_strides(p)]
         size = 4 * p
         with torch.no_grad():
             outs = self(torch.zeros(1, self.backbone.patch_embed.proj.in_channels, size, size))

@@ -206,6 +206,22 @@ def test_fixed_size_advice_is_an_export_that_works(deploy, tmp_path):
                for o, e in zip(got, expected)) < ATOL
 
 
+@pytest.mark.slow  # one fixed-size export
+def test_p3_p7_pyramid_exports_named_by_stride(deploy, tmp_path):
+    """start_level=1: levels 8..128; at 224 x 320 the two deepest are both 1 x 1 wide, so
+    only the strides, not the shapes, tell p6 from p7."""
+    torch.manual_seed(0)
+    backbone = perturb_(SIDTViT(**ARCH_P16)).eval()
+    init_default_scope('mmdet')
+    neck = perturb_(SIDTSimpleFPN(32, [8, 16, 32, 32], 16, num_outs=5, start_level=1)).eval()
+    model = ExportModel(backbone, neck).eval()
+    path = tmp_path / 'p3p7.onnx'
+    result = export_onnx(model, str(path), (224, 320), log=lambda _: None)
+    assert result.output_names == ['p3', 'p4', 'p5', 'p6', 'p7']
+    assert result.checks[0].max_diff < ATOL
+    assert independent_max_diff(str(path), model, (1, 3, 224, 320)) < ATOL
+
+
 def test_failed_check_leaves_no_file(deploy, tmp_path):
     path = tmp_path / 'strict.onnx'
     path.write_bytes(b'previous export')
