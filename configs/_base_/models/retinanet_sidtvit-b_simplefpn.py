@@ -3,6 +3,8 @@
 # generator follows the pyramid's strides with octave_base_scale=8, so the anchor sizes are
 # RetinaNet's own (32 px at the finest level to 512 px at the coarsest, 3 scales x 3 ratios);
 # the head runs on a 2x finer grid per level, which costs more head MACs than P3-P7.
+# For mmdet's P3-P7 instead, set neck start_level=1 and keep mmdet's anchors (strides
+# 8-128, octave_base_scale=4); a head whose strides miss the pyramid's is refused.
 _base_ = 'mmdet::_base_/models/retinanet_r50_fpn.py'
 custom_imports = dict(imports=['sidt_mmdet'], allow_failed_imports=False)
 
