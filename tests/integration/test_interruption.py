@@ -4,11 +4,13 @@ write of its output leaves the previous complete output or none, never a partial
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,11 +21,23 @@ from sidt_mmdet.utils import load_checkpoint_safe
 
 pytestmark = pytest.mark.slow
 MAX_ITERS = 6
+HOOK_DIR = Path(__file__).resolve().parent
+# the search config's imports and hooks, and the pause hook (inert unless its env is set)
+PAUSE_HOOK = ("custom_imports = dict(imports=['sidt_mmdet', 'sidt_mmdet.datasets.toy_cifar100', "
+              "'pause_hook'], allow_failed_imports=False)\n"
+              "custom_hooks = [dict(type='mmdet.SIDTMaskCheckHook'), "
+              "dict(type='PauseAfterCheckpointHook')]\n")
+
+
+def _hook_env() -> dict:
+    """PYTHONPATH with this directory first: the config imports pause_hook.py from it."""
+    return dict(PYTHONPATH=os.pathsep.join(filter(None, [str(HOOK_DIR),
+                                                         os.environ.get('PYTHONPATH')])))
 
 
 def _train(cfg, work_dir, *extra, **kw):
     return run_command([sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work_dir),
-                        *extra], **kw)
+                        *extra], env=_hook_env(), **kw)
 
 
 def _assert_same(a, b, where=''):
@@ -42,26 +56,41 @@ def _assert_same(a, b, where=''):
         assert a == b, where
 
 
-def _kill_at_checkpoint(cmd, work_dir, k):
-    """Start the search, SIGKILL it as soon as iteration ``k``'s checkpoint is recorded."""
-    env_cmd = [sys.executable, 'tools/train.py', *cmd]
-    proc = subprocess.Popen(env_cmd, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                            env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
-    last = work_dir / 'last_checkpoint'
-    deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline:
-        if last.is_file() and last.read_text().strip().endswith(f'iter_{k}.pth'):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    proc.wait()
-    return proc.returncode
+def _kill_at_checkpoint(cfg, work_dir, k, timeout=300):
+    """Run the search until PauseAfterCheckpointHook reports that iteration ``k``'s
+    checkpoint is saved and the run is waiting (a state file), then SIGKILL it. Every wait
+    has a deadline; the run's log is in the failure message."""
+    state = work_dir.parent / f'{work_dir.name}.paused'
+    log = work_dir.parent / f'{work_dir.name}.log'
+    env = {**os.environ, **_hook_env(), 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': '',
+           'SIDT_PAUSE_AT_ITER': str(k), 'SIDT_PAUSE_FILE': str(state),
+           'SIDT_PAUSE_TIMEOUT': str(timeout)}
+    with open(log, 'w') as out:
+        proc = subprocess.Popen([sys.executable, 'tools/train.py', str(cfg), '--work-dir',
+                                 str(work_dir)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + timeout
+        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # no race: the run waits at iteration k until it is killed
+        if not state.exists():
+            pytest.fail(f'the search did not pause after iteration {k} (exit status '
+                        f'{proc.poll()}):\n{log.read_text()[-4000:]}')
+        assert (work_dir / f'iter_{k}.pth').is_file()
+        assert (work_dir / 'last_checkpoint').read_text().strip().endswith(f'iter_{k}.pth')
+        assert not (work_dir / f'iter_{k + 1}.pth').exists()
+        proc.send_signal(signal.SIGKILL)
+        return proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
 
 
 def test_search_killed_and_resumed_equals_an_uninterrupted_run(tmp_path, toy_cifar_dir,
                                                                 figures):
-    cfg = write_config(tmp_path / 'search.py', toy_cifar_dir, MAX_ITERS, batch_size=8)
+    cfg = write_config(tmp_path / 'search.py', toy_cifar_dir, MAX_ITERS, batch_size=8,
+                       extra=PAUSE_HOOK)
     ref_dir = tmp_path / 'uninterrupted'
     _train(cfg, ref_dir)
     ref_ckpt = ref_dir / f'iter_{MAX_ITERS}.pth'
@@ -73,7 +102,7 @@ def test_search_killed_and_resumed_equals_an_uninterrupted_run(tmp_path, toy_cif
     for seed in (0, 1):
         k = random.Random(seed).randint(1, MAX_ITERS - 2)
         work = tmp_path / f'killed-{seed}'
-        status = _kill_at_checkpoint([str(cfg), '--work-dir', str(work)], work, k)
+        status = _kill_at_checkpoint(cfg, work, k)
         assert status == -signal.SIGKILL, f'the search finished before it could be killed at {k}'
         assert not (work / f'iter_{MAX_ITERS}.pth').exists()
         _train(cfg, work, '--resume')
