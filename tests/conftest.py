@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import multiprocessing.process
 import os
 import shutil
 import subprocess
@@ -26,6 +27,10 @@ from helpers import (
 
 from sidt_mmdet.datasets.generation import make_toy_cifar100, make_toy_coco
 
+# Every test runs on CPU, the processes it starts too (they inherit this): a 1-process run
+# on a GPU against a 2-process one on CPU would compare two devices, not two process counts.
+os.environ['CUDA_VISIBLE_DEVICES'] = ''
+
 # Fixtures that train (or run a training chain): a test that uses one is a slow test.
 TRAINING_FIXTURES = frozenset({'toy_train_run', 'runner_checkpoint', 'chain', 'search_run',
                                'export_dir', 'exported'})
@@ -41,14 +46,63 @@ def pytest_collection_modifyitems(config, items):
                                 f'@pytest.mark.slow: {unmarked}')
 
 
-@pytest.fixture(autouse=True)
-def _subprocess_only_when_slow(request, monkeypatch):
-    """A test not marked slow that starts a subprocess fails and says so."""
-    if request.node.get_closest_marker('slow') is None:
-        def refuse(*args, **kwargs):
-            raise AssertionError(f'{request.node.nodeid} starts a subprocess ({args[:1]}): '
-                                 'mark it @pytest.mark.slow')
-        monkeypatch.setattr(subprocess, 'Popen', refuse)
+# Every way a test could start another process. subprocess.run/check_output/Popen and
+# os.popen all go through Popen._execute_child; multiprocessing (Process, Pool, torch's spawn,
+# DataLoader workers) through BaseProcess.start. (os.system is left alone: the hostile
+# checkpoint tests pickle it by name; its one test that runs it is marked slow.)
+_PROCESS_STARTS = ((subprocess.Popen, '_execute_child'),
+                   (multiprocessing.process.BaseProcess, 'start'),
+                   (os, 'fork'), (os, 'forkpty'), (os, 'posix_spawn'), (os, 'posix_spawnp'))
+
+
+@contextlib.contextmanager
+def _no_process_starts(nodeid: str):
+    """Within the block, starting a process fails naming the test and what it started."""
+    def refuse(what):
+        def refused(*args, **kwargs):
+            command = args[1] if what == 'subprocess' and len(args) > 1 else args[:1]
+            raise AssertionError(f'{nodeid} starts a {what} ({command}) but is not marked '
+                                 '@pytest.mark.slow: mark it slow')
+        return refused
+
+    saved = [(owner, name, owner.__dict__[name]) for owner, name in _PROCESS_STARTS
+             if name in owner.__dict__]
+    for owner, name, _ in saved:
+        what = {'_execute_child': 'subprocess', 'start': 'multiprocessing process'}.get(
+            name, f'process (os.{name})')
+        setattr(owner, name, refuse(what))
+    try:
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
+def _guarded(item):
+    """A test not marked slow may start no process in any phase: its setup (fixtures of every
+    scope: a module- or session-scoped one is set up in the first test that uses it), its call
+    and its teardown."""
+    if item.get_closest_marker('slow') is not None:
+        return contextlib.nullcontext()
+    return _no_process_starts(item.nodeid)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    with _guarded(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    with _guarded(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    with _guarded(item):
+        return (yield)
 
 
 class Figures:

@@ -3,10 +3,12 @@ with the test's interpreter; perturbed weights, random masks and hard-masked sub
 backbone tests. (Fixtures are in conftest.py.)"""
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -45,9 +47,11 @@ def toy_coco_cfg_options(data_root: Path, max_iters: int = TRAIN_ITERS) -> list[
 
 def run_command(args: list[str], cwd: Path = REPO, timeout: float = 300,
                 env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command with the test's python first on PATH; fail with its output if it fails."""
+    """Run a command with the test's python first on PATH and no GPU; fail with its output if
+    it fails."""
     full_env = {**os.environ, 'PATH': f'{Path(sys.executable).parent}:{os.environ["PATH"]}',
-                'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1', **(env or {})}
+                'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': '',
+                **(env or {})}
     result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
                             timeout=timeout, stdin=subprocess.DEVNULL)
     if check and result.returncode != 0:
@@ -57,13 +61,44 @@ def run_command(args: list[str], cwd: Path = REPO, timeout: float = 300,
     return result
 
 
+# Ports for torchrun's rendezvous: below Linux's ephemeral range (32768-60999), so that no
+# connection of another process (gloo opens many) is given one by the OS, and each held by a
+# file lock for the life of the process that took it, so that two xdist workers, or two test
+# sessions on one machine, never pick the same one.
+PORT_RANGE = range(20000, 32000)
+_PORT_LOCK_DIR = Path(tempfile.gettempdir()) / 'sidt-mmdet-ports'
+_held_ports: list = []  # the open lock files: closing one would release its port
+
+
+def free_port() -> int:
+    """A TCP port nobody else uses: not locked by another test process, and bindable now.
+    Every call gives a new port (none is reused while its TIME_WAIT may last)."""
+    _PORT_LOCK_DIR.mkdir(exist_ok=True)
+    worker = os.environ.get('PYTEST_XDIST_WORKER', 'gw0')
+    start = (os.getpid() * 7 + int(worker.lstrip('gw') or 0) * 997) % len(PORT_RANGE)
+    for i in range(len(PORT_RANGE)):
+        port = PORT_RANGE[(start + i) % len(PORT_RANGE)]
+        lock = open(_PORT_LOCK_DIR / f'{port}.lock', 'a')  # held open while the port is ours
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                lock.close()
+                continue
+        _held_ports.append(lock)
+        return port
+    raise RuntimeError(f'no free port in {PORT_RANGE}')
+
+
 def cpu_dist_env() -> dict[str, str]:
     """Environment for a 2-process torchrun on CPU: a free port, and no GPU even where one
     exists (two ranks on one GPU is not what these tests check)."""
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = str(s.getsockname()[1])
-    return {'PORT': port, 'CUDA_VISIBLE_DEVICES': ''}
+    return {'PORT': str(free_port()), 'CUDA_VISIBLE_DEVICES': ''}
 
 
 def perturb_(module, seed=0, std=0.05):

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import sys
 from pathlib import Path
 
 import mmdet
 import pytest
 import torch
-from helpers import REPO, run_command
+from helpers import REPO, free_port, run_command
 
 from sidt_mmdet.models import Subnet
 from sidt_mmdet.utils import load_checkpoint_safe
@@ -32,12 +31,6 @@ COCO_BBOX = re.compile(r'coco/bbox_mAP: (-?\d+\.\d+)')
 COCO_SEGM = re.compile(r'coco/segm_mAP: (-?\d+\.\d+)')
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return str(s.getsockname()[1])
 
 
 def _env(toy_coco_dir: Path, **extra) -> dict:
@@ -63,7 +56,7 @@ def search_run(tmp_path_factory, toy_coco_dir) -> tuple[Path, str]:
          '--cfg-options', f'train_cfg.max_iters={SEARCH_ITERS}',
          f'default_hooks.checkpoint.interval={RESUME_FROM}', 'default_hooks.logger.interval=1',
          'log_processor.window_size=1', *NO_VAL],
-        env=_env(toy_coco_dir, PORT=_free_port()))
+        env=_env(toy_coco_dir, PORT=str(free_port())))
     return work_dir, _output(result)
 
 
@@ -124,7 +117,7 @@ def test_resume_restores_masks_and_optimizer_state(search_run, toy_coco_dir, tmp
         ['bash', 'tools/dist_train.sh', SEARCH_CFG, '2', '--work-dir', str(resumed),
          '--resume', str(before_path), '--cfg-options', f'train_cfg.max_iters={RESUME_FROM + 1}',
          'default_hooks.checkpoint.interval=1', *NO_VAL],
-        env=_env(toy_coco_dir, PORT=_free_port()))
+        env=_env(toy_coco_dir, PORT=str(free_port())))
     assert f'resumed epoch: 0, iter: {RESUME_FROM}' in _output(result)
     before = load_checkpoint_safe(before_path)
     after = load_checkpoint_safe(resumed / f'iter_{RESUME_FROM + 1}.pth')
