@@ -51,6 +51,8 @@ def test_presets_draw_different_images(tmp_path):
 def test_mmpretrain_reads_the_preset(tmp_path, preset):
     from mmpretrain.registry import DATASETS
 
+    import sidt_mmdet.datasets.toy_cifar100  # noqa: F401  (registers it; not run alone else)
+
     root = tmp_path / preset
     make_toy_cifar100(str(root), num_train=300, num_test=100, preset=preset, progress=_quiet)
     raw = _load(root, 'test')
@@ -79,6 +81,7 @@ def _nearest_class_mean_top1(train: dict, test: dict) -> float:
     return float((dist.argmin(axis=1) == np.asarray(test['fine_labels'])).mean())
 
 
+@pytest.mark.slow  # generates 12,000 images (about 7 s)
 def test_hard_preset_defeats_nearest_class_mean_on_pixels(tmp_path):
     hard = tmp_path / 'hard'
     make_toy_cifar100(str(hard), num_train=5000, num_test=1000, preset='hard', progress=_quiet)

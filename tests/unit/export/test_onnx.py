@@ -81,6 +81,7 @@ def independent_max_diff(path: str, model: ExportModel, shape) -> float:
     return max(float((torch.from_numpy(o) - e).abs().max()) for o, e in zip(got, expected))
 
 
+@pytest.mark.slow  # three fixed-size exports (5-8 s each)
 @pytest.mark.parametrize('kind', ['dense', 'dim', 'head_uniform'])
 def test_parity_fixed_size(deploy, tmp_path, kind):
     backbone = dense_backbone() if kind == 'dense' else pruned_backbone(kind)
@@ -104,6 +105,7 @@ def test_parity_fixed_size(deploy, tmp_path, kind):
     assert runner.metadata['sidt_mmdet.mode'] == ('dense' if kind == 'dense' else 'pruned')
 
 
+@pytest.mark.slow  # a fixed-size export (about 9 s)
 def test_parity_pruned_with_neck_and_fixed_size_refuses_another_size(deploy, tmp_path):
     backbone = pruned_backbone('dim', seed=1)
     model = ExportModel(backbone, neck_for(backbone)).eval()
@@ -222,6 +224,7 @@ def test_p3_p7_pyramid_exports_named_by_stride(deploy, tmp_path):
     assert independent_max_diff(str(path), model, (1, 3, 224, 320)) < ATOL
 
 
+@pytest.mark.slow  # a fixed-size export (about 3 s)
 def test_failed_check_leaves_no_file(deploy, tmp_path):
     path = tmp_path / 'strict.onnx'
     path.write_bytes(b'previous export')
@@ -234,6 +237,7 @@ def test_failed_check_leaves_no_file(deploy, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['strict.onnx']
 
 
+@pytest.mark.slow  # a fixed-size export (about 4 s)
 def test_highest_supported_opset(deploy, tmp_path):
     import onnx
 
