@@ -6,7 +6,10 @@ Exit codes, the same for every tool in ``tools/``:
 - ``1``: a :class:`ToolError` (or an ``OSError``/``ValueError``/unpickling error raised by
   the library for a bad file or value), printed as one ``<prog>: error: <message>`` line
   on stderr, no traceback; nothing was written;
-- ``2``: the command line itself is wrong (argparse's usage error, which names the flag).
+- ``2``: the command line itself is wrong (argparse's usage error, which names the flag);
+- ``130``: interrupted by Ctrl-C (SIGINT), printed as one ``<prog>: interrupted: ...`` line,
+  no traceback; an output directory being written is removed (``utils.fileio``), and the
+  line says so.
 
 The argparse ``type=`` functions below raise ``argparse.ArgumentTypeError``, so argparse
 names the flag and exits 2 before any work starts.
@@ -21,11 +24,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ['ToolError', 'EXIT_OK', 'EXIT_ERROR', 'EXIT_USAGE', 'ratio', 'open_ratio', 'count',
+__all__ = ['ToolError', 'EXIT_OK', 'EXIT_ERROR', 'EXIT_USAGE', 'EXIT_INTERRUPTED', 'ratio',
+           'open_ratio', 'count',
            'int_at_least',
            'positive_int', 'run_tool', 'doc_parser']
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 128 + 2  # the shell's status for a SIGINT
 
 _SUFFIXES = {'': 1, 'K': 10 ** 3, 'M': 10 ** 6, 'G': 10 ** 9, 'T': 10 ** 12}
 
@@ -112,10 +117,17 @@ def run_tool(prog: str, fn: Callable[..., Any], *args, **kwargs) -> int:
     ``ValueError``, ``OSError`` and ``pickle.UnpicklingError`` are the library's own "bad
     file or value" errors (a subnet file that does not fit, a checkpoint not found or
     refused by safe loading, a full disk); anything else is a bug and keeps its traceback.
+    Ctrl-C (``KeyboardInterrupt``) prints one ``interrupted`` line, with the notes the
+    library added while unwinding (an output directory removed), and returns
+    :data:`EXIT_INTERRUPTED`.
     """
     try:
         fn(*args, **kwargs)
     except (ToolError, ValueError, OSError, pickle.UnpicklingError) as e:
         print(f'{prog}: error: {e}', file=sys.stderr, flush=True)
         return EXIT_ERROR
+    except KeyboardInterrupt as e:
+        notes = '; '.join(getattr(e, '__notes__', ())) or 'stopped before it finished'
+        print(f'{prog}: interrupted: Ctrl-C (SIGINT), {notes}', file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     return EXIT_OK

@@ -157,16 +157,21 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> It
             raise OSError(f'cannot create {out_dir}: {e.strerror or e}') from None
         with _sigterm_exits(out_dir):
             yield tmp
-            with _sigterm_blocked():  # the renames of the commit are not cut in two
+            with _sigterm_blocked():  # the renames of the commit are not cut in two (nor by
+                # Ctrl-C: it arrives once they are done)
                 _commit(tmp, out_dir, overwrite)
-    except BaseException:
-        if tmp is not None and osp.isdir(tmp):
+    except BaseException as e:
+        unfinished = tmp is not None and osp.isdir(tmp)
+        if unfinished:
             shutil.rmtree(tmp, ignore_errors=True)
         for d in reversed(created):
             try:
                 os.rmdir(d)
             except OSError:
                 pass
+        if isinstance(e, KeyboardInterrupt):  # the tools print it (utils.cli.run_tool)
+            e.add_note(f'nothing was written to {out_dir}' if unfinished else
+                       f'{out_dir} was written before the interruption')
         raise
 
 
@@ -272,8 +277,9 @@ def _sigterm_blocked() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)

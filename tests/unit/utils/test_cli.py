@@ -1,12 +1,15 @@
-"""CLI value types: argparse names the flag and exits 2; run_tool gives 1 and one line."""
+"""CLI value types: argparse names the flag and exits 2; run_tool gives 1 and one line (130
+and one line on Ctrl-C)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 import pytest
 
 from sidt_mmdet.utils.cli import (
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     ToolError,
@@ -18,6 +21,7 @@ from sidt_mmdet.utils.cli import (
     ratio,
     run_tool,
 )
+from sidt_mmdet.utils.fileio import atomic_output_dir
 
 
 @pytest.mark.parametrize('text, value', [('1500000', 1500000), ('1.5e6', 1500000),
@@ -82,6 +86,32 @@ def test_run_tool_exit_codes(capsys):
         assert capsys.readouterr().err == 't.py: error: the file x.json: expected y\n'
     with pytest.raises(KeyError):  # a bug keeps its traceback
         run_tool('t.py', refuse, KeyError)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert EXIT_INTERRUPTED == 130
+    assert run_tool('t.py', interrupted) == EXIT_INTERRUPTED
+    captured = capsys.readouterr()
+    assert captured.err == 't.py: interrupted: Ctrl-C (SIGINT), stopped before it finished\n'
+    assert captured.out == ''
+
+
+def test_ctrl_c_while_writing_an_output_leaves_nothing_and_says_so(tmp_path, capsys):
+    out = tmp_path / 'export'
+
+    def write():
+        with atomic_output_dir(out) as tmp:
+            with open(os.path.join(tmp, 'pruned.pth'), 'wb') as f:
+                f.write(b'partial')
+            raise KeyboardInterrupt
+
+    assert run_tool('t.py', write) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == \
+        f't.py: interrupted: Ctrl-C (SIGINT), nothing was written to {out}\n'
+    assert os.listdir(tmp_path) == []
 
 
 def test_doc_parser_takes_its_help_from_the_docstring():

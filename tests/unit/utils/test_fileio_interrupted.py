@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from sidt_mmdet.utils import fileio
 from sidt_mmdet.utils.fileio import atomic_output_dir, clean_stale_outputs
 
 DEAD = 2 ** 22 + 12345  # above the default pid_max: no such process
@@ -42,6 +43,27 @@ def test_next_write_cleans_before_it_starts(tmp_path):
     with atomic_output_dir(out) as tmp, open(os.path.join(tmp, 'a.txt'), 'w') as f:
         f.write('a')
     assert sorted(os.listdir(tmp_path)) == ['export']
+
+
+def test_ctrl_c_during_the_commit_waits_for_its_renames(tmp_path, monkeypatch):
+    """SIGINT between the renames of the commit would leave the previous output moved aside
+    and the new one removed; it is held until the renames are done."""
+    out = tmp_path / 'export'
+    out.mkdir()
+    (out / 'old.txt').write_text('old')
+    real_commit = fileio._commit
+
+    def commit_interrupted(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # held while the commit runs
+        real_commit(*args)
+
+    monkeypatch.setattr(fileio, '_commit', commit_interrupted)
+    with pytest.raises(KeyboardInterrupt) as err:
+        with atomic_output_dir(out, overwrite=True) as tmp, \
+                open(os.path.join(tmp, 'new.txt'), 'w') as f:
+            f.write('new')
+    assert os.listdir(out) == ['new.txt'] and os.listdir(tmp_path) == ['export']
+    assert err.value.__notes__ == [f'{out} was written before the interruption']
 
 
 @pytest.mark.slow
