@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from guarantees import GuaranteeGuard, all_claims, full_session
+from guarantees import full_session, guard
 from helpers import (
     REPO,
     TOY_CIFAR_SIZES,
@@ -138,7 +138,7 @@ def pytest_configure(config):
     if not _xdist_worker(config) and full_session(config):
         # The whole suite: every test a documented claim names must run and pass in it
         # (tests/guarantees.py; under xdist the controller sees every worker's reports).
-        config.pluginmanager.register(GuaranteeGuard(all_claims()), 'sidt_guarantees')
+        config.pluginmanager.register(guard(), 'sidt_guarantees')
     if _xdist_worker(config):
         # Two workers share the two cores: one torch thread each (the subprocesses the
         # tests start already get OMP_NUM_THREADS=1 from run_command).

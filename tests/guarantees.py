@@ -70,6 +70,15 @@ def parse_claim_doc(text: str, doc: str) -> list[Claim]:
             for n, line in enumerate(text.splitlines(), 1) if TEST_ID.search(line)]
 
 
+def guard() -> GuaranteeGuard:
+    """The guard of this repository's documents; one that cannot be read fails the session
+    at its end (with the reason) instead of stopping pytest before any test runs."""
+    try:
+        return GuaranteeGuard(all_claims())
+    except (OSError, ValueError) as e:
+        return GuaranteeGuard([], errors=[f'the claims could not be read: {e}'])
+
+
 def all_claims() -> list[Claim]:
     claims = parse_guarantees(GUARANTEES_DOC.read_text(encoding='utf-8'))
     for doc in CLAIM_DOCS:
@@ -145,8 +154,9 @@ def full_session(config) -> bool:
 class GuaranteeGuard:
     """pytest plugin: fail the session when a claim's tests did not all run and pass."""
 
-    def __init__(self, claims: list[Claim]):
+    def __init__(self, claims: list[Claim], errors: list[str] = ()):
         self.claims = claims
+        self.errors = list(errors)  # documents that could not be read: the session fails
         self.collected: set[str] = set()
         self.reports: dict[str, list] = {}
         self.messages: list[str] = []
@@ -164,7 +174,7 @@ class GuaranteeGuard:
     def pytest_sessionfinish(self, session):
         if session.shouldstop or session.shouldfail:
             return  # stopped early (-x, --maxfail, a crash): the failure is already reported
-        self.messages = failures(self.claims, self.collected, self.reports)
+        self.messages = self.errors + failures(self.claims, self.collected, self.reports)
         if self.messages and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

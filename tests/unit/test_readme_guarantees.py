@@ -135,3 +135,15 @@ def test_guard_fails_a_real_session_on_a_skip_or_xfail(tmp_path):
         'inner row: tests/test_inner_guarded.py::test_skipped skipped (Skipped: not here)',
         'inner row: tests/test_inner_guarded.py::test_xfailed xfailed',
         'inner row: tests/test_inner_guarded.py::test_missing was not collected']
+
+
+def test_unreadable_claims_fail_the_session_at_its_end(tmp_path, monkeypatch):
+    """Catches a guard that passes when the table cannot be read (moved, renamed, its title
+    changed): the claims would go unchecked with the session green."""
+    import guarantees
+
+    assert guarantees.guard().errors == []
+    monkeypatch.setattr(guarantees, 'GUARANTEES_DOC', tmp_path / 'moved.md')
+    assert 'moved.md' in guarantees.guard().errors[0]
+    (tmp_path / 'moved.md').write_text('# Another title\n')
+    assert guarantees.guard().errors[0].startswith('the claims could not be read')
