@@ -147,3 +147,28 @@ def test_unreadable_claims_fail_the_session_at_its_end(tmp_path, monkeypatch):
     assert 'moved.md' in guarantees.guard().errors[0]
     (tmp_path / 'moved.md').write_text('# Another title\n')
     assert guarantees.guard().errors[0].startswith('the claims could not be read')
+
+
+def _config(*args, source=pytest.Config.ArgsSource.ARGS, **options):
+    option = SimpleNamespace(**{'keyword': '', 'markexpr': '', 'deselect': None, 'lf': False,
+                                'stepwise': False, 'ignore': None, 'collectonly': False,
+                                **options})
+    return SimpleNamespace(option=option, args=list(args), args_source=source,
+                           invocation_params=SimpleNamespace(dir=REPO))
+
+
+def test_the_guard_runs_for_the_whole_suite_only():
+    """Catches a guard that fails a selected run (every unselected claim would be 'not
+    collected') and one that skips the full run of ``make test`` / ``.ci/run``."""
+    from guarantees import full_session
+
+    assert full_session(_config('tests', source=pytest.Config.ArgsSource.TESTPATHS))
+    assert full_session(_config('tests')) and full_session(_config('.'))
+    assert full_session(_config(str(REPO / 'tests')))
+    for selected in (_config('tests/unit'), _config('tests/unit/test_harness.py'),
+                     _config('tests/unit/test_harness.py::test_ports_are_held_and_never_'
+                             'handed_out_twice'), _config('tests', keyword='guard'),
+                     _config('tests', markexpr='not slow'), _config('tests', lf=True),
+                     _config('tests', deselect=['tests/unit']), _config('tests', collectonly=True),
+                     _config('tests', ignore=['tests/integration'])):
+        assert not full_session(selected), selected
