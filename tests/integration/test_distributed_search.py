@@ -1,12 +1,12 @@
-"""A 2-process gloo search against a 1-process one of the same total batch and seed, and
+"""2- and 3-process gloo searches against a 1-process one of the same total batch and seed, and
 masks that are exactly zero in whole layers under DDP (with and without
 ``find_unused_parameters``).
 
-Why the two runs agree: the InfiniteSampler gives rank r the positions r, r+2, ... of
-one seeded permutation, so the two ranks' batches of 4 are the single process's batch of
-8; every image is 32x32 (no padding differences) and the loss is a mean over the batch,
-so DDP's average of the two ranks' gradients is the single process's gradient up to the
-order of the float sums; the sparsity term is identical on both ranks. What differs is
+Why the runs agree: the InfiniteSampler gives rank r the positions r, r+W, ... of one
+seeded permutation, so the W ranks' batches of 12/W are the single process's batch of 12;
+every image is 32x32 (no padding differences) and the loss is a mean over the batch, so
+DDP's average of the ranks' gradients is the single process's gradient up to the order of
+the float sums; the sparsity term is identical on every rank. What differs is
 rounding (~1e-7 relative per step), which Adam's normalisation can amplify only where a
 mask's gradient is near zero. The test bounds the mask difference and requires the same
 selected subnet.
@@ -56,15 +56,26 @@ def _run(tmp_path, name, toy_cifar_dir, start, nproc, batch, find_unused=False):
     return load_checkpoint_safe(work / f'iter_{ITERS}.pth'), work / f'iter_{ITERS}.pth'
 
 
-def test_two_processes_select_the_subnet_of_one(tmp_path, toy_cifar_dir, start):
-    one, one_path = _run(tmp_path, 'one', toy_cifar_dir, start, 1, 8)
-    two, two_path = _run(tmp_path, 'two', toy_cifar_dir, start, 2, 4)
+@pytest.fixture(scope='module')
+def one_process(tmp_path_factory, toy_cifar_dir, start):
+    """The single-process run every multi-process run is compared with: batch 12."""
+    return _run(tmp_path_factory.mktemp('one'), 'one', toy_cifar_dir, start, 1, 12)
+
+
+@pytest.mark.parametrize('nproc', [2, 3])
+def test_processes_select_the_subnet_of_one(tmp_path, toy_cifar_dir, start, one_process,
+                                            nproc):
+    """2 ranks of batch 6 and 3 ranks of batch 4 against 1 process of batch 12. Catches
+    gradients summed instead of averaged, a rank training on the other ranks' images, and a
+    world size above 2 that breaks either (the third rank exercises gloo's ring)."""
+    one, one_path = one_process
+    two, two_path = _run(tmp_path, f'n{nproc}', toy_cifar_dir, start, nproc, 12 // nproc)
     masks = [k for k in one['state_dict'] if k.endswith('_mask')]
     diff = max(float((one['state_dict'][k] - two['state_dict'][k]).abs().max()) for k in masks)
     moved = max(float((one['state_dict'][k] - 1).abs().max()) for k in masks
                 if f'blocks.{ZERO_BLOCK}.' not in k)
     assert moved > 1e-3, 'the masks must have moved for the comparison to mean anything'
-    assert diff <= 1e-5, f'masks of 1 and 2 processes differ by {diff:.3g}'
+    assert diff <= 1e-5, f'masks of 1 and {nproc} processes differ by {diff:.3g}'
     # the zeroed block trained too (its masks got gradients under DDP)
     zeroed = [k for k in masks if f'blocks.{ZERO_BLOCK}.' in k]
     assert any(float(two['state_dict'][k].abs().max()) > 0 for k in zeroed)
