@@ -752,7 +752,8 @@ def export_onnx_from_config(config: str, checkpoint: str, output: str,
 
 
 def latency_readme_block(result: dict, source: str) -> str:
-    """The README's ONNX latency table, from what :func:`benchmark_onnx` wrote."""
+    """The ONNX latency table (it lives in docs/deploy.md), from what :func:`benchmark_onnx`
+    wrote."""
     models = result.get('models') if isinstance(result, dict) else None
     if not models or 'dense' not in models:
         raise ValueError(f'{source}: expected a benchmark JSON with a "models" dict that has '
@@ -780,7 +781,8 @@ def latency_readme_block(result: dict, source: str) -> str:
 
 
 def update_latency_readme(latency_json: str, readme: str) -> str:
-    """Rewrite the README's ONNX latency block from ``latency_json``; return the block."""
+    """Rewrite the ONNX latency block of ``readme`` (docs/deploy.md, where the table lives)
+    from ``latency_json``; return the block."""
     import json
 
     from ..utils.fileio import replace_marked_block
