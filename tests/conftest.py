@@ -7,6 +7,7 @@ import fcntl
 import json
 import multiprocessing.process
 import os
+import platform
 import shutil
 import subprocess
 from collections import Counter
@@ -30,6 +31,9 @@ from sidt_mmdet.datasets.generation import make_toy_cifar100, make_toy_coco
 # Every test runs on CPU, the processes it starts too (they inherit this): a 1-process run
 # on a GPU against a 2-process one on CPU would compare two devices, not two process counts.
 os.environ['CUDA_VISIBLE_DEVICES'] = ''
+# platform.processor() runs `uname -p` the first time a process asks (then caches it): ask
+# here, so that a test reporting the platform (the latency study) starts no process for it.
+platform.processor()
 
 # Fixtures that train (or run a training chain): a test that uses one is a slow test.
 TRAINING_FIXTURES = frozenset({'toy_train_run', 'runner_checkpoint', 'chain', 'search_run',
