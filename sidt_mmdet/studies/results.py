@@ -33,10 +33,13 @@ import torch
 from ..utils.fileio import atomic_file, replace_marked_block, write_json_atomic
 from .common import REPO
 
-__all__ = ['BEGIN', 'END', 'PRESET_ORDER', 'find_results', 'results_rows', 'results_markdown',
+__all__ = ['BEGIN', 'END', 'README_PAGE', 'PRESET_ORDER', 'find_results', 'results_rows',
+           'results_markdown',
            'update_readme', 'latency_ratios', 'publish']
 
 BEGIN = '<!-- results:begin -->'
+# The page whose block results_table.py writes by default.
+README_PAGE = 'README.md'
 END = '<!-- results:end -->'
 PRESET_ORDER = ('full', 'quick', 'short', 'tiny')
 _STUDIES = ('selection', 'search_cost', 'lowrank')

@@ -13,14 +13,14 @@ import sys
 
 import torch
 
-from sidt_mmdet.studies.results import publish, update_readme
+from sidt_mmdet.studies.results import README_PAGE, publish, update_readme
 from sidt_mmdet.utils.cli import doc_parser, run_tool
 
 
 def parse_args(argv=None):
     parser = doc_parser(__doc__)
     parser.add_argument('--work-dir', default='work_dirs/studies')
-    parser.add_argument('--readme', default='README.md')
+    parser.add_argument('--readme', default=README_PAGE)
     parser.add_argument('--no-latency', action='store_true', help='leave the latency column out')
     parser.add_argument('--threads', type=int, default=1, help='torch threads for the timing')
     parser.add_argument('--publish', metavar='SRC_WORK_DIR',

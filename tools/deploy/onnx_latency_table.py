@@ -8,14 +8,14 @@ The JSON is what `tools/deploy/export_onnx.py ... --benchmark` writes; the block
 """
 import sys
 
-from sidt_mmdet.export.onnx import update_latency_readme
+from sidt_mmdet.export.onnx import README_PAGE, update_latency_readme
 from sidt_mmdet.utils.cli import doc_parser, run_tool
 
 
 def parse_args(argv=None):
     parser = doc_parser(__doc__)
     parser.add_argument('latency_json', help='the .latency.json of export_onnx.py --benchmark')
-    parser.add_argument('--readme', default='docs/deploy.md',
+    parser.add_argument('--readme', default=README_PAGE,
                         help='the Markdown file whose onnx-latency block is rewritten (the '
                              'table lives in docs/deploy.md; default: %(default)s)')
     return parser.parse_args(argv)
