@@ -157,8 +157,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> It
             raise OSError(f'cannot create {out_dir}: {e.strerror or e}') from None
         with _sigterm_exits(out_dir):
             yield tmp
-            with _sigterm_blocked():  # the renames of the commit are not cut in two (nor by
-                # Ctrl-C: it arrives once they are done)
+            with _signals_deferred():  # the renames of the commit are not cut in two
                 _commit(tmp, out_dir, overwrite)
     except BaseException as e:
         unfinished = tmp is not None and osp.isdir(tmp)
@@ -273,13 +272,24 @@ def _sigterm_exits(out_dir: str) -> Iterator[None]:
 
 
 @contextmanager
-def _sigterm_blocked() -> Iterator[None]:
+def _signals_deferred() -> Iterator[None]:
+    """SIGTERM and SIGINT that arrive inside are held and raised again on the way out, so
+    the handlers in force outside (``_sigterm_exits``, Ctrl-C's ``KeyboardInterrupt``) run
+    once the block is done. A Python-level handler, not a signal mask: a mask holds a signal
+    for the calling thread only, and a process-directed signal goes to any thread that does
+    not mask it (torch's and the launchers' threads), after which Python raises it in the
+    main thread all the same."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    held: list[int] = []
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum))
+                for s in signals}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)
