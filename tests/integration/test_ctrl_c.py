@@ -73,8 +73,11 @@ def test_ctrl_c_while_exporting_leaves_nothing(search_ckpt, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_while_overwriting_keeps_the_previous_export(search_ckpt, tmp_path):
     out = tmp_path / 'export'
-    run_command([sys.executable, 'tools/export_subnet.py', str(SEARCH_CFG), str(search_ckpt),
-                 '--keep-ratio', '0.6', '-o', str(out)])
+    # the previous export, in this process (the interrupted one is the tool's own process)
+    from sidt_mmdet.apis import export as export_tool
+
+    assert export_tool.main([str(SEARCH_CFG), str(search_ckpt), '--keep-ratio', '0.6',
+                             '-o', str(out)]) == 0
     before = _files(out)
     _interrupted_export(search_ckpt, out, '--overwrite')
     assert _files(out) == before

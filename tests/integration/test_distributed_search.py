@@ -62,28 +62,31 @@ def one_process(tmp_path_factory, toy_cifar_dir, start):
     return _run(tmp_path_factory.mktemp('one'), 'one', toy_cifar_dir, start, 1, 12)
 
 
-@pytest.mark.parametrize('nproc', [2, 3])
-def test_processes_select_the_subnet_of_one(tmp_path, toy_cifar_dir, start, one_process,
-                                            nproc):
-    """2 ranks of batch 6 and 3 ranks of batch 4 against 1 process of batch 12. Catches
-    gradients summed instead of averaged, a rank training on the other ranks' images, and a
-    world size above 2 that breaks either (the third rank exercises gloo's ring)."""
+def test_processes_select_the_subnet_of_one(tmp_path, toy_cifar_dir, start, one_process):
+    """3 ranks of batch 4 against 1 process of batch 12. Catches gradients summed instead of
+    averaged, a rank training on the other ranks' images, and a world size above 2 that breaks
+    either (the third rank exercises gloo's ring). The run wraps the model with
+    ``find_unused_parameters=True`` and block ZERO_BLOCK's masks at exactly 0: neither a hang
+    (the run has a timeout) nor DDP's unused-parameter error. Two ranks are compared parameter
+    by parameter in test_distributed_sync.py.
+
+    The tolerance: the mean over 3 ranks is not exact in float32 (a division by 3 of a sum in
+    another order); 1.6e-5 was measured after 4 iterations, where summed gradients move the
+    masks by about as much as they moved at all (``moved`` > 1e-3)."""
+    nproc = 3
     one, one_path = one_process
-    two, two_path = _run(tmp_path, f'n{nproc}', toy_cifar_dir, start, nproc, 12 // nproc)
+    two, two_path = _run(tmp_path, f'n{nproc}', toy_cifar_dir, start, nproc, 12 // nproc,
+                         find_unused=True)
     masks = [k for k in one['state_dict'] if k.endswith('_mask')]
     diff = max(float((one['state_dict'][k] - two['state_dict'][k]).abs().max()) for k in masks)
     moved = max(float((one['state_dict'][k] - 1).abs().max()) for k in masks
                 if f'blocks.{ZERO_BLOCK}.' not in k)
     assert moved > 1e-3, 'the masks must have moved for the comparison to mean anything'
-    assert diff <= 1e-5, f'masks of 1 and {nproc} processes differ by {diff:.3g}'
+    assert diff <= 1e-4, f'masks of 1 and {nproc} processes differ by {diff:.3g}'
+    assert two['meta']['iter'] == ITERS
     # the zeroed block trained too (its masks got gradients under DDP)
     zeroed = [k for k in masks if f'blocks.{ZERO_BLOCK}.' in k]
     assert any(float(two['state_dict'][k].abs().max()) > 0 for k in zeroed)
     assert select_from_checkpoint(one_path).to_dict()['blocks'] == \
         select_from_checkpoint(two_path).to_dict()['blocks']
 
-
-def test_zero_masks_with_find_unused_parameters(tmp_path, toy_cifar_dir, start):
-    """Neither a hang (the run has a timeout) nor DDP's unused-parameter error."""
-    ckpt, _ = _run(tmp_path, 'unused', toy_cifar_dir, start, 2, 4, find_unused=True)
-    assert ckpt['meta']['iter'] == ITERS

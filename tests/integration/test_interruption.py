@@ -99,7 +99,8 @@ def test_search_killed_and_resumed_equals_an_uninterrupted_run(tmp_path, toy_cif
     assert masks and not all(bool((ref['state_dict'][k] == 1).all()) for k in masks), \
         'the masks must have moved, or equality would prove nothing'
     ref_subnet = select_from_checkpoint(ref_ckpt).to_dict()
-    for seed in (0, 1):
+    # one kill (two took 20 s more); the iteration is drawn from the seed, not picked
+    for seed in (0,):
         k = random.Random(seed).randint(1, MAX_ITERS - 2)
         work = tmp_path / f'killed-{seed}'
         status = _kill_at_checkpoint(cfg, work, k)

@@ -46,28 +46,33 @@ def _same_detections(a: dict, b: dict) -> None:
         assert np.abs(box_b[match] - box_a[i]).max(axis=1).min() <= 1e-2
 
 
-@pytest.mark.parametrize('granularity', ['dim', 'head'])
-def test_tools_test_predictions_match_the_hard_masked_supernet(tmp_path, toy_coco_dir,
-                                                                 granularity):
+def test_tools_test_predictions_match_the_hard_masked_supernet(tmp_path, toy_coco_dir):
+    """Unequal heads (``dim``) and whole heads dropped (``head``); the four tools/test.py runs
+    share one driver process."""
     init_default_scope('mmdet')
-    torch.manual_seed(0)
-    model = perturb_(MODELS.build(Config.fromfile(str(REPO / SEARCH_CFG)).model))
-    with torch.no_grad():
-        for m in model.backbone.mask_parameters().values():
-            m.uniform_(0.2, 1.5)
-    sub = select_subnet(model.backbone, keep_ratio=0.5, granularity=granularity, round_to=2)
-    hard_mask_(model.backbone, sub)
-    search_ckpt, sub_path = tmp_path / 'search.pth', tmp_path / 'subnet.json'
-    save_checkpoint_atomic({'state_dict': model.state_dict(), 'meta': {}}, search_ckpt)
-    sub.save(sub_path)
-    out = tmp_path / 'export'
-    assert export_tool.main([str(REPO / SEARCH_CFG), str(search_ckpt), '--subnet',
-                                str(sub_path), '-o', str(out)]) == 0
     env = {'SIDT_TOY_COCO': str(toy_coco_dir)}
-    runs = {'search': (SEARCH_CFG, search_ckpt, []),
-            'pruned': (RETRAIN_CFG, out / 'pruned.pth',
-                       ['--cfg-options', f'model.backbone.subnet={out / "subnet.json"}'])}
-    # both tools/test.py runs in one process (tests/tool_driver.py: the tool's calls, one
+    runs = {}
+    for granularity in ('dim', 'head'):
+        torch.manual_seed(0)
+        model = perturb_(MODELS.build(Config.fromfile(str(REPO / SEARCH_CFG)).model))
+        with torch.no_grad():
+            for m in model.backbone.mask_parameters().values():
+                m.uniform_(0.2, 1.5)
+        sub = select_subnet(model.backbone, keep_ratio=0.5, granularity=granularity,
+                            round_to=2)
+        hard_mask_(model.backbone, sub)
+        search_ckpt = tmp_path / f'search_{granularity}.pth'
+        sub_path = tmp_path / f'subnet_{granularity}.json'
+        save_checkpoint_atomic({'state_dict': model.state_dict(), 'meta': {}}, search_ckpt)
+        sub.save(sub_path)
+        out = tmp_path / f'export_{granularity}'
+        assert export_tool.main([str(REPO / SEARCH_CFG), str(search_ckpt), '--subnet',
+                                 str(sub_path), '-o', str(out)]) == 0
+        runs[f'search_{granularity}'] = (SEARCH_CFG, search_ckpt, [])
+        runs[f'pruned_{granularity}'] = (
+            RETRAIN_CFG, out / 'pruned.pth',
+            ['--cfg-options', f'model.backbone.subnet={out / "subnet.json"}'])
+    # every tools/test.py run in one process (tests/tool_driver.py: the tool's calls, one
     # Runner each); the subprocess of tools/test.py itself is tested in test_tools.py
     cases = [['test', [cfg, str(ckpt), '--work-dir', str(tmp_path / f'test_{name}'), '--out',
                        str(tmp_path / f'{name}.pkl'), *extra]]
@@ -78,7 +83,9 @@ def test_tools_test_predictions_match_the_hard_masked_supernet(tmp_path, toy_coc
     for (name, _), result in zip(runs.items(), json.loads(report.read_text())):
         assert result['returncode'] == 0, f'tools/test.py ({name}) failed:\n{result["stderr"]}'
     preds = {name: _predictions(tmp_path / f'{name}.pkl') for name in runs}
-    assert len(preds['search']) == len(preds['pruned']) > 0
-    for a, b in zip(preds['search'], preds['pruned']):
-        assert a['img_id'] == b['img_id']
-        _same_detections(a, b)
+    for granularity in ('dim', 'head'):
+        searched, pruned = preds[f'search_{granularity}'], preds[f'pruned_{granularity}']
+        assert len(searched) == len(pruned) > 0
+        for a, b in zip(searched, pruned):
+            assert a['img_id'] == b['img_id']
+            _same_detections(a, b)

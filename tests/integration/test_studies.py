@@ -17,17 +17,23 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_torch_thread')]
 STATUSES = {'met', 'missed', 'not assessable'}
 
 
+# Every method but the MACs-weighted search's: that one is the same stages after a second
+# search with another weighting of the sparsity loss (unit-tested in search/), and its search
+# would add a fifth of this module's time.
+TESTED = tuple(m for m in METHODS if not m.startswith('sidt-l1-macs/'))
+
+
 @pytest.fixture(scope='module')
 def studies(tmp_path_factory):
     work = tmp_path_factory.mktemp('studies')
-    selection = run_selection_study('tiny', str(work), ratios=(0.6,))
+    selection = run_selection_study('tiny', str(work), ratios=(0.6,), methods=TESTED)
     cost = run_search_cost_study('tiny', str(work), fractions=(0.5, 1.0))
     return work, selection, cost
 
 
 def test_every_method_is_exported_retrained_and_reported(studies):
     work, res, _ = studies
-    assert {r['method'] for r in res['runs']} == set(METHODS)
+    assert {r['method'] for r in res['runs']} == set(TESTED)
     for r in res['runs']:
         sub = Subnet.load(r['subnet'])
         assert sub.stats['macs_after'] <= 0.6 * sub.stats['macs_before']
@@ -37,7 +43,7 @@ def test_every_method_is_exported_retrained_and_reported(studies):
     stored = json.loads((work / 'tiny' / 'selection_tiny.json').read_text())
     assert stored['summary'] == res['summary']
     md = (work / 'tiny' / 'selection_tiny.md').read_text()
-    assert all(f'| {m} |' in md for m in METHODS)
+    assert all(f'| {m} |' in md for m in TESTED)
     assert (work / 'tiny' / 'selection_tiny.png').stat().st_size > 1000
     assert res['goals'] and {g['status'] for g in res['goals']} <= STATUSES
     assert res['narrow']['macs_ratio'] < 0.75
@@ -56,7 +62,7 @@ def test_every_method_is_exported_retrained_and_reported(studies):
 
 def test_a_second_run_reuses_every_stage(studies, capsys):
     work, res, _ = studies
-    again = run_selection_study('tiny', str(work), ratios=(0.6,))
+    again = run_selection_study('tiny', str(work), ratios=(0.6,), methods=TESTED)
     assert again['runs'] == res['runs']
     assert 'dense training' not in capsys.readouterr().out
 

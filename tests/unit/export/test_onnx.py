@@ -84,6 +84,10 @@ def independent_max_diff(path: str, model: ExportModel, shape) -> float:
 @pytest.mark.slow  # three fixed-size exports (5-8 s each)
 @pytest.mark.parametrize('kind', ['dense', 'dim', 'head_uniform'])
 def test_parity_fixed_size(deploy, tmp_path, kind):
+    """The dense graph is written at the highest supported opset, the pruned ones at the
+    default: one export checks both the parity and that the opset is the one asked for."""
+    import onnx
+
     backbone = dense_backbone() if kind == 'dense' else pruned_backbone(kind)
     equal = [len(set(b.attn.qk_dims)) == 1 and len(set(b.attn.v_dims)) == 1
              for b in backbone.blocks]
@@ -93,7 +97,9 @@ def test_parity_fixed_size(deploy, tmp_path, kind):
         assert all(equal)
     model = ExportModel(backbone).eval()
     path = tmp_path / f'{kind}.onnx'
-    result = export_onnx(model, str(path), SIZE, log=lambda _: None)
+    opset = 23 if kind == 'dense' else None
+    result = export_onnx(model, str(path), SIZE, log=lambda _: None,
+                         **({'opset': opset} if opset else {}))
     assert path.is_file() and result.output_names == ['feat']
     assert [c.input_shape for c in result.checks] == [[1, 3, *SIZE]]
     assert result.checks[0].max_diff < ATOL
@@ -103,6 +109,8 @@ def test_parity_fixed_size(deploy, tmp_path, kind):
     assert runner.input_shape == [1, 3, *SIZE]
     assert runner.metadata['sidt_mmdet.input_size'] == '40x44'
     assert runner.metadata['sidt_mmdet.mode'] == ('dense' if kind == 'dense' else 'pruned')
+    if opset:
+        assert {o.domain: o.version for o in onnx.load(str(path)).opset_import}[''] == opset
 
 
 @pytest.mark.slow  # a fixed-size export (about 9 s)
@@ -127,12 +135,13 @@ def test_parity_pruned_with_neck_and_fixed_size_refuses_another_size(deploy, tmp
         onnx_latency(str(path), (1, 3, 48, 48), repeats=1)
 
 
-@pytest.mark.slow  # the dynamic trace takes a minute or more on a shared 2-core machine
+@pytest.mark.slow  # the only dynamic trace of the suite: 40 s idle, a minute or more loaded
 def test_parity_dynamic_pruned(deploy, tmp_path):
-    """Exported at 32 x 44, whose height is the grid the global block's table was made for
-    (where timm skips resampling it): the graph must still resample at every other size."""
+    """A pruned backbone with its pyramid, exported at 32 x 44, whose height is the grid the
+    global block's table was made for (where timm skips resampling it): the graph must still
+    resample at every other size, and every level must follow."""
     backbone = pruned_backbone('dim', seed=2)
-    model = ExportModel(backbone).eval()
+    model = ExportModel(backbone, neck_for(backbone)).eval()
     size = (32, 44)
     assert backbone.blocks[2].attn.rel_pos_size == (8, 8)
     second = second_check_size(model, size)
@@ -143,6 +152,7 @@ def test_parity_dynamic_pruned(deploy, tmp_path):
     result = export_onnx(model, str(path), size, dynamic=True, log=lambda _: None)
     assert [c.input_shape for c in result.checks] == [[1, 3, *size], [2, 3, *second]]
     assert all(c.max_diff < ATOL for c in result.checks)
+    assert result.output_names == ['p0', 'p1', 'p2', 'p3', 'p4']
     runner = OnnxRunner(str(path))
     assert not runner.fixed_shape
     assert runner.metadata['sidt_mmdet.input_size'] == 'dynamic'
@@ -156,43 +166,46 @@ def test_parity_dynamic_pruned(deploy, tmp_path):
 ARCH_P16 = dict(ARCH, patch_size=16, img_size=160)
 
 
-@pytest.mark.slow  # eight fixed-size exports
-@pytest.mark.parametrize('kind', ['dense', 'dim'])
-@pytest.mark.parametrize('with_neck', [False, True])
-def test_parity_fixed_size_at_224(deploy, tmp_path, kind, with_neck):
-    """Fixed-size graphs whose position embedding is resampled 10 -> 14 (and whose global
-    block's tables 19 -> 27) match PyTorch, with a side of 224 and both sides of 224."""
+def _has_resize(path) -> bool:
+    """The resampling runs in onnxruntime rather than being folded into a constant."""
     import onnx
 
+    return 'Resize' in {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+@pytest.mark.slow  # one fixed-size export
+def test_parity_fixed_size_at_224_pruned(deploy, tmp_path):
+    """A pruned backbone (unequal heads, fewer embedding channels) at 224 x 224: its
+    position embedding is resampled 10 -> 14 and its global block's tables 19 -> 27, in both
+    directions at once. The dense model with its pyramid at 224 x 320 (one side at 224) is
+    the next test's first export."""
     torch.manual_seed(0)
-    if kind == 'dense':
-        backbone = perturb_(SIDTViT(**ARCH_P16)).eval()
-    else:
-        search = SIDTViT(mode='search', search_dims=('attn', 'mlp', 'embed'), **ARCH_P16)
-        random_masks_(perturb_(search))
-        subnet = select_subnet(search, keep_ratio=0.6, granularity='dim', round_to=1,
-                               min_mlp=1)
-        backbone = prune_backbone(search, subnet).eval()
-        assert backbone.embed_dims < 32
-    model = ExportModel(backbone, neck_for(backbone) if with_neck else None).eval()
-    for size in ((224, 224), (224, 320)):
-        path = tmp_path / f'{kind}_{size[0]}x{size[1]}.onnx'
-        result = export_onnx(model, str(path), size, log=lambda _: None)
-        assert result.checks[0].max_diff < ATOL
-        assert independent_max_diff(str(path), model, (1, 3, *size)) < ATOL
-        # the resampling runs in onnxruntime rather than being folded into a constant
-        assert 'Resize' in {n.op_type for n in onnx.load(str(path)).graph.node}
+    search = SIDTViT(mode='search', search_dims=('attn', 'mlp', 'embed'), **ARCH_P16)
+    random_masks_(perturb_(search))
+    subnet = select_subnet(search, keep_ratio=0.6, granularity='dim', round_to=1, min_mlp=1)
+    backbone = prune_backbone(search, subnet).eval()
+    assert backbone.embed_dims < 32
+    model = ExportModel(backbone).eval()
+    path = tmp_path / 'dim_224x224.onnx'
+    result = export_onnx(model, str(path), (224, 224), log=lambda _: None)
+    assert result.checks[0].max_diff < ATOL
+    assert independent_max_diff(str(path), model, (1, 3, 224, 224)) < ATOL
+    assert _has_resize(path)
 
 
 @pytest.mark.slow  # two fixed-size exports
 def test_fixed_size_advice_is_an_export_that_works(deploy, tmp_path):
-    """The size a fixed graph's refusal suggests exports, and the zero-padded input it says
-    to feed gives what PyTorch gives on the unpadded one."""
+    """A dense backbone and pyramid at 224 x 320 (position embedding resampled 10 -> 14 x 20)
+    matches PyTorch; the size its refusal suggests exports, and the zero-padded input it
+    says to feed gives what PyTorch gives on the unpadded one."""
     torch.manual_seed(0)
     backbone = perturb_(SIDTViT(**ARCH_P16)).eval()
     model = ExportModel(backbone, neck_for(backbone)).eval()
     path = tmp_path / 'fixed.onnx'
-    export_onnx(model, str(path), (224, 320), log=lambda _: None)
+    result = export_onnx(model, str(path), (224, 320), log=lambda _: None)
+    assert result.checks[0].max_diff < ATOL
+    assert independent_max_diff(str(path), model, (1, 3, 224, 320)) < ATOL
+    assert _has_resize(path)
     with pytest.raises(OnnxExportError, match=r'got 2x3x230x330: re-export with --batch 2 '
                                               r'--input-size 240 336 and zero-pad the input '
                                               r'at the bottom and right to 240x336'):
@@ -235,18 +248,6 @@ def test_failed_check_leaves_no_file(deploy, tmp_path):
         export_onnx(model, str(path), SIZE, atol=1e-12, log=lambda _: None)
     assert path.read_bytes() == b'previous export'  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ['strict.onnx']
-
-
-@pytest.mark.slow  # a fixed-size export (about 4 s)
-def test_highest_supported_opset(deploy, tmp_path):
-    import onnx
-
-    model = ExportModel(dense_backbone(seed=4)).eval()
-    path = tmp_path / 'op23.onnx'
-    result = export_onnx(model, str(path), SIZE, opset=23, log=lambda _: None)
-    assert result.checks[0].max_diff < ATOL
-    opsets = {o.domain: o.version for o in onnx.load(str(path)).opset_import}
-    assert opsets[''] == 23
 
 
 @pytest.mark.parametrize('opset', [11, 17, 99])
