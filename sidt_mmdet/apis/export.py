@@ -53,7 +53,7 @@ __all__ = ['BUDGET_KINDS', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_COLUMNS', 'E
            'ExportResult', 'export_subnet', 'load_search_state', 'width_rows', 'markdown_table',
            'plot_widths', 'build_parser', 'main']
 
-BUDGET_KINDS = ('keep_ratio', 'params', 'flops', 'subnet')
+BUDGET_KINDS = ('keep_ratio', 'params', 'flops', 'latency', 'latency_ms', 'subnet')
 CHECKPOINT_FILE = ExportedDir.CHECKPOINT_FILE
 TABLE_COLUMNS = ('block', 'attention', 'heads', 'qk_width', 'v_width', 'mlp_width',
                  'params_before', 'params_after', 'macs_before', 'macs_after')
@@ -308,7 +308,8 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
                   min_mlp: int = 8, equal_heads: bool = False, macs: str = 'kept',
                   input_size: tuple[int, int] | None = None,
                   device: str = 'cpu', overwrite: bool = False,
-                  cfg_options: dict | None = None) -> ExportResult:
+                  cfg_options: dict | None = None,
+                  latency_table: str | None = None) -> ExportResult:
     """Select a subnet of the searched model ``cfg`` + ``checkpoint`` and write it.
 
     Args:
@@ -316,7 +317,10 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
             trained with (backbone ``mode='search'``).
         budget: exactly one of ``keep_ratio`` (fraction of each searched kind of dims),
             ``params`` (backbone parameters), ``flops`` (backbone MACs per image at
-            ``input_size``) or ``subnet`` (a subnet file to prune to instead of selecting).
+            ``input_size``), ``latency`` / ``latency_ms`` (predicted backbone latency, a
+            fraction of the dense one or milliseconds, by ``latency_table``: the JSON that
+            ``tools/analysis/latency_table.py`` writes for this model at ``input_size``) or
+            ``subnet`` (a subnet file to prune to instead of selecting).
         out_dir: created with all the files or none (see the module doc).
         granularity, round_to, min_heads, min_mlp, equal_heads, macs: passed to
             ``select_subnet`` (``macs``: what a ``flops`` budget counts, kept or executed).
@@ -336,7 +340,13 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
     ckpt_path = osp.abspath(checkpoint)
     if not osp.isfile(ckpt_path):
         raise ExportError(f'checkpoint not found: {checkpoint}')
+    if (kind in ('latency', 'latency_ms')) != (latency_table is not None):
+        raise ExportError('a latency budget needs --latency-table (and the table goes with a '
+                          f'latency budget; got {kind})')
     given_subnet = None
+    if latency_table is not None:  # validated before the model is built
+        from ..search.latency import load_latency_table
+        latency_table = load_latency_table(latency_table)
     if kind == 'subnet':  # validated before the model is built
         given_subnet = Subnet.load(budget['subnet'])
 
@@ -375,7 +385,7 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
         subnet = select_subnet(backbone, **{kind: budget[kind]}, input_size=input_size,
                                granularity=granularity, round_to=round_to,
                                min_heads=min_heads, min_mlp=min_mlp, equal_heads=equal_heads,
-                               macs=macs, source=source)
+                               macs=macs, source=source, latency_table=latency_table)
 
     log('pruning the model state dict and rebuilding the pruned model from config + subnet')
     pruned_state = prune_model_state_dict(model.state_dict(), subnet)
@@ -449,6 +459,12 @@ def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
                         help='target backbone parameters (e.g. 60M), at most the dense count')
     budget.add_argument('--flops', type=count,
                         help='target backbone MACs per image at --input-size (e.g. 150G)')
+    budget.add_argument('--latency', type=ratio,
+                        help='target predicted backbone latency, a fraction of the dense one '
+                             '(needs --latency-table)')
+    budget.add_argument('--latency-ms', type=float,
+                        help='target predicted backbone latency in milliseconds (needs '
+                             '--latency-table)')
     budget.add_argument('--subnet', help='prune to this subnet file instead of selecting one')
     parser.add_argument('-o', '--out-dir', required=True, help='directory to create')
     parser.add_argument('--granularity', choices=GRANULARITIES, default='dim',
@@ -467,6 +483,9 @@ def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
     parser.add_argument('--min-mlp', type=int, default=8, help='MLP units kept per block, at least')
     parser.add_argument('--input-size', type=int_at_least(1), nargs=2, metavar=('H', 'W'),
                         help='image size for MACs (default: the backbone img_size)')
+    parser.add_argument('--latency-table', metavar='JSON',
+                        help='the latency table a --latency budget is predicted with '
+                             '(tools/analysis/latency_table.py, on the target machine)')
     parser.add_argument('--device', default='cpu', help='device to load the model on')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace OUT_DIR if it exists and is not empty, saying what was '

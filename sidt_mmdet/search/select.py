@@ -286,7 +286,8 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
                   min_mlp: int = 8, min_embed: int | None = None,
                   macs: str = 'kept', layout: str = 'grouped', equal_heads: bool = False,
                   scores: UnitScores | None = None,
-                  source: dict | None = None) -> Subnet:
+                  source: dict | None = None, latency: float | None = None,
+                  latency_ms: float | None = None, latency_table=None) -> Subnet:
     """Choose the widths to keep for exactly one budget.
 
     Args:
@@ -307,12 +308,22 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
             so there both counts agree; ``'padded'``).
         equal_heads: give every head of a layer the width of its widest head.
         scores: rank units by these instead of the masks' |m| (baseline criteria).
+        latency / latency_ms: a budget in predicted backbone latency, as a fraction of the
+            dense backbone's or in milliseconds, by ``latency_table`` (a
+            :class:`~sidt_mmdet.search.latency.LatencyTable` or its JSON path, built for this
+            architecture at ``input_size``). Units are added in the same order as for a
+            params or MACs target; only the cost that stops the chain differs.
     """
     given = {k: v for k, v in (('keep_ratio', keep_ratio), ('params', params),
-                               ('flops', flops)) if v is not None}
+                               ('flops', flops), ('latency', latency),
+                               ('latency_ms', latency_ms)) if v is not None}
     if len(given) != 1:
-        raise ValueError('give exactly one budget: keep_ratio, params or flops '
-                         f'(got {sorted(given) or "none"})')
+        raise ValueError('give exactly one budget: keep_ratio, params, flops, latency or '
+                         f'latency_ms (got {sorted(given) or "none"})')
+    if (latency_table is not None) != bool(set(given) & {'latency', 'latency_ms'}):
+        raise ValueError('latency_table goes with a latency or latency_ms budget, and they '
+                         'need one' + ('' if latency_table is None else
+                                       f' (got {sorted(given)} with a table)'))
     if granularity not in GRANULARITIES:
         raise ValueError(f'granularity: expected one of {GRANULARITIES}, got {granularity!r}')
     if not isinstance(round_to, int) or round_to < 1:
@@ -335,13 +346,31 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
     dense = backbone_complexity(backbone, input_size)
     sizes = {k: len(u) for k, u in sel.kinds.items()}
 
+    table = None
+    if latency_table is not None:
+        from .latency import LatencyTable, load_latency_table
+        table = (latency_table if isinstance(latency_table, LatencyTable)
+                 else load_latency_table(str(latency_table)))
+        _check_table(table, backbone, input_size)
+    if kind == 'latency':
+        if not 0 < value <= 1:
+            raise ValueError(f'latency: expected a fraction of the dense latency in (0, 1], '
+                             f'got {value}')
+        kind, value = 'latency_ms', value * table.predict(None)
     if kind == 'keep_ratio':
         if not 0 < value <= 1:
             raise ValueError(f'keep_ratio: expected a value in (0, 1], got {value}')
         subnet = sel.build({k: round(value * n) for k, n in sizes.items()})
         cost = _cost(backbone, subnet, input_size, layout)
     else:
-        dense_value = dense.params if kind == 'params' else dense.macs
+        def measure(subnet):
+            c = _cost(backbone, subnet, input_size, layout)
+            if kind == 'latency_ms':
+                return c, table.predict(subnet)
+            return c, c[0 if kind == 'params' else (2 if macs == 'executed' else 1)]
+
+        dense_value = {'params': dense.params, 'flops': dense.macs,
+                       'latency_ms': table.predict(None) if table else None}[kind]
         if not value > 0:
             raise ValueError(f'{kind}: expected a positive target, got {value}')
         if value > dense_value:
@@ -356,23 +385,22 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
                 counts[k] += 1
             return counts
 
-        pick = 0 if kind == 'params' else (2 if macs == 'executed' else 1)
         lo_subnet = sel.build(at(0))
-        lo_cost = _cost(backbone, lo_subnet, input_size, layout)
-        if lo_cost[pick] > value:
+        lo_cost, lo_value = measure(lo_subnet)
+        if lo_value > value:
             raise ValueError(f'{kind}={value:,} is below the smallest subnet the per-layer '
-                             f'minimums allow ({lo_cost[pick]:,})')
+                             f'minimums allow ({lo_value:,})')
         lo, hi = 0, len(events)
-        best = (lo_subnet, lo_cost)
+        best = (lo_subnet, lo_cost, lo_value)
         while lo < hi:  # largest t with cost(t) <= value
             mid = (lo + hi + 1) // 2
             s = sel.build(at(mid))
-            c = _cost(backbone, s, input_size, layout)
-            if c[pick] <= value:
-                lo, best = mid, (s, c)
+            c, v = measure(s)
+            if v <= value:
+                lo, best = mid, (s, c, v)
             else:
                 hi = mid - 1
-        subnet, cost = best
+        subnet, cost, _ = best
     subnet.budget = dict(kind=kind, value=value, granularity=granularity, round_to=round_to,
                          min_heads=min_heads, min_mlp=min_mlp, input_size=list(input_size),
                          macs=macs, layout=layout, equal_heads=equal_heads,
@@ -381,5 +409,24 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
                         macs_before=dense.macs, macs_after=cost[1],
                         macs_executed_before=dense.macs_executed, macs_executed_after=cost[2],
                         layout=layout, input_size=list(input_size))
+    if table is not None:
+        subnet.stats.update(latency_ms_before=round(table.predict(None), 4),
+                            latency_ms_after=round(table.predict(subnet), 4))
+        subnet.budget.update(latency_table=dict(path=table.path, digest=table.digest(),
+                                                key=table.key))
+        if given.get('latency') is not None:
+            subnet.budget['value'], subnet.budget['kind'] = given['latency'], 'latency'
+            subnet.budget['latency_ms'] = value
     subnet.source = dict(source or {})
     return subnet
+
+
+def _check_table(table, backbone, input_size) -> None:
+    """The table must describe this architecture at this input size (its device, dtype and
+    threads are the target's, recorded in the subnet file)."""
+    from .latency import LatencyTableError, latency_key
+    want = latency_key(backbone, input_size, table.key.get('batch', 1))
+    for k in ('arch', 'input_size'):
+        if table.key.get(k) != want[k]:
+            raise LatencyTableError(f'{table.path or "latency table"} was built for {k} '
+                                    f'{table.key.get(k)!r}, this selection has {want[k]!r}')

@@ -1,0 +1,123 @@
+"""Build the latency table of a config's backbone on this machine, and check it.
+
+    # ViT-S at 224, batch 8, on 2 CPU threads; the table is what --latency budgets read
+    python tools/analysis/latency_table.py CONFIG --input-size 224 224 --batch 8 \\
+        --threads 2 --out work_dirs/latency/vit-s_224_b8.json
+    # and predicted against measured latency of 10 random held-out subnets
+    python tools/analysis/latency_table.py CONFIG --input-size 224 224 --batch 8 \\
+        --out work_dirs/latency/vit-s_224_b8.json --check 10
+
+A table at --out with the same key (device, dtype, torch, threads, input size, batch,
+architecture) is reused; one with another key is refused, naming what differs. The check
+writes OUT with the suffix .check.json: per subnet the predicted and measured milliseconds,
+and the median and largest relative error. Then, for a budget in milliseconds:
+
+    python tools/export_subnet.py SEARCH_CFG SEARCH.pth --latency 0.6 \\
+        --latency-table work_dirs/latency/vit-s_224_b8.json --input-size 224 224 -o OUT
+"""
+from __future__ import annotations
+
+import os.path as osp
+import random
+
+import torch
+
+from ..utils.cli import ToolError, doc_parser, int_at_least, positive_int, run_tool
+from ..utils.fileio import write_json_atomic
+
+__all__ = ['held_out_subnets', 'latency_table_from_config', 'build_parser', 'main']
+
+
+def _backbone(config: str, cfg_options: dict | None):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from ..models.backbones.sidt_vit import SIDTViT
+    from ..utils.config import backbone_cfg
+    if not osp.isfile(config):
+        raise ToolError(f'config {config}: no such file')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    bb = dict(backbone_cfg(cfg.model))
+    if bb.pop('type', None) not in ('SIDTViT', 'mmdet.SIDTViT'):
+        raise ToolError(f'{config}: model.backbone is not a SIDTViT')
+    bb.update(mode='search', init_cfg=None)
+    bb.pop('subnet', None)
+    bb.setdefault('search_dims', ('attn', 'mlp', 'embed'))
+    return SIDTViT(**bb).eval()
+
+
+def held_out_subnets(backbone, n: int, seed: int = 0, round_to: int = 8) -> list:
+    """``n`` subnets unlike the table's probes: random masks, random keep ratios 0.3-0.9,
+    unequal heads and per-layer widths, as a search leaves them."""
+    from ..search import select_subnet
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        g = torch.Generator().manual_seed(seed * 1000 + i)
+        with torch.no_grad():
+            for m in backbone.mask_parameters().values():
+                m.copy_(torch.rand(m.shape, generator=g))
+        out.append(select_subnet(backbone, keep_ratio=rng.uniform(0.3, 0.9),
+                                 round_to=round_to))
+    return out
+
+
+def latency_table_from_config(config: str, out: str, input_size=None, batch: int = 1,
+                              device: str = 'cpu', dtype: str = 'float32',
+                              threads: int | None = None, check: int = 0, seed: int = 0,
+                              round_to: int = 8, iters: int = 5, cfg_options: dict | None = None
+                              ) -> dict:
+    from ..search.latency import build_latency_table, check_latency_table
+    backbone = _backbone(config, cfg_options)
+    size = tuple(input_size) if input_size else tuple(backbone.img_size)
+    table = build_latency_table(backbone, size, batch, device=device, dtype=dtype,
+                                threads=threads, iters=iters, round_to=round_to, cache=out)
+    result = dict(table=out, build_seconds=table.build_seconds,
+                  measurements=table.measurements, dense_predicted_ms=table.predict(None))
+    if check:
+        prev = torch.get_num_threads()
+        torch.set_num_threads(table.key['threads'])
+        try:
+            report = check_latency_table(backbone, table, held_out_subnets(
+                backbone, check, seed, round_to), iters=iters)
+        finally:
+            torch.set_num_threads(prev)
+        result.update(check=report)
+        path = osp.splitext(out)[0] + '.check.json'
+        write_json_atomic(path, dict(key=table.key, **report))
+        print(f'predicted vs measured on {check} held-out subnets: median |error| '
+              f'{report["median_abs_error"]:.1%}, max {report["max_abs_error"]:.1%} '
+              f'(wrote {path})')
+    return result
+
+
+def build_parser(prog: str = 'latency_table.py', doc: str | None = None):
+    from mmengine.config import DictAction
+    parser = doc_parser(doc or __doc__, prog)
+    parser.add_argument('config', help='a config with a SIDTViT backbone (any mode)')
+    parser.add_argument('--out', required=True, help='the table JSON (reused if it fits)')
+    parser.add_argument('--input-size', type=int_at_least(1), nargs=2, metavar=('H', 'W'),
+                        help='image size (default: the backbone img_size)')
+    parser.add_argument('--batch', type=positive_int, default=1)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--dtype', default='float32', choices=('float32', 'float16',
+                                                                'bfloat16'))
+    parser.add_argument('--threads', type=positive_int, default=None,
+                        help='CPU threads (default: torch\'s)')
+    parser.add_argument('--round-to', type=positive_int, default=8,
+                        help='grid widths are multiples of this (the selection rounding)')
+    parser.add_argument('--iters', type=positive_int, default=5, help='timed calls per point')
+    parser.add_argument('--check', type=int_at_least(0), default=0,
+                        help='held-out random subnets to check the table on')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser
+
+
+def main(argv=None, prog: str = 'latency_table.py', doc: str | None = None) -> int:
+    args = vars(build_parser(prog, doc).parse_args(argv))
+    return run_tool(prog, latency_table_from_config, args.pop('config'), args.pop('out'),
+                    **args)

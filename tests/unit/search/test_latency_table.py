@@ -1,0 +1,156 @@
+"""The latency table of a tiny backbone (windows, a global block, relative positions):
+built, cached, reloaded, refused by key; a latency budget through ``select_subnet`` on a
+hand-made table picks what a hand calculation picks and never empties a layer."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sidt_mmdet.models import SIDTViT, Subnet
+from sidt_mmdet.search import select_subnet
+from sidt_mmdet.search.latency import (
+    LatencyTable,
+    LatencyTableError,
+    build_latency_table,
+    latency_key,
+    load_latency_table,
+)
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+ARCH = dict(arch=dict(embed_dims=32, num_layers=2, num_heads=4), patch_size=4, img_size=32,
+            window_size=4, global_attn_indexes=[1], use_rel_pos=True)
+SIZE = (32, 32)
+
+
+def _quiet(_):
+    pass
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+    torch.manual_seed(0)
+    backbone = SIDTViT(mode='search', search_dims=('attn', 'mlp', 'embed'), **ARCH).eval()
+    cache = tmp_path_factory.mktemp('latency') / 'table.json'
+    table = build_latency_table(backbone, SIZE, batch=1, threads=1, widths=2, hiddens=2,
+                                embeds=2, iters=1, warmup=0, cache=str(cache), log=_quiet)
+    return backbone, table, cache
+
+
+def test_table_is_built_cached_and_reloaded(built):
+    """Catches a table that is not written, one that reloads different, a kind missing
+    (window and global blocks time differently), and predictions that fall as width grows."""
+    backbone, table, cache = built
+    assert table.blocks == ['window4-relpos7', 'global-relpos15']
+    assert table.key == latency_key(backbone, SIZE, 1, threads=1)
+    assert table.measurements > 0 and table.build_seconds >= 0
+    logs = []
+    again = build_latency_table(backbone, SIZE, batch=1, threads=1, cache=str(cache),
+                                log=logs.append)
+    assert again.to_dict() == table.to_dict() == json.loads(cache.read_text())
+    assert len(logs) == 1 and logs[0].startswith(f'latency table: reusing {cache}')
+    for kind in table.kinds.values():  # monotone along every width axis
+        for grid in kind['attn']:
+            assert all(a <= b for row in grid for a, b in zip(row, row[1:]))
+            assert all(a <= b for col in zip(*grid) for a, b in zip(col, col[1:]))
+        assert all(a <= b for row in kind['mlp'] for a, b in zip(row, row[1:]))
+    dense = table.predict(None)
+    half = Subnet(32, 2, 4, 128, blocks=[dict(qk=[list(range(4))] * 4, v=[list(range(4))] * 4,
+                                              mlp=list(range(64)))] * 2)
+    assert 0 < table.predict(half) <= dense
+
+
+@pytest.mark.parametrize('change, named', [
+    (dict(threads=2), 'threads: table 1, this run 2'),
+    (dict(input_size=(48, 48)), 'input_size: table [32, 32], this run [48, 48]'),
+    (dict(dtype='bfloat16'), "dtype: table 'float32', this run 'bfloat16'"),
+    (dict(batch=2), 'batch: table 1, this run 2'),
+])
+def test_cached_table_for_another_setting_is_refused_by_key(built, change, named):
+    backbone, _, cache = built
+    settings = dict(input_size=SIZE, batch=1, threads=1, dtype='float32', **{})
+    settings.update(change)
+    with pytest.raises(LatencyTableError, match=rf'{cache}.*{named}'.replace('[', r'\[')
+                       .replace(']', r'\]')):
+        build_latency_table(backbone, settings.pop('input_size'), cache=str(cache), log=_quiet,
+                            **settings)
+    assert torch.get_num_threads() >= 1
+
+
+def test_table_of_another_device_or_architecture_is_refused(built, tmp_path):
+    backbone, table, _ = built
+    data = table.to_dict()
+    data['key'] = dict(data['key'], device='cuda: NVIDIA H200')
+    path = tmp_path / 'other.json'
+    path.write_text(json.dumps(data))
+    with pytest.raises(LatencyTableError, match="device: table 'cuda: NVIDIA H200'"):
+        load_latency_table(str(path), table.key)
+    wider = SIDTViT(mode='search', **dict(ARCH, arch=dict(embed_dims=48, num_layers=2,
+                                                          num_heads=4)))
+    with pytest.raises(LatencyTableError, match='was built for arch'):
+        select_subnet(wider, latency=0.5, latency_table=table)
+    (tmp_path / 'bad.json').write_text('{"format": "other"}')
+    with pytest.raises(LatencyTableError, match='bad.json: expected "format"'):
+        load_latency_table(str(tmp_path / 'bad.json'))
+
+
+# ------------------------------------------------------------------ hand-made table
+MLP_ARCH = dict(arch=dict(embed_dims=8, num_layers=2, num_heads=2, mlp_ratio=2), patch_size=4,
+                img_size=16)
+
+
+def _mlp_only_table(backbone) -> LatencyTable:
+    """1 ms per kept MLP unit, attention and stem free: a subnet's predicted latency is its
+    number of kept MLP units."""
+    kind = dict(width=[1, 4], hidden=[1, 16], attn=[[[16.0, 16.0], [16.0, 16.0]]],
+                mlp=[[1.0, 16.0]], base=[16.0], group=[0.0])
+    key = latency_key(backbone, (16, 16), 1)
+    return LatencyTable(key=key, embed=[8], stem=[0.0], kinds={'global': kind},
+                        blocks=['global', 'global'])
+
+
+def test_latency_budget_picks_the_hand_counted_subnet(tmp_path):
+    """Catches a budget that stops at the wrong point of the chain (the 20 best MLP units
+    pooled over both blocks, by hand), a budget read as a MACs target, and a subnet file
+    without the table it was predicted with."""
+    backbone = SIDTViT(mode='search', search_dims=('mlp',), **MLP_ARCH)
+    scores = torch.arange(32, dtype=torch.float32).flip(0)  # unit j of the pool: 32 - j
+    perm = torch.randperm(32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for i, blk in enumerate(backbone.blocks):
+            blk.mlp.hidden_mask.copy_(scores[perm][16 * i:16 * (i + 1)])
+    table = _mlp_only_table(backbone)
+    path = tmp_path / 'table.json'
+    table.save(str(path))
+    sub = select_subnet(backbone, latency_ms=20, latency_table=str(path), round_to=1,
+                        min_mlp=1)
+    masks = torch.cat([blk.mlp.hidden_mask.detach() for blk in backbone.blocks])
+    best = sorted(range(32), key=lambda j: -float(masks[j]))[:20]  # by hand
+    hand = [sorted(j for j in best if j < 16), sorted(j - 16 for j in best if j >= 16)]
+    assert [b['mlp'] for b in sub.blocks] == hand
+    assert sub.stats['latency_ms_after'] == 20 and sub.stats['latency_ms_before'] == 32
+    assert sub.budget['kind'] == 'latency_ms' and sub.budget['value'] == 20
+    assert sub.budget['latency_table']['digest'] == table.digest()
+    ratio = select_subnet(backbone, latency=0.5, latency_table=table, round_to=1, min_mlp=1)
+    assert sum(len(b['mlp']) for b in ratio.blocks) == 16
+    assert ratio.budget['kind'] == 'latency' and ratio.budget['latency_ms'] == 16
+
+
+def test_latency_budget_never_empties_a_layer():
+    """Block 1 scores below every unit of block 0: at a budget of 16 units the chain keeps
+    15 of block 0 and the minimum (its best unit) of block 1, never 16 and 0."""
+    backbone = SIDTViT(mode='search', search_dims=('mlp',), **MLP_ARCH)
+    with torch.no_grad():
+        backbone.blocks[0].mlp.hidden_mask.copy_(torch.linspace(2, 3, 16))
+        backbone.blocks[1].mlp.hidden_mask.copy_(torch.linspace(0.1, 0.2, 16))
+    sub = select_subnet(backbone, latency_ms=16, latency_table=_mlp_only_table(backbone),
+                        round_to=1, min_mlp=1)
+    assert [len(b['mlp']) for b in sub.blocks] == [15, 1]
+    assert sub.blocks[1]['mlp'] == [15]  # its best unit
+    with pytest.raises(ValueError, match='below the smallest subnet'):
+        select_subnet(backbone, latency_ms=1.5, latency_table=_mlp_only_table(backbone),
+                      round_to=1, min_mlp=1)
+    with pytest.raises(ValueError, match='latency_table goes with a latency'):
+        select_subnet(backbone, latency=0.5)
