@@ -10,7 +10,9 @@
 A table at --out with the same key (device, dtype, torch, threads, input size, batch,
 architecture) is reused; one with another key is refused, naming what differs. The check
 writes OUT with the suffix .check.json: per subnet the predicted and measured milliseconds,
-and the median and largest relative error. Then, for a budget in milliseconds:
+and the median and largest relative error. --budgets 0.8 0.6 0.4 selects at those latency
+budgets on random masks and writes OUT with the suffix .budgets.json: measured against
+target. Then, for a real budget:
 
     python tools/export_subnet.py SEARCH_CFG SEARCH.pth --latency 0.6 \\
         --latency-table work_dirs/latency/vit-s_224_b8.json --input-size 224 224 -o OUT
@@ -68,8 +70,8 @@ def held_out_subnets(backbone, n: int, seed: int = 0, round_to: int = 8) -> list
 def latency_table_from_config(config: str, out: str, input_size=None, batch: int = 1,
                               device: str = 'cpu', dtype: str = 'float32',
                               threads: int | None = None, check: int = 0, seed: int = 0,
-                              round_to: int = 8, iters: int = 5, cfg_options: dict | None = None
-                              ) -> dict:
+                              round_to: int = 8, iters: int = 5, cfg_options: dict | None = None,
+                              budgets=()) -> dict:
     from ..search.latency import build_latency_table, check_latency_table
     backbone = _backbone(config, cfg_options)
     size = tuple(input_size) if input_size else tuple(backbone.img_size)
@@ -91,7 +93,58 @@ def latency_table_from_config(config: str, out: str, input_size=None, batch: int
         print(f'predicted vs measured on {check} held-out subnets: median |error| '
               f'{report["median_abs_error"]:.1%}, max {report["max_abs_error"]:.1%} '
               f'(wrote {path})')
+    if budgets:
+        result.update(budgets=check_budgets(backbone, table, budgets, seed, round_to, iters))
+        path = osp.splitext(out)[0] + '.budgets.json'
+        write_json_atomic(path, dict(key=table.key, **result['budgets']))
+        print(f'wrote {path}')
     return result
+
+
+def check_budgets(backbone, table, budgets, seed: int = 0, round_to: int = 8,
+                  iters: int = 5) -> dict:
+    """Select at each latency budget (a fraction of the dense latency) on random masks and
+    measure the selected backbone against the dense one, on the table's setting."""
+    from ..search import select_subnet
+    from ..search.latency import measured_latency
+    key = table.key
+    prev = torch.get_num_threads()
+    torch.set_num_threads(key['threads'])
+    try:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for m in backbone.mask_parameters().values():
+                m.copy_(torch.rand(m.shape, generator=g))
+        device = key['device'].split(':')[0]
+
+        rows = []
+        for target in budgets:
+            try:
+                sub = select_subnet(backbone, latency=target, latency_table=table,
+                                    input_size=tuple(key['input_size']), round_to=round_to)
+            except ValueError as e:  # below the smallest subnet the minimums allow
+                rows.append(dict(target=target, infeasible=str(e)))
+                print(f'latency budget {target:g}: infeasible: {e}')
+                continue
+            # dense and pruned timed interleaved, so a drift of the machine falls on both
+            got = measured_latency(backbone, {'dense': None, 'pruned': sub}, key['input_size'],
+                                   key['batch'], device=device, dtype=key['dtype'],
+                                   iters=2 * iters)
+            dense, pruned = got['dense'], got['pruned']
+            rows.append(dict(target=target, measured_ratio=round(pruned / dense, 4),
+                             predicted_ratio=round(sub.stats['latency_ms_after']
+                                                   / sub.stats['latency_ms_before'], 4),
+                             macs_ratio=round(sub.stats['macs_after']
+                                              / sub.stats['macs_before'], 4),
+                             dense_ms=round(dense, 3), pruned_ms=round(pruned, 3)))
+            r = rows[-1]
+            print(f'latency budget {target:g}: measured x{r["measured_ratio"]:.3f} of dense '
+                  f'(predicted x{r["predicted_ratio"]:.3f}; MACs x{r["macs_ratio"]:.3f})')
+    finally:
+        torch.set_num_threads(prev)
+    worst = max((abs(r['measured_ratio'] / r['target'] - 1) for r in rows
+                 if 'measured_ratio' in r), default=None)
+    return dict(rows=rows, max_abs_error_vs_target=None if worst is None else round(worst, 4))
 
 
 def build_parser(prog: str = 'latency_table.py', doc: str | None = None):
@@ -112,6 +165,9 @@ def build_parser(prog: str = 'latency_table.py', doc: str | None = None):
     parser.add_argument('--iters', type=positive_int, default=5, help='timed calls per point')
     parser.add_argument('--check', type=int_at_least(0), default=0,
                         help='held-out random subnets to check the table on')
+    parser.add_argument('--budgets', type=float, nargs='+', default=(), metavar='RATIO',
+                        help='select at these latency budgets (fractions of dense) on random '
+                             'masks and measure each against the dense backbone')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser

@@ -10,13 +10,14 @@ input size and batch, on the given device, dtype and thread count:
 - the MLP on a grid of hidden widths (attention dense),
 - the dense block, and the cost of one more width group (every head at its own width),
 
-each at a few embedding widths. A block of q/k widths ``qk``, v widths ``v`` and ``hidden``
-MLP units at embedding width ``D`` is predicted as
-``A(D, sum qk, sum v) + M(D, hidden) - B(D) + (groups - 1) * G(D)``, linear interpolation
-between grid points (clamped outside), and the backbone as the stem (patch embedding,
-position embedding, final norm) plus its blocks. The grids are made monotone (a running
-maximum over each width axis) so that growing a subnet never lowers its predicted latency,
-which the budget's binary search relies on. The model and its accuracy are described in
+each at a few embedding widths, every point the fastest of a few calls. A block of q/k
+widths ``qk``, v widths ``v`` and ``hidden`` MLP units at embedding width ``D`` is predicted
+as ``B(D) + [A(D, qk, v) - A(D, dense)] + [M(D, hidden) - M(D, dense)] + (groups - 1) * G(D)``
+(linear interpolation between grid points, clamped outside; ``qk``/``v`` as mean per-head
+widths), and the backbone as the stem (patch embedding, position embedding, final norm)
+plus its blocks. The grids are made monotone along each width axis (each point lowered to
+the fastest wider one) so that growing a subnet never lowers its predicted latency, which
+the budget's binary search relies on. The model and its accuracy are described in
 ``docs/latency.md``.
 
 The table is cached as JSON keyed by everything that changes a timing: device, dtype,
@@ -46,7 +47,10 @@ __all__ = ['LatencyTable', 'LatencyTableError', 'build_latency_table', 'latency_
            'load_latency_table', 'predict_latency']
 
 FORMAT = 'sidt-latency-table'
-VERSION = 1
+VERSION = 2
+# blocks of one kind timed per probe (the median instance counts); 3 tripled the build time
+# of ViT-S and did not lower the held-out error on a shared 2-core machine
+INSTANCES = 1
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
@@ -99,12 +103,15 @@ def _interp(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
     return ys[j] + t * (ys[j + 1] - ys[j])
 
 
-def _running_max(values: list[float]) -> list[float]:
-    out, top = [], float('-inf')
-    for v in values:
-        top = max(top, v)
-        out.append(top)
-    return out
+def _monotone(values: list[float]) -> list[float]:
+    """Non-decreasing by the minimum over each point and the wider ones: timing noise on a
+    shared machine is upward (a preempted call), so an outlier is lowered to what a wider
+    layer took rather than raising every wider point to it."""
+    out, low = [], float('inf')
+    for v in reversed(values):
+        low = min(low, v)
+        out.append(low)
+    return out[::-1]
 
 
 @dataclass
@@ -148,9 +155,9 @@ class LatencyTable:
         def at(e):
             attn = k['attn'][e]
             rows = [_interp(k['width'], row, wv) for row in attn]
-            a = _interp(k['width'], rows, wq)
-            m = _interp(k['hidden'], k['mlp'][e], hidden)
-            return a + m - k['base'][e]
+            a = _interp(k['width'], rows, wq) - attn[-1][-1]  # <= 0: saved by the attention
+            m = _interp(k['hidden'], k['mlp'][e], hidden) - k['mlp'][e][-1]  # by the MLP
+            return k['base'][e] + a + m
 
         groups = len(head_groups(list(qk), list(v), 'grouped'))
         per_embed = [at(e) for e in range(len(self.embed))]
@@ -254,13 +261,13 @@ def _probe(backbone, subnet: Subnet, device, dtype) -> nn.Module:
 
 def build_latency_table(backbone, input_size: Sequence[int], batch: int = 1,
                         device: str = 'cpu', dtype: str = 'float32', threads: int | None = None,
-                        widths: int = 4, hiddens: int = 5, embeds: int = 2, iters: int = 5,
+                        widths: int = 4, hiddens: int = 5, embeds: int = 4, iters: int = 5,
                         warmup: int = 2, round_to: int = 1, cache: str | None = None,
                         log: Callable[[str], None] = print) -> LatencyTable:
     """Time ``backbone``'s block kinds on this machine (see the module docstring).
 
     ``widths``/``hiddens``/``embeds``: grid points per axis (per-head widths, MLP hidden
-    widths, embedding widths from half to full); ``iters`` timed calls per point (median).
+    widths, embedding widths from a quarter to full); ``iters`` timed calls per point (the fastest).
     ``cache``: a JSON path; a table there with this run's key is reused, one with another
     key is refused, and a new table is written there.
     """
@@ -287,41 +294,47 @@ def _build(backbone, key, input_size, batch, device, dtype, widths, hiddens, emb
     step = max(1, int(round_to))
     width_grid = _grid(d, widths, step)
     hidden_grid = _grid(hidden, hiddens, step)
-    # embedding widths from half to full, multiples of the head count (LayerNorm any width)
-    embed_grid = sorted({max(H, round(D * (0.5 + 0.5 * j / max(1, embeds - 1)) / H) * H)
+    # embedding widths from a quarter to full, multiples of the head count
+    embed_grid = sorted({max(H, round(D * (0.25 + 0.75 * j / max(1, embeds - 1)) / H) * H)
                          for j in range(embeds)}) if embeds > 1 else [D]
     # one representative block per kind: (window size, relative-position table rows)
-    kinds: dict[str, int] = {}
+    kinds: dict[str, list[int]] = {}  # a kind's blocks; up to INSTANCES of them are timed
     names = []
     for i, blk in enumerate(backbone.blocks):
         rows = (tuple(blk.attn.rel_pos_h.shape[:1]) if getattr(blk.attn, 'use_rel_pos', False)
                 else ())
         name = (f'window{blk.window_size}' if blk.window_size else 'global') + (
             f'-relpos{rows[0]}' if rows else '')
-        kinds.setdefault(name, i)
+        kinds.setdefault(name, []).append(i)
         names.append(name)
     image = torch.zeros(batch, backbone.patch_embed.proj.in_channels, *input_size,
                         device=device, dtype=dt)
     count = 0
 
     def timed(subnet: Subnet) -> tuple[dict[str, float], float | None]:
-        """Median ms of each kind's block in a probe pruned to ``subnet``, and its stem."""
+        """Ms of each kind's block in a probe pruned to ``subnet``, and of its stem: the
+        fastest of ``iters`` calls (upward noise, preempted calls, does not enter), and of a
+        kind's blocks the median of up to INSTANCES of them (separate weights in separate
+        memory: one instance can run 10-20% slower than another of the same shape)."""
         nonlocal count
         probe = _probe(backbone, subnet, device, dt)
         with torch.no_grad():
             x, hw = probe.patch_embed(image)
             if probe.cls_token is not None:
                 x = torch.cat([probe.cls_token.expand(batch, -1, -1), x], dim=1)
-            fns = {name: (lambda b=probe.blocks[i], x=x, hw=hw: b(x, hw))
-                   for name, i in kinds.items()}
+            fns = {(name, i): (lambda b=probe.blocks[i], x=x, hw=hw: b(x, hw))
+                   for name, idx in kinds.items() for i in idx[:INSTANCES]}
             blocks = probe.blocks
             probe.blocks = nn.ModuleList()  # the stem: everything but the blocks
             fns['stem'] = lambda: probe(image)
             times = time_interleaved(fns, iters, warmup, device=device)
             probe.blocks = blocks
         count += len(fns)
-        med = {n: 1e3 * sorted(t)[len(t) // 2] for n, t in times.items()}
-        return {n: med[n] for n in kinds}, med['stem']
+        typical = {}
+        for n in kinds:  # the median instance: a backbone runs every instance of its kind
+            each = sorted(min(t) for f, t in times.items() if f != 'stem' and f[0] == n)
+            typical[n] = 1e3 * each[len(each) // 2]
+        return typical, 1e3 * min(times['stem'])
 
     table_kinds = {n: dict(width=width_grid, hidden=hidden_grid, attn=[], mlp=[], base=[],
                            group=[]) for n in kinds}
@@ -347,13 +360,15 @@ def _build(backbone, key, input_size, batch, device, dtype, widths, hiddens, emb
         b0 = uneven_sub.blocks[0]
         for n, k in table_kinds.items():
             # monotone in every width axis: noise must not make a wider layer cheaper
-            grid = [_running_max(row) for row in attn[n]]
-            cols = [_running_max([grid[a][b] for a in range(len(width_grid))])
+            grid = [_monotone(row) for row in attn[n]]
+            cols = [_monotone([grid[a][b] for a in range(len(width_grid))])
                     for b in range(len(width_grid))]
             k['attn'].append([[cols[b][a] for b in range(len(width_grid))]
                               for a in range(len(width_grid))])
-            k['mlp'].append(_running_max(mlp[n]))
-            k['base'].append(base[n])
+            k['mlp'].append(_monotone(mlp[n]))
+            # the dense block was timed three times (alone, as the attention grid's widest
+            # point and as the MLP grid's): the median of the three is its time
+            k['base'].append(sorted([base[n], attn[n][-1][-1], mlp[n][-1]])[1])
             qk = [len(x) for x in b0['qk']]
             groups = len(head_groups(qk, qk, 'grouped'))
             partial = LatencyTable(key=key, embed=[e], stem=[0.0], blocks=[n],
@@ -361,7 +376,7 @@ def _build(backbone, key, input_size, batch, device, dtype, widths, hiddens, emb
                                                   base=k['base'][-1:], group=[0.0])})
             even = partial.block_ms(n, e, qk, qk, hidden)
             k['group'].append(max(0.0, (uneven[n] - even) / max(1, groups - 1)))
-    table = LatencyTable(key=key, embed=embed_grid, stem=_running_max(stem), kinds=table_kinds,
+    table = LatencyTable(key=key, embed=embed_grid, stem=_monotone(stem), kinds=table_kinds,
                          blocks=names, build_seconds=round(time.perf_counter() - t0, 1),
                          measurements=count)
     log(f'latency table: {count} timings in {table.build_seconds:.0f} s')
@@ -376,20 +391,26 @@ def predict_latency(table: LatencyTable, subnet: Subnet | None) -> float:
     return table.predict(subnet)
 
 
-def measured_latency(backbone, subnet: Subnet | None, input_size: Sequence[int], batch: int,
+def measured_latency(backbone, subnets, input_size: Sequence[int], batch: int,
                      device: str = 'cpu', dtype: str = 'float32', iters: int = 5,
-                     warmup: int = 2) -> float:
-    """Median measured milliseconds of the backbone pruned to ``subnet`` (dense: ``None``)."""
+                     warmup: int = 2):
+    """Measured milliseconds of the backbone pruned to ``subnets`` (one Subnet or ``None``
+    for dense, or a dict name -> Subnet/None, timed interleaved): the fastest of ``iters``
+    calls each, the statistic the table is built from."""
     dt = DTYPES[dtype]
-    if subnet is None:
-        d = backbone.head_dim
-        subnet = _probe_subnet(backbone, backbone.embed_dims_dense, d, d, backbone.mlp_hidden)
-    model = _probe(backbone, subnet, device, dt)
+    one = not isinstance(subnets, dict)
+    named = {'m': subnets} if one else dict(subnets)
+    d = backbone.head_dim
+    models = {n: _probe(backbone, sub if sub is not None else _probe_subnet(
+        backbone, backbone.embed_dims_dense, d, d, backbone.mlp_hidden), device, dt)
+        for n, sub in named.items()}
     image = torch.zeros(batch, backbone.patch_embed.proj.in_channels, *input_size,
                         device=device, dtype=dt)
     with torch.no_grad():
-        times = time_interleaved({'m': lambda: model(image)}, iters, warmup, device=device)['m']
-    return 1e3 * sorted(times)[len(times) // 2]
+        times = time_interleaved({n: (lambda m=m: m(image)) for n, m in models.items()},
+                                 iters, warmup, device=device)
+    got = {n: 1e3 * min(t) for n, t in times.items()}
+    return got['m'] if one else got
 
 
 def check_latency_table(backbone, table: LatencyTable, subnets: Sequence[Subnet],

@@ -154,3 +154,25 @@ def test_latency_budget_never_empties_a_layer():
                       round_to=1, min_mlp=1)
     with pytest.raises(ValueError, match='latency_table goes with a latency'):
         select_subnet(backbone, latency=0.5)
+
+
+def test_held_out_check_and_budget_report(built):
+    """The tool's check and budget rows on the tiny table: each held-out subnet measured
+    and predicted, each budget's predicted latency within its target, one below the smallest
+    subnet recorded as infeasible instead of ending the report."""
+    from sidt_mmdet.apis.latency_table import check_budgets, held_out_subnets
+    from sidt_mmdet.search.latency import check_latency_table
+
+    backbone, table, _ = built
+    subnets = held_out_subnets(backbone, 2, seed=1, round_to=1)
+    assert subnets[0].to_dict() != subnets[1].to_dict()
+    report = check_latency_table(backbone, table, subnets, iters=1, warmup=0, log=_quiet)
+    assert len(report['subnets']) == 2
+    for row in report['subnets']:
+        assert row['measured_ms'] > 0
+        assert row['predicted_ms'] == pytest.approx(row['measured_ms'] * (1 + row['rel_error']),
+                                                    rel=1e-3)
+    budgets = check_budgets(backbone, table, (1.0, 1e-3), round_to=1, iters=1)
+    feasible, infeasible = budgets['rows']
+    assert feasible["predicted_ratio"] <= 1.0 and feasible['measured_ratio'] > 0
+    assert 'below the smallest subnet' in infeasible['infeasible']
