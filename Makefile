@@ -41,7 +41,9 @@ test-fast: install
 # outputs lost, hostile checkpoints refused) go to work_dirs/reliability_figures.json.
 RELIABILITY_TESTS := tests/unit/models/test_fuzz.py tests/unit/utils/test_hostile_checkpoints.py \
 	tests/integration/test_bad_inputs.py tests/integration/test_interruption.py \
-	tests/integration/test_hostile_tools.py tests/integration/test_distributed_search.py
+	tests/integration/test_hostile_tools.py tests/integration/test_distributed_search.py \
+	tests/integration/test_ctrl_c.py tests/integration/test_silent_failures.py \
+	tests/unit/utils/test_fileio_interrupted.py
 reliability-figures: install
 	@mkdir -p work_dirs
 	$(RUN) SIDT_RELIABILITY_FIGURES=work_dirs/reliability_figures.json \
