@@ -157,10 +157,14 @@ class LatencyTable:
             rows = [_interp(k['width'], row, wv) for row in attn]
             a = _interp(k['width'], rows, wq) - attn[-1][-1]  # <= 0: saved by the attention
             m = _interp(k['hidden'], k['mlp'][e], hidden) - k['mlp'][e][-1]  # by the MLP
-            return k['base'][e] + a + m
+            # never below half the fastest block measured of the kind: on tiny blocks the
+            # noise of three separate timings can make the two savings exceed the block
+            floor = 0.5 * min(attn[0][0], k['mlp'][e][0])
+            return max(k['base'][e] + a + m, floor)
 
         groups = len(head_groups(list(qk), list(v), 'grouped'))
-        per_embed = [at(e) for e in range(len(self.embed))]
+        # monotone in the embedding width too (each width's figure from separate timings)
+        per_embed = _monotone([at(e) for e in range(len(self.embed))])
         group = _interp(self.embed, k['group'], embed)
         return _interp(self.embed, per_embed, embed) + max(0, groups - 1) * group
 
