@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..utils.cli import ToolError, doc_parser, int_at_least, positive_int, run_tool
+from ..utils.cli import ToolError, doc_parser, int_at_least, load_config, positive_int, run_tool
 from ..utils.fileio import write_json_atomic
 from ..utils.timing import load_average, ratio_trust, spread, time_interleaved
 
@@ -45,16 +45,6 @@ class ModelSpec:
     name: str | None = None
 
 
-def _load_cfg(config: str, cfg_options: dict | None):
-    from mmengine.config import Config
-    if not os.path.isfile(config):
-        raise ToolError(f'config {config}: no such file')
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
-
-
 def build_detector(spec: ModelSpec, cfg_options: dict | None = None, device: str = 'cpu'):
     """(config, model in eval mode on ``device``) for ``spec``; the checkpoint is loaded
     strictly through the safe loader."""
@@ -64,7 +54,7 @@ def build_detector(spec: ModelSpec, cfg_options: dict | None = None, device: str
 
     from ..utils import load_checkpoint_safe
     from ..utils.config import runner_model_cfg, with_pruned_backbone
-    cfg = _load_cfg(spec.config, cfg_options)
+    cfg = load_config(spec.config, cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model_cfg = runner_model_cfg(cfg)
     if spec.subnet is not None:

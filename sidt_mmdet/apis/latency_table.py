@@ -24,31 +24,33 @@ import random
 
 import torch
 
-from ..utils.cli import ToolError, doc_parser, int_at_least, positive_int, run_tool
+from ..utils.cli import doc_parser, int_at_least, load_config, positive_int, run_tool
 from ..utils.fileio import write_json_atomic
+from ..utils.timing import torch_threads
 
 __all__ = ['held_out_subnets', 'latency_table_from_config', 'build_parser', 'main']
 
 
 def _backbone(config: str, cfg_options: dict | None):
-    from mmengine.config import Config
+    """The config's SIDTViT, in search mode (masks to select with), untrained."""
     from mmengine.registry import init_default_scope
 
     from ..models.backbones.sidt_vit import SIDTViT
     from ..utils.config import backbone_cfg
-    if not osp.isfile(config):
-        raise ToolError(f'config {config}: no such file')
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = load_config(config, cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    bb = dict(backbone_cfg(cfg.model))
-    if bb.pop('type', None) not in ('SIDTViT', 'mmdet.SIDTViT'):
-        raise ToolError(f'{config}: model.backbone is not a SIDTViT')
+    bb = dict(backbone_cfg(cfg.model, where=config))
+    bb.pop('type')
     bb.update(mode='search', init_cfg=None)
     bb.pop('subnet', None)
     bb.setdefault('search_dims', ('attn', 'mlp', 'embed'))
     return SIDTViT(**bb).eval()
+
+
+def _random_masks_(backbone, generator: torch.Generator) -> None:
+    with torch.no_grad():
+        for m in backbone.mask_parameters().values():
+            m.copy_(torch.rand(m.shape, generator=generator))
 
 
 def held_out_subnets(backbone, n: int, seed: int = 0, round_to: int = 8) -> list:
@@ -58,10 +60,7 @@ def held_out_subnets(backbone, n: int, seed: int = 0, round_to: int = 8) -> list
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        g = torch.Generator().manual_seed(seed * 1000 + i)
-        with torch.no_grad():
-            for m in backbone.mask_parameters().values():
-                m.copy_(torch.rand(m.shape, generator=g))
+        _random_masks_(backbone, torch.Generator().manual_seed(seed * 1000 + i))
         out.append(select_subnet(backbone, keep_ratio=rng.uniform(0.3, 0.9),
                                  round_to=round_to))
     return out
@@ -80,13 +79,9 @@ def latency_table_from_config(config: str, out: str, input_size=None, batch: int
     result = dict(table=out, build_seconds=table.build_seconds,
                   measurements=table.measurements, dense_predicted_ms=table.predict(None))
     if check:
-        prev = torch.get_num_threads()
-        torch.set_num_threads(table.key['threads'])
-        try:
+        with torch_threads(table.key['threads']):
             report = check_latency_table(backbone, table, held_out_subnets(
                 backbone, check, seed, round_to), iters=iters)
-        finally:
-            torch.set_num_threads(prev)
         result.update(check=report)
         path = osp.splitext(out)[0] + '.check.json'
         write_json_atomic(path, dict(key=table.key, **report))
@@ -108,15 +103,9 @@ def check_budgets(backbone, table, budgets, seed: int = 0, round_to: int = 8,
     from ..search import select_subnet
     from ..search.latency import measured_latency
     key = table.key
-    prev = torch.get_num_threads()
-    torch.set_num_threads(key['threads'])
-    try:
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for m in backbone.mask_parameters().values():
-                m.copy_(torch.rand(m.shape, generator=g))
+    with torch_threads(key['threads']):
+        _random_masks_(backbone, torch.Generator().manual_seed(seed))
         device = key['device'].split(':')[0]
-
         rows = []
         for target in budgets:
             try:
@@ -140,8 +129,6 @@ def check_budgets(backbone, table, budgets, seed: int = 0, round_to: int = 8,
             r = rows[-1]
             print(f'latency budget {target:g}: measured x{r["measured_ratio"]:.3f} of dense '
                   f'(predicted x{r["predicted_ratio"]:.3f}; MACs x{r["macs_ratio"]:.3f})')
-    finally:
-        torch.set_num_threads(prev)
     worst = max((abs(r['measured_ratio'] / r['target'] - 1) for r in rows
                  if 'measured_ratio' in r), default=None)
     return dict(rows=rows, max_abs_error_vs_target=None if worst is None else round(worst, 4))

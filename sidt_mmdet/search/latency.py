@@ -41,16 +41,13 @@ from torch import nn
 from ..models.layers.head_layout import head_groups
 from ..models.subnet import Subnet
 from ..utils.fileio import write_json_atomic
-from ..utils.timing import time_interleaved
+from ..utils.timing import time_interleaved, torch_threads
 
 __all__ = ['LatencyTable', 'LatencyTableError', 'build_latency_table', 'latency_key',
-           'load_latency_table', 'predict_latency']
+           'load_latency_table', 'measured_latency', 'check_latency_table']
 
 FORMAT = 'sidt-latency-table'
 VERSION = 2
-# blocks of one kind timed per probe (the median instance counts); 3 tripled the build time
-# of ViT-S and did not lower the held-out error on a shared 2-core machine
-INSTANCES = 1
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
@@ -114,6 +111,19 @@ def _monotone(values: list[float]) -> list[float]:
     return out[::-1]
 
 
+def _equal_heads_ms(k: dict, e: int, wq: float, wv: float, hidden: int) -> float:
+    """A block of kind ``k`` at its ``e``-th embedding width with every head at q/k width
+    ``wq`` and v width ``wv``, and ``hidden`` MLP units."""
+    attn = k['attn'][e]
+    rows = [_interp(k['width'], row, wv) for row in attn]
+    a = _interp(k['width'], rows, wq) - attn[-1][-1]  # <= 0: saved by the attention
+    m = _interp(k['hidden'], k['mlp'][e], hidden) - k['mlp'][e][-1]  # by the MLP
+    # never below half the fastest block measured of the kind: on tiny blocks the noise of
+    # three separate timings can make the two savings exceed the block
+    floor = 0.5 * min(attn[0][0], k['mlp'][e][0])
+    return max(k['base'][e] + a + m, floor)
+
+
 @dataclass
 class LatencyTable:
     """Measured milliseconds per block kind; see the module docstring for the model.
@@ -145,26 +155,25 @@ class LatencyTable:
             raise LatencyTableError(f'{where} was built for another setting ({said}); build '
                                     'a table for this one (tools/analysis/latency_table.py)')
 
+    def check_model(self, backbone, input_size: Sequence[int]) -> None:
+        """Refuse a table of another architecture or input size than ``backbone`` at
+        ``input_size`` (a selection; the device, dtype and threads are the target's)."""
+        want = dict(arch=_arch(backbone), input_size=[int(s) for s in input_size])
+        for k, value in want.items():
+            if self.key.get(k) != value:
+                raise LatencyTableError(f'{self.path or "latency table"} was built for {k} '
+                                        f'{self.key.get(k)!r}, this selection has {value!r}')
+
     # ------------------------------------------------------------- prediction
     def block_ms(self, kind: str, embed: int, qk: Sequence[int], v: Sequence[int],
                  hidden: int) -> float:
         k = self.kinds[kind]
         H = self.key['arch']['num_heads']
         wq, wv = sum(qk) / H, sum(v) / H  # the grid's per-head width of equal heads
-
-        def at(e):
-            attn = k['attn'][e]
-            rows = [_interp(k['width'], row, wv) for row in attn]
-            a = _interp(k['width'], rows, wq) - attn[-1][-1]  # <= 0: saved by the attention
-            m = _interp(k['hidden'], k['mlp'][e], hidden) - k['mlp'][e][-1]  # by the MLP
-            # never below half the fastest block measured of the kind: on tiny blocks the
-            # noise of three separate timings can make the two savings exceed the block
-            floor = 0.5 * min(attn[0][0], k['mlp'][e][0])
-            return max(k['base'][e] + a + m, floor)
-
         groups = len(head_groups(list(qk), list(v), 'grouped'))
         # monotone in the embedding width too (each width's figure from separate timings)
-        per_embed = _monotone([at(e) for e in range(len(self.embed))])
+        per_embed = _monotone([_equal_heads_ms(k, e, wq, wv, hidden)
+                               for e in range(len(self.embed))])
         group = _interp(self.embed, k['group'], embed)
         return _interp(self.embed, per_embed, embed) + max(0, groups - 1) * group
 
@@ -280,13 +289,9 @@ def build_latency_table(backbone, input_size: Sequence[int], batch: int = 1,
         table = load_latency_table(cache, key)
         log(f'latency table: reusing {cache} (built in {table.build_seconds:.0f} s)')
         return table
-    previous = torch.get_num_threads()
-    torch.set_num_threads(key['threads'])
-    try:
+    with torch_threads(key['threads']):
         return _build(backbone, key, input_size, batch, device, dtype, widths, hiddens,
                       embeds, iters, warmup, round_to, cache, log)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _build(backbone, key, input_size, batch, device, dtype, widths, hiddens, embeds, iters,
@@ -302,14 +307,14 @@ def _build(backbone, key, input_size, batch, device, dtype, widths, hiddens, emb
     embed_grid = sorted({max(H, round(D * (0.25 + 0.75 * j / max(1, embeds - 1)) / H) * H)
                          for j in range(embeds)}) if embeds > 1 else [D]
     # one representative block per kind: (window size, relative-position table rows)
-    kinds: dict[str, list[int]] = {}  # a kind's blocks; up to INSTANCES of them are timed
+    kinds: dict[str, int] = {}
     names = []
     for i, blk in enumerate(backbone.blocks):
         rows = (tuple(blk.attn.rel_pos_h.shape[:1]) if getattr(blk.attn, 'use_rel_pos', False)
                 else ())
         name = (f'window{blk.window_size}' if blk.window_size else 'global') + (
             f'-relpos{rows[0]}' if rows else '')
-        kinds.setdefault(name, []).append(i)
+        kinds.setdefault(name, i)
         names.append(name)
     image = torch.zeros(batch, backbone.patch_embed.proj.in_channels, *input_size,
                         device=device, dtype=dt)
@@ -317,28 +322,23 @@ def _build(backbone, key, input_size, batch, device, dtype, widths, hiddens, emb
 
     def timed(subnet: Subnet) -> tuple[dict[str, float], float | None]:
         """Ms of each kind's block in a probe pruned to ``subnet``, and of its stem: the
-        fastest of ``iters`` calls (upward noise, preempted calls, does not enter), and of a
-        kind's blocks the median of up to INSTANCES of them (separate weights in separate
-        memory: one instance can run 10-20% slower than another of the same shape)."""
+        fastest of ``iters`` calls (upward noise, preempted calls, does not enter)."""
         nonlocal count
         probe = _probe(backbone, subnet, device, dt)
         with torch.no_grad():
             x, hw = probe.patch_embed(image)
             if probe.cls_token is not None:
                 x = torch.cat([probe.cls_token.expand(batch, -1, -1), x], dim=1)
-            fns = {(name, i): (lambda b=probe.blocks[i], x=x, hw=hw: b(x, hw))
-                   for name, idx in kinds.items() for i in idx[:INSTANCES]}
+            fns = {name: (lambda b=probe.blocks[i], x=x, hw=hw: b(x, hw))
+                   for name, i in kinds.items()}
             blocks = probe.blocks
             probe.blocks = nn.ModuleList()  # the stem: everything but the blocks
             fns['stem'] = lambda: probe(image)
             times = time_interleaved(fns, iters, warmup, device=device)
             probe.blocks = blocks
         count += len(fns)
-        typical = {}
-        for n in kinds:  # the median instance: a backbone runs every instance of its kind
-            each = sorted(min(t) for f, t in times.items() if f != 'stem' and f[0] == n)
-            typical[n] = 1e3 * each[len(each) // 2]
-        return typical, 1e3 * min(times['stem'])
+        fastest = {n: 1e3 * min(t) for n, t in times.items()}
+        return {n: fastest[n] for n in kinds}, fastest['stem']
 
     table_kinds = {n: dict(width=width_grid, hidden=hidden_grid, attn=[], mlp=[], base=[],
                            group=[]) for n in kinds}
@@ -375,10 +375,8 @@ def _build(backbone, key, input_size, batch, device, dtype, widths, hiddens, emb
             k['base'].append(sorted([base[n], attn[n][-1][-1], mlp[n][-1]])[1])
             qk = [len(x) for x in b0['qk']]
             groups = len(head_groups(qk, qk, 'grouped'))
-            partial = LatencyTable(key=key, embed=[e], stem=[0.0], blocks=[n],
-                                   kinds={n: dict(k, attn=k['attn'][-1:], mlp=k['mlp'][-1:],
-                                                  base=k['base'][-1:], group=[0.0])})
-            even = partial.block_ms(n, e, qk, qk, hidden)
+            w = sum(qk) / H  # the equal-heads block of the same total width
+            even = _equal_heads_ms(k, e_i, w, w, hidden)
             k['group'].append(max(0.0, (uneven[n] - even) / max(1, groups - 1)))
     table = LatencyTable(key=key, embed=embed_grid, stem=_monotone(stem), kinds=table_kinds,
                          blocks=names, build_seconds=round(time.perf_counter() - t0, 1),
@@ -388,11 +386,6 @@ def _build(backbone, key, input_size, batch, device, dtype, widths, hiddens, emb
         os.makedirs(osp.dirname(osp.abspath(cache)), exist_ok=True)
         table.save(cache)
     return table
-
-
-def predict_latency(table: LatencyTable, subnet: Subnet | None) -> float:
-    """Predicted backbone milliseconds of ``subnet`` (``None``: the dense backbone)."""
-    return table.predict(subnet)
 
 
 def measured_latency(backbone, subnets, input_size: Sequence[int], batch: int,

@@ -351,7 +351,7 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         from .latency import LatencyTable, load_latency_table
         table = (latency_table if isinstance(latency_table, LatencyTable)
                  else load_latency_table(str(latency_table)))
-        _check_table(table, backbone, input_size)
+        table.check_model(backbone, input_size)
     if kind == 'latency':
         if not 0 < value <= 1:
             raise ValueError(f'latency: expected a fraction of the dense latency in (0, 1], '
@@ -420,13 +420,3 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
     subnet.source = dict(source or {})
     return subnet
 
-
-def _check_table(table, backbone, input_size) -> None:
-    """The table must describe this architecture at this input size (its device, dtype and
-    threads are the target's, recorded in the subnet file)."""
-    from .latency import LatencyTableError, latency_key
-    want = latency_key(backbone, input_size, table.key.get('batch', 1))
-    for k in ('arch', 'input_size'):
-        if table.key.get(k) != want[k]:
-            raise LatencyTableError(f'{table.path or "latency table"} was built for {k} '
-                                    f'{table.key.get(k)!r}, this selection has {want[k]!r}')

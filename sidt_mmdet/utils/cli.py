@@ -27,7 +27,7 @@ from typing import Any
 __all__ = ['ToolError', 'EXIT_OK', 'EXIT_ERROR', 'EXIT_USAGE', 'EXIT_INTERRUPTED', 'ratio',
            'open_ratio', 'count',
            'int_at_least',
-           'positive_int', 'run_tool', 'doc_parser']
+           'positive_int', 'run_tool', 'doc_parser', 'load_config']
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 128 + 2  # the shell's status for a SIGINT
@@ -38,6 +38,20 @@ _SUFFIXES = {'': 1, 'K': 10 ** 3, 'M': 10 ** 6, 'G': 10 ** 9, 'T': 10 ** 12}
 class ToolError(Exception):
     """Bad input found after parsing (a file, a budget, an output directory); the message
     names the flag or file at fault and what was expected."""
+
+
+def load_config(config: str, cfg_options: dict | None = None):
+    """The mmengine ``Config`` of a tool's CONFIG argument, with its ``--cfg-options``
+    merged; a missing file is a :class:`ToolError` naming it."""
+    import os.path as osp
+
+    from mmengine.config import Config
+    if not osp.isfile(config):
+        raise ToolError(f'config {config}: no such file')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
 
 
 def doc_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParser:

@@ -9,21 +9,33 @@ medians differ. Used by the latency study, the demos and the whole-detector benc
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ['sync', 'time_interleaved', 'median_latency', 'spread', 'load_average',
-           'ratio_trust']
+__all__ = ['sync', 'torch_threads', 'time_interleaved', 'median_latency', 'spread',
+           'load_average', 'ratio_trust']
 
 
 def sync(device: str | torch.device) -> None:
     """Wait for the device's queued kernels (CUDA launches return before they finish)."""
     if str(device).startswith('cuda'):
         torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` inside, restored after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: int = 1,
