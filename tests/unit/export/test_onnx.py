@@ -19,6 +19,8 @@ from mmengine.registry import init_default_scope
 
 from sidt_mmdet.export import prune_backbone, prune_model_state_dict
 from sidt_mmdet.export.onnx import (
+    DEFAULT_OPSET,
+    SUPPORTED_OPSETS,
     ExportModel,
     OnnxExportError,
     OnnxRunner,
@@ -84,8 +86,8 @@ def independent_max_diff(path: str, model: ExportModel, shape) -> float:
 @pytest.mark.slow  # three fixed-size exports (5-8 s each)
 @pytest.mark.parametrize('kind', ['dense', 'dim', 'head_uniform'])
 def test_parity_fixed_size(deploy, tmp_path, kind):
-    """The dense graph is written at the highest supported opset, the pruned ones at the
-    default: one export checks both the parity and that the opset is the one asked for."""
+    """The dense graph is written at the highest supported opset (23), the pruned ones at
+    the default: one export checks both the parity and that the opset is the one asked for."""
     import onnx
 
     backbone = dense_backbone() if kind == 'dense' else pruned_backbone(kind)
@@ -97,9 +99,8 @@ def test_parity_fixed_size(deploy, tmp_path, kind):
         assert all(equal)
     model = ExportModel(backbone).eval()
     path = tmp_path / f'{kind}.onnx'
-    opset = 23 if kind == 'dense' else None
-    result = export_onnx(model, str(path), SIZE, log=lambda _: None,
-                         **({'opset': opset} if opset else {}))
+    opset = SUPPORTED_OPSETS[-1] if kind == 'dense' else DEFAULT_OPSET
+    result = export_onnx(model, str(path), SIZE, opset=opset, log=lambda _: None)
     assert path.is_file() and result.output_names == ['feat']
     assert [c.input_shape for c in result.checks] == [[1, 3, *SIZE]]
     assert result.checks[0].max_diff < ATOL
@@ -109,8 +110,7 @@ def test_parity_fixed_size(deploy, tmp_path, kind):
     assert runner.input_shape == [1, 3, *SIZE]
     assert runner.metadata['sidt_mmdet.input_size'] == '40x44'
     assert runner.metadata['sidt_mmdet.mode'] == ('dense' if kind == 'dense' else 'pruned')
-    if opset:
-        assert {o.domain: o.version for o in onnx.load(str(path)).opset_import}[''] == opset
+    assert {o.domain: o.version for o in onnx.load(str(path)).opset_import}[''] == opset
 
 
 @pytest.mark.slow  # a fixed-size export (about 9 s)
