@@ -20,17 +20,17 @@ from sidt_mmdet.utils import save_checkpoint_atomic
 SEARCH_CFG = (REPO / 'configs/toy'
               / 'sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_toy-coco.py')
 
-# tools/export_subnet.py as a user runs it, its checkpoint write followed by a Ctrl-C
+# tools/export_subnet.py's one call (the tool is argparse plus it), its checkpoint write
+# followed by a Ctrl-C
 INTERRUPTED_TOOL = '''
-import os, runpy, signal, sys
+import os, signal, sys
 import sidt_mmdet.apis.export as export
 real = export.save_checkpoint_atomic
 def save_then_ctrl_c(*args, **kwargs):
     real(*args, **kwargs)
     os.kill(os.getpid(), signal.SIGINT)
 export.save_checkpoint_atomic = save_then_ctrl_c
-sys.argv = ['tools/export_subnet.py'] + sys.argv[1:]
-runpy.run_path('tools/export_subnet.py', run_name='__main__')
+sys.exit(export.main(sys.argv[1:], prog='export_subnet.py'))
 '''
 
 
