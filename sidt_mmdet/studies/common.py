@@ -14,6 +14,7 @@ share their dense model and searches when they use the same work dir.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import os.path as osp
@@ -25,11 +26,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..utils.fileio import write_json_atomic, write_text_atomic
+from ..utils.fileio import atomic_file, write_json_atomic, write_text_atomic
 
 __all__ = ['REPO', 'StageSettings', 'Stages', 'write_json_atomic', 'write_text_atomic', 'log',
            'jaccard', 'kept_units', 'mean_std', 'iteration_schedule', 'separation',
-           'binomial_se', 'reference_top1']
+           'binomial_se', 'load_correct', 'check_equal_compute',
+           'provenance']
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CFG_DIR = osp.join(REPO, 'configs', 'cifar100')
@@ -54,14 +56,47 @@ def binomial_se(top1: float, num_test: int) -> float:
     return 100 * (p * (1 - p) / max(num_test, 1)) ** 0.5
 
 
-def reference_top1(result: dict) -> tuple[float, str]:
-    """The top-1 a study's pruned-and-fine-tuned models are held against, and its name: the
-    dense model given the same fine-tune when the study has it (``dense_finetuned``), so the
-    fine-tune's extra iterations count on both sides; else the dense model as trained."""
-    dense_ft = result.get('dense_finetuned')
-    if dense_ft:
-        return dense_ft['top1_mean'], 'dense + the same fine-tune'
-    return result['dense']['top1'], 'dense'
+def load_correct(path: str):
+    """The per-image result of one evaluation (1 right, 0 wrong, test-set order) from the
+    ``predictions.npz`` :meth:`Stages.evaluate` wrote (predicted and true labels)."""
+    import numpy as np
+    with np.load(path) as f:
+        return (f['pred'] == f['gt']).astype(np.float64)
+
+
+def check_equal_compute(rows: list[dict], what: str) -> int:
+    """The post-dense training iterations every row of one comparison shares; refuses
+    (naming the rows) a comparison whose rows had different training after the dense model."""
+    iters = {r['name']: r.get('post_dense_iters') for r in rows}
+    missing = sorted(k for k, v in iters.items() if v is None)
+    if missing:
+        raise ValueError(f'{what}: rows {missing} do not record post_dense_iters')
+    if len(set(iters.values())) > 1:
+        detail = ', '.join(f'{k}: {v}' for k, v in iters.items())
+        raise ValueError(f'{what}: the rows had different training after the dense model '
+                         f'({detail}); every row of one comparison needs the same')
+    return next(iter(iters.values()))
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(['git', *args], cwd=REPO, capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(stages: Stages) -> dict:
+    """What a study's figures came from: the commit (and whether the tree had changes), a
+    hash of every config the stages used (resolved, with the study's options), torch's
+    version and thread count."""
+    status = _git('status', '--porcelain', '--untracked-files=no')
+    return dict(git_commit=_git('rev-parse', 'HEAD'),
+                git_dirty=None if status is None else bool(status),
+                configs={osp.relpath(c, REPO) if c.startswith(REPO + os.sep) else c:
+                         stages.config_hash(c) for c in sorted(stages.configs_used)},
+                torch=torch.__version__, torch_threads=torch.get_num_threads())
 
 
 def kept_units(subnet) -> set[tuple]:
@@ -138,12 +173,27 @@ class Stages:
         os.makedirs(self.work_dir, exist_ok=True)
         torch.set_num_threads(settings.threads)
         self._test_loader = None
+        self._hashes: dict[str, str] = {}
+        self.configs_used: set[str] = set()
+
+    def config_hash(self, path: str) -> str:
+        """sha256 of the config at ``path`` as the stages build it (``_base_`` resolved, the
+        study's data root, batch and options merged), the first 16 hex digits."""
+        if path not in self._hashes:
+            cfg = self.config(path)
+            text = json.dumps(cfg.to_dict(), sort_keys=True, default=repr)
+            self._hashes[path] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.configs_used.add(path)
+        return self._hashes[path]
 
     # ------------------------------------------------------------------ cache
     def cached(self, name: str, spec: dict, run: Callable[[str], dict]) -> dict:
         """``run(run_dir)``'s result, or the stored one when ``spec`` is unchanged."""
         run_dir = osp.join(self.work_dir, name)
         path = osp.join(run_dir, 'result.json')
+        if spec.get('config'):
+            # a changed config (or option) never reuses a stage run with the old one
+            spec = dict(spec, config_hash=self.config_hash(spec['config']))
         spec = json.loads(json.dumps(spec))
         if osp.isfile(path):
             with open(path, encoding='utf-8') as f:
@@ -201,7 +251,7 @@ class Stages:
             log(f'dense training: {self.s.dense_iters} iterations')
             model, ckpt = self._train(self.config(self.s.dense_config), run_dir,
                                       self.s.dense_iters, self.s.dense_warmup, seed, None)
-            return dict(checkpoint=ckpt, top1=self.top1(model))
+            return dict(checkpoint=ckpt, **self.evaluate(model, run_dir))
         return self.cached(f'dense-it{self.s.dense_iters}-s{seed}', spec, run)
 
     def search(self, dense_ckpt: str, iters: int, seed: int, macs_weighted: bool = False,
@@ -250,6 +300,22 @@ class Stages:
                                f'{osp.join(run_dir, "torchrun.log")}')
         return osp.join(run_dir, f'iter_{iters}.pth')
 
+    def train_on(self, dense_ckpt: str, iters: int, seed: int) -> dict:
+        """The dense model trained on for ``iters`` iterations with the search's schedule and
+        weight learning rate but no masks: the control that gives a baseline criterion the
+        search's training before it scores the units."""
+        lr = self.config(self.s.search_config).optim_wrapper.optimizer.lr
+        spec = dict(stage='train_on', config=self.s.dense_config, dense=dense_ckpt,
+                    iters=iters, lr=lr, seed=seed, batch=self.s.batch_size,
+                    data=self.data_spec())
+
+        def run(run_dir):
+            log(f'dense model trained on (no masks, seed {seed}): {iters} iterations')
+            cfg = self.config(self.s.dense_config, {'optim_wrapper.optimizer.lr': lr})
+            _, ckpt = self._train(cfg, run_dir, iters, 0, seed, dense_ckpt)
+            return dict(checkpoint=ckpt, iters=iters)
+        return self.cached(f'train-on-it{iters}-s{seed}', spec, run)
+
     def data_spec(self) -> dict:
         return dict(root=osp.abspath(self.s.data_root), preset=self.s.data_preset,
                     num_train=self.s.num_train, num_test=self.s.num_test)
@@ -277,8 +343,8 @@ class Stages:
         from ..utils import save_checkpoint_atomic
         from ..utils.complexity import backbone_complexity
         config = self.s.search_config if source == 'search' else self.s.dense_config
-        spec = dict(spec, stage='export', checkpoint=checkpoint, macs_ratio=macs_ratio,
-                    granularity=granularity)
+        spec = dict(spec, stage='export', config=config, checkpoint=checkpoint,
+                    macs_ratio=macs_ratio, granularity=granularity)
 
         def run(run_dir):
             model = self._model(config, checkpoint)
@@ -313,11 +379,13 @@ class Stages:
 
     def narrow(self, keep: float = 0.6, seed: int = 0) -> dict:
         """A model ``1 - keep`` narrower in every searched dim (head dims and MLP units,
-        equal in every layer, no rounding), trained from scratch exactly as the dense one."""
+        equal in every layer, no rounding), trained from scratch exactly as the dense one:
+        the dense config's learning rate, schedule, batch and seed."""
         from ..search.criteria import uniform_scores
         from ..search.select import select_subnet
+        lr = self.config(self.s.dense_config).optim_wrapper.optimizer.lr
         spec = dict(stage='narrow', config=self.s.retrain_config, keep=keep,
-                    iters=self.s.dense_iters, warmup=self.s.dense_warmup, seed=seed,
+                    iters=self.s.dense_iters, warmup=self.s.dense_warmup, seed=seed, lr=lr,
                     batch=self.s.batch_size, data=self.data_spec())
 
         def run(run_dir):
@@ -329,15 +397,18 @@ class Stages:
             log(f'narrow model ({keep:g} of the widths) from scratch: {self.s.dense_iters} '
                 'iterations')
             model, _ = self._train(self.config(self.s.retrain_config,
-                                               {'model.backbone.subnet': path}),
+                                               {'model.backbone.subnet': path,
+                                                'optim_wrapper.optimizer.lr': lr}),
                                    run_dir, self.s.dense_iters, self.s.dense_warmup, seed, None)
-            return dict(subnet=path, top1=self.top1(model),
+            return dict(subnet=path, **self.evaluate(model, run_dir), lr=lr,
                         macs_ratio=subnet.stats['macs_after'] / subnet.stats['macs_before'])
         return self.cached(f'narrow-k{keep:g}-it{self.s.dense_iters}-s{seed}', spec, run)
 
-    def dense_finetuned(self, dense_ckpt: str, seeds) -> dict:
+    def dense_finetuned(self, dense_ckpt: str, seeds, extra_iters: int = 0) -> dict:
         """The dense model given the fine-tune every pruned model gets (same config,
-        schedule and seeds): the reference a pruned-and-fine-tuned top-1 is fair against.
+        schedule and seeds), lengthened by ``extra_iters`` (a study's search length, so that
+        it has the same training after the dense run as a searched model): the reference a
+        pruned-and-fine-tuned top-1 is fair against.
 
         The dense widths go through the same export (a subnet that keeps every unit) and the
         retrain config, so the only difference from a pruned run is what was kept.
@@ -347,12 +418,13 @@ class Stages:
                           lambda model: uniform_scores(model.backbone), 1.0, 'dim')
         if abs(exp['macs_ratio'] - 1.0) > 1e-9:
             raise RuntimeError(f'the dense subnet keeps MACs x{exp["macs_ratio"]:.4f}, not all')
+        iters = self.s.finetune_iters + extra_iters
         runs = [dict(seed=seed, **self.finetune(f'finetune-dense-s{seed}', exp['subnet'],
-                                                 exp['checkpoint'], seed)) for seed in seeds]
+                                                 exp['checkpoint'], seed, iters))
+                for seed in seeds]
         mean, std = mean_std([r['top1_finetuned'] for r in runs])
         return dict(subnet=exp['subnet'], seeds=list(seeds), runs=runs,
-                    top1_mean=mean, top1_std=std,
-                    iters=self.s.finetune_iters)
+                    top1_mean=mean, top1_std=std, iters=iters, post_dense_iters=iters)
 
     # ------------------------------------------------------------- retraining
     def test_loader(self):
@@ -367,16 +439,29 @@ class Stages:
     def num_test(self) -> int:
         return len(self.test_loader().dataset)
 
-    def top1(self, model) -> float:
-        """Top-1 (%) of ``model`` on the test split."""
+    def predict(self, model):
+        """``(top-1 %, predicted labels, true labels)`` of ``model`` on the test split, in
+        the split's order."""
+        import numpy as np
         model.eval()
-        correct = total = 0
+        pred, gt = [], []
         with torch.no_grad():
             for data in self.test_loader():
                 for sample in model.val_step(data):
-                    correct += int(sample.pred_label.item() == sample.gt_label.item())
-                    total += 1
-        return 100.0 * correct / total
+                    pred.append(int(sample.pred_label.item()))
+                    gt.append(int(sample.gt_label.item()))
+        pred, gt = np.asarray(pred, dtype=np.int16), np.asarray(gt, dtype=np.int16)
+        return 100.0 * float((pred == gt).mean()), pred, gt
+
+    def evaluate(self, model, run_dir: str, name: str = 'predictions') -> dict:
+        """Top-1 of ``model`` and its per-image predictions, written (atomically) to
+        ``run_dir/<name>.npz`` for the paired statistics (:func:`load_correct`)."""
+        import numpy as np
+        top1, pred, gt = self.predict(model)
+        path = osp.join(run_dir, f'{name}.npz')
+        with atomic_file(path) as tmp, open(tmp, 'wb') as f:
+            np.savez(f, pred=pred, gt=gt)
+        return {'top1': top1, name: path}
 
     def finetune(self, name: str, subnet: str, checkpoint: str, seed: int,
                  iters: int | None = None) -> dict:
@@ -388,12 +473,16 @@ class Stages:
 
         def run(run_dir):
             options = {'model.backbone.subnet': subnet}
-            before = self.top1(self._model(self.s.retrain_config, checkpoint, options))
+            pruned = self.evaluate(self._model(self.s.retrain_config, checkpoint, options),
+                                   run_dir, 'predictions_pruned')
             model, _ = self._train(self.config(self.s.retrain_config, options), run_dir, iters,
                                    self.s.finetune_warmup, seed, checkpoint)
-            after = self.top1(model)
-            log(f'  {name}: top-1 {before:.2f} after pruning -> {after:.2f} after fine-tune')
-            return dict(top1_pruned=before, top1_finetuned=after)
+            after = self.evaluate(model, run_dir)
+            log(f'  {name}: top-1 {pruned["top1"]:.2f} after pruning -> {after["top1"]:.2f} '
+                'after fine-tune')
+            return dict(top1_pruned=pruned['top1'], top1_finetuned=after['top1'],
+                        predictions_pruned=pruned['predictions_pruned'],
+                        predictions=after['predictions'], finetune_iters=iters)
         return self.cached(f'{name}-it{iters}', spec, run)
 
 

@@ -45,17 +45,36 @@ PRESET_ORDER = ('full', 'quick', 'short', 'tiny')
 _STUDIES = ('selection', 'search_cost', 'lowrank')
 
 
-def find_results(work_dir: str) -> dict[str, dict]:
-    """``{study: result}`` for each study found under ``work_dir``, the largest preset first."""
+def _equal_compute(study: str, result: dict) -> bool:
+    """Whether a selection or search-cost result records the training each row had after the
+    dense model (results written before the studies gave every row the same do not)."""
+    if study not in ('selection', 'search_cost'):
+        return True
+    return all('post_dense_iters' in r for r in result.get('runs', []))
+
+
+def find_results(work_dir: str, superseded: list[str] | None = None) -> dict[str, dict]:
+    """``{study: result}`` for each study found under ``work_dir``, the largest preset first.
+
+    A selection or search-cost result that does not record each row's post-dense training
+    (one written before every row of a comparison had the same) is passed over, its path
+    appended to ``superseded``.
+    """
     found = {}
     for study in _STUDIES:
         for preset in PRESET_ORDER:
             paths = sorted(glob.glob(osp.join(work_dir, '**', f'{study}_{preset}.json'),
                                      recursive=True))
-            if paths:
-                with open(paths[0], encoding='utf-8') as f:
-                    found[study] = dict(json.load(f), _path=paths[0])
-                break
+            if not paths:
+                continue
+            with open(paths[0], encoding='utf-8') as f:
+                result = dict(json.load(f), _path=paths[0])
+            if not _equal_compute(study, result):
+                if superseded is not None:
+                    superseded.append(paths[0])
+                continue
+            found[study] = result
+            break
     return found
 
 
@@ -188,7 +207,7 @@ def results_rows(found: dict[str, dict], latency: bool = True) -> list[dict]:
         dense_ft = sel.get('dense_finetuned')
         if dense_ft:
             rows.append(dict(study=f'selection ({sel["preset"]})',
-                             method='dense + the same fine-tune',
+                             method='dense + the same training',
                              config=_rel(sel['retrain_config']), subnet='', params_ratio=1.0,
                              macs_ratio=1.0, latency_ratio=1.0 if latency else None,
                              top1_before=None, top1_after=dense_ft['top1_mean'],
@@ -234,7 +253,12 @@ def _f(value, fmt='{:.3f}') -> str:
     return '' if value is None else fmt.format(value)
 
 
-def results_markdown(found: dict[str, dict], rows: list[dict]) -> str:
+def results_markdown(found: dict[str, dict], rows: list[dict],
+                     superseded: list[str] = ()) -> str:
+    old = ('' if not superseded else
+           ' Not shown, kept for the record: ' + ', '.join(f'`{_rel(p)}`' for p in superseded)
+           + ' (written before every row of a comparison had the same training after the '
+           'dense model).')
     if not rows:
         return ('No study results found yet: run `python tools/analysis/compare_selection.py`, '
                 '`tools/analysis/search_cost.py` and `tools/analysis/compare_lowrank.py`, then '
@@ -245,7 +269,8 @@ def results_markdown(found: dict[str, dict], rows: list[dict]) -> str:
         + f' ({torch.get_num_threads()} torch thread(s) for the latency ratios). Top-1 (%) on '
         'the hard toy CIFAR-100 preset, mean over the seeds; ratios are pruned / dense '
         'backbone. The latency ratios are timed in one interleaved run; on this toy backbone '
-        'they move together from one run to the next, so compare rows within the table.', '',
+        'they move together from one run to the next, so compare rows within the table.'
+        + old, '',
         '| study | method | config | subnet | params | MACs | latency | top-1 before '
         'fine-tune | top-1 after | seeds |',
         '|---|---|---|---|---:|---:|---:|---:|---:|---|']
@@ -272,7 +297,8 @@ def update_readme(work_dir: str = 'work_dirs/studies', readme: str = 'README.md'
             wrong order).
     """
     def block() -> str:
-        found = find_results(work_dir)
-        return results_markdown(found, results_rows(found, latency))
+        superseded: list[str] = []
+        found = find_results(work_dir, superseded)
+        return results_markdown(found, results_rows(found, latency), superseded)
 
     return replace_marked_block(readme, BEGIN, END, block, 'the results table')

@@ -1,23 +1,35 @@
-"""Selection study: SiDT's searched widths against the usual pruning criteria at equal MACs.
+"""Selection study: SiDT's searched widths against the usual pruning criteria at equal MACs
+and equal training.
 
 On the hard toy CIFAR-100 preset (``configs/cifar100/*_toy-cifar100-hard.py``), from one
 trained dense toy ViT:
 
 - SiDT: a search (L1 masks, ``plain`` or ``macs_weighted``) per seed, then selection at
-  granularity ``dim`` or ``head_uniform``;
+  granularity ``dim`` or ``head_uniform``, then the fine-tune;
 - baselines on the same units (:mod:`sidt_mmdet.search.criteria`): weight ``magnitude``,
   first-order ``taylor`` (gradients of a few training batches), ``random`` and ``uniform``
-  width, from the dense checkpoint;
+  width, each under two controls that give it the training SiDT's search had:
+  ``longer_finetune`` (scored on the dense checkpoint, fine-tuned for the fine-tune plus the
+  search length) and ``trained_on`` (the dense model trained on for the search length with
+  the search's schedule and no masks, then scored and given the usual fine-tune);
+- the dense model given the fine-tune plus the search length: the reference.
 
-each selected for the same backbone MACs budgets (ratios of the dense MACs), sliced through
-the same export, evaluated right after pruning, fine-tuned with the same schedule, evaluated
-again. Seeds vary the search (SiDT), the random draw and the Taylor batches, and the
-fine-tune. Stability: the Jaccard overlap of the kept units across search seeds and between
-a 1- and a 2-process search (same seed, same total batch), and how far apart the kept and
-the dropped units' scores are at selection.
+Every row of one comparison so has the same post-dense iterations (each run records them,
+and the study refuses a comparison whose rows differ). Each model is selected for the same
+backbone MACs budget, sliced through the same export, evaluated right after pruning and after
+the fine-tune; its per-image predictions are kept, and differences are paired bootstrap
+intervals over test images and seeds, Holm-corrected over the comparisons of the goals
+(:mod:`sidt_mmdet.studies.stats`). The goals compare SiDT with the stronger control of each
+baseline. Before any method, two goals ask whether the task needs the width: the dense model
+gains at most 0.5 points from the reference's extra training, and a 40%-narrower model
+trained exactly as the dense one scores lower by more than its 95% interval.
+
+Stability: the Jaccard overlap of the kept units across search seeds and between a 1- and a
+2-process search (same seed, same total batch), and how far apart the kept and the dropped
+units' scores are at selection.
 
 Writes ``selection_<preset>.json``, ``.md`` and ``.png`` in the work dir, and prints
-the goals (met / missed / not assessable).
+the goals (met / missed / not shown).
 
 On a plain ViT every unit of a kind costs the same MACs (equal blocks, one shared mask per
 head dim), so ``macs_weighted`` scales the L1 term by a constant 1 and its search is the
@@ -34,17 +46,20 @@ from dataclasses import dataclass, field, replace
 from .common import (
     Stages,
     StageSettings,
-    binomial_se,
+    check_equal_compute,
     jaccard,
     kept_units,
+    load_correct,
     log,
     mean_std,
-    reference_top1,
+    provenance,
     write_json_atomic,
     write_text_atomic,
 )
+from .stats import compare, paired_bootstrap, verdict
 
-__all__ = ['PRESETS', 'SelectionPreset', 'METHODS', 'run_selection_study', 'selection_goals']
+__all__ = ['PRESETS', 'SelectionPreset', 'METHODS', 'CONTROLS', 'run_selection_study',
+           'selection_goals', 'selection_comparisons']
 
 # method name -> (source, variant, granularity)
 METHODS = {
@@ -60,6 +75,10 @@ METHODS = {
 # The SiDT variant the goals are stated for (the default recipe).
 SIDT_DEFAULT = 'sidt-l1/dim'
 BASELINES = ('magnitude', 'taylor', 'random', 'uniform')
+# How a baseline criterion gets the training SiDT's search had (see the module docstring).
+CONTROLS = {'longer_finetune': 'longer fine-tune', 'trained_on': 'trained on, then scored'}
+REFERENCE = 'dense + the same training'
+ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,7 @@ class SelectionPreset:
     search_fraction: float = 0.10
     methods: tuple[str, ...] = tuple(METHODS)
     two_process: bool = True
+    controls: tuple[str, ...] = tuple(CONTROLS)
     # Train a 40%-narrower model from scratch as the dense one: does the set need the width?
     narrow_check: bool = True
     # Give the dense model the same fine-tune as every pruned one (the fair reference: the
@@ -97,16 +117,17 @@ PRESETS = {
     # One seed, half the fine-tune: every method at both budgets, no std.
     'quick': SelectionPreset(
         settings=dict(finetune_iters=374, finetune_warmup=37),
-        seeds=(0,), two_process=False, expected_minutes=25,
-        notes='one seed: the std-based goals are not assessable'),
-    # The shortest real run: one seed, a 5% fine-tune, the dim-granularity methods, no
-    # narrow-model check.
+        seeds=(0,), two_process=False, expected_minutes=40,
+        notes='one seed: intervals over test images only'),
+    # The shortest real run: one seed, a 5% fine-tune, the plain search at both
+    # granularities (the MACs-weighted one is the plain one on a plain ViT), every baseline
+    # under both controls, the narrow-model check.
     'short': SelectionPreset(
         settings=dict(finetune_iters=187, finetune_warmup=19),
-        seeds=(0,), two_process=False, narrow_check=False, expected_minutes=12,
-        methods=('sidt-l1/dim', 'sidt-l1-macs/dim', 'magnitude', 'taylor', 'random', 'uniform'),
-        notes='one seed, 5% fine-tune, no narrow-model check: the std-based goals are not '
-              'assessable'),
+        seeds=(0,), two_process=False, expected_minutes=30,
+        methods=('sidt-l1/dim', 'sidt-l1/head_uniform', 'magnitude', 'taylor', 'random',
+                 'uniform'),
+        notes='one seed, 5% fine-tune: intervals over test images only'),
     # The study as the goals state it: 3 seeds, 20% fine-tune, 1- vs 2-process search.
     'full': SelectionPreset(settings=dict(), expected_minutes=95),
 }
@@ -129,7 +150,10 @@ def _criterion_scores_fn(stages: Stages, name: str, seed: int):
 
 
 def _export_method(stages: Stages, method: str, ratio: float, seed: int, dense_ckpt: str,
-                   search_iters: int, processes: int = 1) -> dict:
+                   search_iters: int, processes: int = 1, control: str | None = None) -> dict:
+    """The export of ``method`` at ``ratio``: from its search (SiDT), from the dense
+    checkpoint (a criterion, no control or ``longer_finetune``), or from the dense model
+    trained on for the search length (a criterion under ``trained_on``)."""
     source, variant, granularity = METHODS[method]
     if source == 'search':
         search = stages.search(dense_ckpt, search_iters, seed, macs_weighted=variant == 'macs',
@@ -138,6 +162,13 @@ def _export_method(stages: Stages, method: str, ratio: float, seed: int, dense_c
         return stages.export(f'export-{tag}', dict(method=method, seed=seed), 'search',
                              search['checkpoint'], _sidt_scores, ratio, granularity) | \
             dict(tag=tag)
+    if control == 'trained_on':
+        on = stages.train_on(dense_ckpt, search_iters, seed)
+        tag = f'{variant}-on{search_iters}-s{seed}-{granularity}-r{ratio:g}'
+        return stages.export(f'export-{tag}', dict(method=method, seed=seed, control=control),
+                             'criterion', on['checkpoint'],
+                             _criterion_scores_fn(stages, variant, seed), ratio,
+                             granularity) | dict(tag=tag)
     tag = f'{variant}-s{seed}-{granularity}-r{ratio:g}'
     # Magnitude and uniform do not depend on the seed: their exports are shared.
     key_seed = seed if variant in ('random', 'taylor') else 0
@@ -148,13 +179,45 @@ def _export_method(stages: Stages, method: str, ratio: float, seed: int, dense_c
     return out | dict(tag=tag)
 
 
+def row_name(method: str, control: str | None) -> str:
+    """A table row's name: the method, and the control a baseline ran under."""
+    return method if control is None else f'{method} ({CONTROLS[control]})'
+
+
+def _rows_of(p: SelectionPreset) -> list[tuple[str, str | None]]:
+    """``(method, control)`` of every row: SiDT once, each baseline under each control."""
+    return [(m, None) if METHODS[m][0] == 'search' else (m, c)
+            for m in p.methods for c in (p.controls if METHODS[m][0] != 'search' else (None,))]
+
+
+def _run_method(stages: Stages, method: str, control: str | None, ratio: float, seed: int,
+                dense_ckpt: str, search_iters: int) -> dict:
+    exp = _export_method(stages, method, ratio, seed, dense_ckpt, search_iters,
+                         control=control)
+    base = stages.s.finetune_iters
+    iters = base + search_iters if control == 'longer_finetune' else base
+    ft = stages.finetune(f'finetune-{exp["tag"]}', exp['subnet'], exp['checkpoint'], seed,
+                         iters)
+    # SiDT's search, the trained-on control's extra training, or the longer fine-tune
+    post_dense = base + search_iters if control is not None or METHODS[method][0] == 'search' \
+        else base
+    return dict(name=row_name(method, control), method=method, control=control, ratio=ratio,
+                seed=seed, subnet=exp['subnet'], macs_ratio=exp['macs_ratio'],
+                params_ratio=exp['params_ratio'], separation=exp['separation'],
+                top1_pruned=ft['top1_pruned'], top1_finetuned=ft['top1_finetuned'],
+                predictions=ft['predictions'], finetune_iters=iters,
+                post_dense_iters=post_dense)
+
+
 def run_selection_study(preset: str = 'quick', work_dir: str = 'work_dirs/studies',
-                        data_root: str | None = None, **overrides) -> dict:
+                        data_root: str | None = None, output: str | None = None,
+                        **overrides) -> dict:
     """Run (or resume) the study; return its JSON-ready result. See the module docstring.
 
     ``overrides`` replace fields of the preset (``seeds``, ``ratios``, ``methods``,
-    ``two_process``, ``search_fraction``) or of its stage settings (any
-    :class:`~sidt_mmdet.studies.common.StageSettings` field).
+    ``controls``, ``two_process``, ``search_fraction``) or of its stage settings (any
+    :class:`~sidt_mmdet.studies.common.StageSettings` field). ``output``: the stem of the
+    files written in the workspace (default ``selection_<preset>``).
     """
     if preset not in PRESETS:
         raise ValueError(f'preset: expected one of {sorted(PRESETS)}, got {preset!r}')
@@ -165,6 +228,9 @@ def run_selection_study(preset: str = 'quick', work_dir: str = 'work_dirs/studie
     unknown = [m for m in p.methods if m not in METHODS]
     if unknown:
         raise ValueError(f'methods: unknown {unknown}; expected some of {list(METHODS)}')
+    bad = [c for c in p.controls if c not in CONTROLS]
+    if bad or not p.controls:
+        raise ValueError(f'controls: expected some of {list(CONTROLS)}, got {list(p.controls)}')
     settings = dict(p.settings, **overrides)
     work_dir = osp.abspath(osp.join(work_dir, p.workspace))
     default_root = osp.join(work_dir, 'data')
@@ -175,38 +241,39 @@ def run_selection_study(preset: str = 'quick', work_dir: str = 'work_dirs/studie
     search_iters = max(1, round(p.search_fraction * stages.s.dense_iters))
     dense_ft = None
     if p.dense_finetune:
-        dense_ft = stages.dense_finetuned(dense['checkpoint'], p.seeds)
-        log(f'dense + the same fine-tune: top-1 {dense_ft["top1_mean"]:.2f}')
+        dense_ft = stages.dense_finetuned(dense['checkpoint'], p.seeds, extra_iters=search_iters)
+        log(f'{REFERENCE} ({dense_ft["iters"]} iterations): top-1 {dense_ft["top1_mean"]:.2f}')
 
     runs = []
     subnets = {}
-    for ratio, method, seed in itertools.product(p.ratios, p.methods, p.seeds):
-        log(f'{method} at MACs x{ratio:g}, seed {seed}')
-        exp = _export_method(stages, method, ratio, seed, dense['checkpoint'], search_iters)
-        ft = stages.finetune(f'finetune-{exp["tag"]}', exp['subnet'], exp['checkpoint'], seed)
-        runs.append(dict(method=method, ratio=ratio, seed=seed, subnet=exp['subnet'],
-                         macs_ratio=exp['macs_ratio'], params_ratio=exp['params_ratio'],
-                         separation=exp['separation'], top1_pruned=ft['top1_pruned'],
-                         top1_finetuned=ft['top1_finetuned']))
-        subnets[(method, ratio, seed)] = exp['subnet']
+    for ratio, (method, control), seed in itertools.product(p.ratios, _rows_of(p), p.seeds):
+        log(f'{row_name(method, control)} at MACs x{ratio:g}, seed {seed}')
+        run = _run_method(stages, method, control, ratio, seed, dense['checkpoint'],
+                          search_iters)
+        runs.append(run)
+        subnets[(run['name'], ratio, seed)] = run['subnet']
 
     narrow = stages.narrow(0.6) if p.narrow_check else None
     stability = _stability(stages, p, subnets, dense['checkpoint'], search_iters)
     summary = _summary(runs, p)
     result = dict(
         study='selection', preset=preset, notes=p.notes, seeds=list(p.seeds),
-        ratios=list(p.ratios), search_iters=search_iters,
+        ratios=list(p.ratios), search_iters=search_iters, controls=list(p.controls),
         settings=stages.s.to_dict(), dense=dict(top1=dense['top1'],
                                                 checkpoint=dense['checkpoint'],
+                                                predictions=dense['predictions'],
                                                 config=stages.s.dense_config),
         dense_finetuned=dense_ft, retrain_config=stages.s.retrain_config,
         narrow=narrow, num_test=stages.num_test(),
-        runs=runs, summary=summary, stability=stability,
-        seconds=round(time.perf_counter() - start, 1))
+        runs=runs, summary=summary, stability=stability)
+    result.update(selection_comparisons(result))
+    result['provenance'] = provenance(stages)
+    result['seconds'] = round(time.perf_counter() - start, 1)
     result['goals'] = selection_goals(result)
-    write_json_atomic(osp.join(work_dir, f'selection_{preset}.json'), result)
-    write_text_atomic(osp.join(work_dir, f'selection_{preset}.md'), selection_markdown(result))
-    _plot(result, osp.join(work_dir, f'selection_{preset}.png'))
+    result['output'] = output = output or f'selection_{preset}'
+    write_json_atomic(osp.join(work_dir, f'{output}.json'), result)
+    write_text_atomic(osp.join(work_dir, f'{output}.md'), selection_markdown(result))
+    _plot(result, osp.join(work_dir, f'{output}.png'))
     for g in result['goals']:
         log(f'goal {g["status"].upper()}: {g["goal"]} ({g["detail"]})')
     return result
@@ -214,17 +281,21 @@ def run_selection_study(preset: str = 'quick', work_dir: str = 'work_dirs/studie
 
 def _summary(runs: list[dict], p: SelectionPreset) -> list[dict]:
     rows = []
-    for ratio, method in itertools.product(p.ratios, p.methods):
-        rs = [r for r in runs if r['method'] == method and r['ratio'] == ratio]
+    for ratio, (method, control) in itertools.product(p.ratios, _rows_of(p)):
+        name = row_name(method, control)
+        rs = [r for r in runs if r['name'] == name and r['ratio'] == ratio]
         if not rs:
             continue
         b_mean, b_std = mean_std([r['top1_pruned'] for r in rs])
         a_mean, a_std = mean_std([r['top1_finetuned'] for r in rs])
-        rows.append(dict(method=method, ratio=ratio, seeds=[r['seed'] for r in rs],
+        rows.append(dict(name=name, method=name, criterion=method, control=control,
+                         ratio=ratio, seeds=[r['seed'] for r in rs],
                          macs_ratio=mean_std([r['macs_ratio'] for r in rs])[0],
                          params_ratio=mean_std([r['params_ratio'] for r in rs])[0],
                          top1_pruned_mean=b_mean, top1_pruned_std=b_std,
                          top1_finetuned_mean=a_mean, top1_finetuned_std=a_std,
+                         post_dense_iters=rs[0]['post_dense_iters'],
+                         predictions=[r['predictions'] for r in rs],
                          subnet=rs[0]['subnet']))
     return rows
 
@@ -237,11 +308,12 @@ def _stability(stages: Stages, p: SelectionPreset, subnets: dict, dense_ckpt: st
     def units(path):
         return kept_units(Subnet.load(path))
 
-    for method, ratio in itertools.product(p.methods, p.ratios):
-        paths = [subnets[(method, ratio, s)] for s in p.seeds if (method, ratio, s) in subnets]
-        if len(paths) > 1 and METHODS[method][1] not in ('magnitude', 'uniform'):
+    names = list(dict.fromkeys(name for name, _, _ in subnets))
+    for name, ratio in itertools.product(names, p.ratios):
+        paths = [subnets[(name, ratio, s)] for s in p.seeds if (name, ratio, s) in subnets]
+        if len(set(paths)) > 1:  # a seed-independent selection shares one export
             pairs = [jaccard(units(a), units(b)) for a, b in itertools.combinations(paths, 2)]
-            out['across_seeds'].append(dict(method=method, ratio=ratio,
+            out['across_seeds'].append(dict(method=name, ratio=ratio,
                                             jaccard_mean=mean_std(pairs)[0],
                                             jaccard_min=min(pairs)))
     if p.two_process and 'sidt-l1/dim' in p.methods:
@@ -255,63 +327,105 @@ def _stability(stages: Stages, p: SelectionPreset, subnets: dict, dense_ckpt: st
     return out
 
 
-def _find(summary, method, ratio):
-    return next((r for r in summary if r['method'] == method and r['ratio'] == ratio), None)
+def _find(summary, name, ratio):
+    return next((r for r in summary if r['name'] == name and r['ratio'] == ratio), None)
 
 
-def selection_goals(result: dict) -> list[dict]:
-    """The goals of the study, each ``met``, ``missed`` or ``not assessable``."""
-    goals = []
-    dense = result['dense']['top1']
-    summary = result['summary']
-    goals.append(dict(goal='dense top-1 in 50-85%', status='met' if 50 <= dense <= 85 else 'missed',
-                      detail=f'{dense:.2f}'))
-    # The binomial standard error of one top-1 near the dense one on this test split: the
-    # resolution of every comparison below (stated next to each).
-    se = binomial_se(dense, result.get('num_test', 0))
-    se2 = 2 * se
-    narrow = result.get('narrow')
-    if narrow is not None:
-        gap = dense - narrow['top1']
-        goals.append(dict(goal='a 40%-narrower model trained the same way scores measurably '
-                               'lower than dense (by more than 2 standard errors)',
-                          status='met' if gap > se2 else 'missed',
-                          detail=f'{narrow["top1"]:.2f} vs dense {dense:.2f} ({-gap:+.2f}; '
-                                 f'2 s.e. {se2:.2f}, {result["num_test"]} test images)'))
+def _scores(paths: list[str]):
+    import numpy as np
+    return np.stack([load_correct(path) for path in paths])
 
-    several = len(result['seeds']) > 1
-    s06 = _find(summary, SIDT_DEFAULT, 0.6)
-    if s06 is not None:
-        ref, ref_name = reference_top1(result)
-        top1 = s06['top1_finetuned_mean']
-        gap = top1 - ref
-        detail = f'{top1:.2f} vs {ref_name} {ref:.2f} ({gap:+.2f})'
-        if result.get('dense_finetuned'):
-            detail += f'; vs dense as trained {dense:.2f} ({top1 - dense:+.2f})'
-        goals.append(dict(goal=f'{SIDT_DEFAULT} at MACs x0.6 within 0.5 points of '
-                               f'{ref_name} top-1',
-                          status='met' if gap >= -0.5 else 'missed', detail=detail))
-    for ratio, need_std in ((0.6, True), (0.4, False)):
+
+def selection_comparisons(result: dict) -> dict:
+    """The paired comparisons behind the goals, from the runs' stored predictions.
+
+    ``task``: the dense reference's lift over the dense model and the dense model's lead over
+    the 40%-narrower one (95% paired intervals). ``comparisons``: at each budget, SiDT's
+    default recipe against the stronger control of every baseline, and at MACs x0.6 against
+    the dense reference, Holm-corrected together. Each comparison's rows must share their
+    post-dense iterations (:func:`check_equal_compute`).
+    """
+    summary, dense_ft = result['summary'], result.get('dense_finetuned')
+    task = {}
+    dense = _scores([result['dense']['predictions']])
+    if dense_ft:
+        task['lift'] = _points(paired_bootstrap(
+            _scores([r['predictions'] for r in dense_ft['runs']]), dense))
+    if result.get('narrow'):
+        task['narrow_gap'] = _points(paired_bootstrap(
+            dense, _scores([result['narrow']['predictions']])))
+    pairs, meta = {}, {}
+    for ratio in result['ratios']:
         s = _find(summary, SIDT_DEFAULT, ratio)
         if s is None:
             continue
+        rows = [s]
         for base in BASELINES:
-            b = _find(summary, base, ratio)
-            if b is None:
+            controls = [r for r in (_find(summary, row_name(base, c), ratio)
+                                    for c in result.get('controls', CONTROLS)) if r]
+            if not controls:
                 continue
-            diff = s['top1_finetuned_mean'] - b['top1_finetuned_mean']
-            margin = max(s['top1_finetuned_std'], b['top1_finetuned_std']) if need_std else 0.0
-            text = (f'{SIDT_DEFAULT} ahead of {base} at MACs x{ratio:g}'
-                    + (' by more than the seeds\' std' if need_std else ''))
-            detail = (f'{s["top1_finetuned_mean"]:.2f} vs {b["top1_finetuned_mean"]:.2f} '
-                      f'({diff:+.2f}' + (f', std {margin:.2f}' if need_std else '')
-                      + f'; binomial s.e. of one top-1 {se:.2f})')
-            if need_std and not several:
-                status = 'not assessable'
-                detail += '; one seed, no std'
-            else:
-                status = 'met' if diff > margin else 'missed'
-            goals.append(dict(goal=text, status=status, detail=detail))
+            strongest = max(controls, key=lambda r: r['top1_finetuned_mean'])
+            rows += controls
+            key = f'{SIDT_DEFAULT} vs {base} at MACs x{ratio:g}'
+            pairs[key] = (_scores(s['predictions']), _scores(strongest['predictions']))
+            meta[key] = dict(kind='baseline', ratio=ratio, a=s['name'], b=strongest['name'],
+                             baseline=base)
+        if dense_ft and ratio == 0.6:
+            rows.append(dict(name=REFERENCE, post_dense_iters=dense_ft['post_dense_iters']))
+            key = f'{SIDT_DEFAULT} vs {REFERENCE} at MACs x{ratio:g}'
+            pairs[key] = (_scores(s['predictions']),
+                          _scores([r['predictions'] for r in dense_ft['runs']]))
+            meta[key] = dict(kind='reference', ratio=ratio, a=s['name'], b=REFERENCE)
+        check_equal_compute(rows, f'the comparison at MACs x{ratio:g}')
+    out = compare(pairs, alpha=ALPHA) if pairs else {}
+    return dict(task=task, comparisons=[dict(name=k, **meta[k], **out[k]) for k in pairs])
+
+
+def _points(r: dict) -> dict:
+    return dict(r, diff=100 * r['diff'], low=100 * r['low'], high=100 * r['high'],
+                se=100 * r['se'])
+
+
+def _interval(r: dict, low: str = 'low', high: str = 'high') -> str:
+    return f'{r["diff"]:+.2f} [{r[low]:+.2f}, {r[high]:+.2f}]'
+
+
+def selection_goals(result: dict) -> list[dict]:
+    """The goals of the study, each ``met``, ``missed`` or ``not shown`` (the interval
+    includes both outcomes), from :func:`selection_comparisons`' intervals."""
+    goals = []
+    dense = result['dense']['top1']
+    goals.append(dict(goal='dense top-1 in 50-85%', status='met' if 50 <= dense <= 85 else 'missed',
+                      detail=f'{dense:.2f}'))
+    task = result.get('task', {})
+    if 'lift' in task:
+        t = task['lift']
+        status = 'met' if t['high'] <= 0.5 else 'missed' if t['low'] > 0.5 else 'not shown'
+        goals.append(dict(goal=f'the task needs its width: the dense model is near convergence '
+                               f'({REFERENCE} gains at most 0.5 points, 95% interval)',
+                          status=status, detail=f'gain {_interval(t)}'))
+    if 'narrow_gap' in task:
+        t = task['narrow_gap']
+        status = 'met' if t['low'] > 0 else 'missed' if t['high'] < 0 else 'not shown'
+        goals.append(dict(goal='the task needs its width: a 40%-narrower model trained as the '
+                               'dense one scores lower (95% interval of the paired difference '
+                               'above 0)',
+                          status=status, detail=f'dense minus narrow {_interval(t)}'))
+    for c in result.get('comparisons', []):
+        level = f'{100 * c["level"]:.1f}% Holm-corrected interval over {c["family"]}'
+        if c['kind'] == 'reference':
+            status = 'met' if c['low'] > -1 else 'missed' if c['high'] < -1 else 'not shown'
+            goals.append(dict(goal=f'{c["a"]} at MACs x{c["ratio"]:g} not below {c["b"]} by '
+                                   'more than 1 point (lower bound of the corrected interval)',
+                              status=status, detail=f'{_interval(c)}, {level}'))
+            continue
+        v = verdict(c, alpha=ALPHA)
+        status = dict(ahead='met', behind='missed').get(v, 'not shown')
+        goals.append(dict(goal=f'{c["a"]} ahead of {c["baseline"]} at MACs x{c["ratio"]:g} '
+                               f'(its stronger control: {c["b"]})',
+                          status=status,
+                          detail=f'{_interval(c)}, {level}; Holm p {c["p_holm"]:.3f}'))
     return goals
 
 
@@ -322,29 +436,49 @@ def _pm(mean, std, seeds):
 def selection_markdown(result: dict) -> str:
     dense = result['dense']['top1']
     lines = [
-        '# Selection study: SiDT against pruning criteria at equal MACs', '',
+        '# Selection study: SiDT against pruning criteria at equal MACs and equal training',
+        '',
         f'Preset `{result["preset"]}`{": " + result["notes"] if result["notes"] else ""}. '
         f'Dense toy ViT top-1 **{dense:.2f}%** ({result["settings"]["dense_iters"]} '
-        f'iterations); search {result["search_iters"]} iterations; every pruned model '
-        f'fine-tuned {result["settings"]["finetune_iters"]} iterations with '
-        f'`{osp.basename(result["retrain_config"])}`. Seeds {result["seeds"]}; top-1 in %, '
-        'mean ± std over seeds.'
+        f'iterations); search {result["search_iters"]} iterations; fine-tune '
+        f'{result["settings"]["finetune_iters"]} iterations with '
+        f'`{osp.basename(result["retrain_config"])}`, lengthened by the search length for '
+        'the longer-fine-tune control and the dense reference, so that every row of one '
+        'budget has the same training after the dense model (the post-dense column). '
+        f'Seeds {result["seeds"]}; top-1 in %, mean ± std over seeds.'
         + (f' A 40%-narrower model (every head dim and MLP width x0.6, MACs '
            f'x{result["narrow"]["macs_ratio"]:.2f}) trained from scratch exactly as the dense '
            f'one: **{result["narrow"]["top1"]:.2f}%**.' if result.get('narrow') else ''), '',
-        '| method | MACs ratio | params ratio | top-1 after pruning | top-1 after fine-tune |',
-        '|---|---:|---:|---:|---:|']
+        '| method | MACs ratio | params ratio | post-dense iterations | top-1 after pruning | '
+        'top-1 after fine-tune |',
+        '|---|---:|---:|---:|---:|---:|']
     dense_ft = result.get('dense_finetuned')
     if dense_ft:
         # "after pruning" is the full-width export evaluated: the dense top-1 when export and
         # the retrain config reproduce the dense model.
         before = mean_std([r['top1_pruned'] for r in dense_ft['runs']])[0]
-        lines.append(f'| dense + the same fine-tune | 1.000 | 1.000 | {before:.2f} | '
+        lines.append(f'| {REFERENCE} | 1.000 | 1.000 | {dense_ft["post_dense_iters"]} | '
+                     f'{before:.2f} | '
                      f'{_pm(dense_ft["top1_mean"], dense_ft["top1_std"], dense_ft["seeds"])} |')
     for r in result['summary']:
         lines.append(f'| {r["method"]} | {r["macs_ratio"]:.3f} | {r["params_ratio"]:.3f} | '
+                     f'{r["post_dense_iters"]} | '
                      f'{_pm(r["top1_pruned_mean"], r["top1_pruned_std"], r["seeds"])} | '
                      f'{_pm(r["top1_finetuned_mean"], r["top1_finetuned_std"], r["seeds"])} |')
+    if result.get('comparisons'):
+        family = result['comparisons'][0]['family']
+        lines += ['', '## Paired comparisons', '',
+                  'Difference of top-1 (points, first minus second), paired bootstrap over '
+                  'test images and seeds; the corrected interval is at the level of its Holm '
+                  f'step over the {family} comparisons of this table. A difference is called '
+                  'only when the Holm-adjusted p-value is under 0.05.', '',
+                  '| comparison | against | difference | 95% interval | corrected interval '
+                  '| Holm p | verdict |', '|---|---|---:|---:|---:|---:|---|']
+        for c in result['comparisons']:
+            lines.append(f'| {c["name"]} | {c["b"]} | {c["diff"]:+.2f} | '
+                         f'[{c["low95"]:+.2f}, {c["high95"]:+.2f}] | '
+                         f'[{c["low"]:+.2f}, {c["high"]:+.2f}] ({100 * c["level"]:.1f}%) | '
+                         f'{c["p_holm"]:.3f} | {verdict(c, alpha=ALPHA)} |')
     st = result['stability']
     lines += ['', '## Stability of the selection', '']
     if st['across_seeds']:
@@ -372,7 +506,7 @@ def selection_markdown(result: dict) -> str:
                      f'{m.get("margin", float("nan")):.3f} |')
     lines += ['', '## Goals', '']
     lines += [f'- **{g["status"]}**: {g["goal"]} ({g["detail"]})' for g in result['goals']]
-    name = f'selection_{result["preset"]}'
+    name = result.get('output', f'selection_{result["preset"]}')
     lines += ['', f'{result["seconds"] / 60:.1f} min. JSON: {name}.json; plot: {name}.png.', '']
     return '\n'.join(lines)
 
@@ -393,7 +527,7 @@ def _plot(result: dict, path: str) -> None:
     ax.axhline(result['dense']['top1'], color='k', linewidth=1, label='dense')
     if result.get('dense_finetuned'):
         ax.axhline(result['dense_finetuned']['top1_mean'], color='k', linewidth=1,
-                   linestyle=':', label='dense + same fine-tune')
+                   linestyle=':', label=REFERENCE)
     ax.set_xlabel('backbone MACs ratio (pruned / dense)')
     ax.set_ylabel('top-1 after fine-tune (%)')
     ax.set_title(f'selection study ({result["preset"]}, seeds {result["seeds"]})')

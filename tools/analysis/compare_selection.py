@@ -1,4 +1,5 @@
-"""SiDT's searched widths against magnitude, Taylor, random and uniform width at equal MACs.
+"""SiDT's searched widths against magnitude, Taylor, random and uniform width at equal MACs and
+equal training after the dense model.
 
     python tools/analysis/compare_selection.py --preset quick   # ~25 min on one idle core
     python tools/analysis/compare_selection.py --preset full    # ~95 min: 3 seeds, 2 processes
@@ -24,6 +25,8 @@ def parse_args(argv=None):
     parser.add_argument('--seeds', type=int, nargs='+', help='override the preset\'s seeds')
     parser.add_argument('--methods', nargs='+', choices=list(METHODS),
                         help='override the preset\'s methods')
+    parser.add_argument('--ratios', type=float, nargs='+',
+                        help='override the preset\'s backbone MACs budgets (ratios of dense)')
     parser.add_argument('--threads', type=int, default=1, help='torch threads (default: 1)')
     return parser.parse_args(argv)
 
@@ -35,6 +38,8 @@ def main(argv=None) -> int:
         overrides['seeds'] = tuple(args.seeds)
     if args.methods:
         overrides['methods'] = tuple(args.methods)
+    if args.ratios:
+        overrides['ratios'] = tuple(args.ratios)
     return run_tool('compare_selection.py', run_selection_study, args.preset, args.work_dir,
                     args.data_root, **overrides)
 

@@ -30,6 +30,24 @@ def test_largest_preset_wins_and_table_holds_its_figures(tmp_path):
     assert readme.read_text().startswith(f'intro\n{BEGIN}\n') and 'rest' in readme.read_text()
 
 
+def test_a_result_without_equal_training_is_passed_over_and_named(tmp_path):
+    """Fails if a study written before every row had the same post-dense training (SiDT's
+    search as free extra iterations) still fills the table."""
+    (tmp_path / 'a').mkdir()
+    old = dict(_selection('full', 71.25), runs=[dict(method='magnitude')])
+    new = dict(_selection('short', 70.5), runs=[dict(method='magnitude', post_dense_iters=9)])
+    (tmp_path / 'a' / 'selection_full.json').write_text(json.dumps(old))
+    (tmp_path / 'a' / 'selection_short.json').write_text(json.dumps(new))
+    superseded = []
+    assert find_results(str(tmp_path), superseded)['selection']['preset'] == 'short'
+    assert superseded == [str(tmp_path / 'a' / 'selection_full.json')]
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'{BEGIN}\n{END}\n')
+    block = update_readme(str(tmp_path), str(readme), latency=False)
+    assert '70.50' in block and '71.25' not in block
+    assert 'Not shown, kept for the record:' in block and 'selection_full.json' in block
+
+
 def test_readme_without_markers_is_refused(tmp_path):
     readme = tmp_path / 'README.md'
     readme.write_text('no markers\n')
