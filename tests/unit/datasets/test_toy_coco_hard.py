@@ -1,0 +1,98 @@
+"""The hard toy COCO preset: deterministic in its seed, read by pycocotools and mmdet's
+CocoDataset, and hard in the ways it claims (classes told apart by shape alone, small
+objects, overlapping boxes, each polygon still the exact visible mask)."""
+from __future__ import annotations
+
+import filecmp
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from sidt_mmdet.datasets.generation import TOY_COCO_HARD_CLASSES, make_toy_coco
+from sidt_mmdet.datasets.generation import toy_coco as coco_cli
+
+
+def _quiet(_msg):
+    pass
+
+
+@pytest.fixture(scope='module')
+def hard_dir(tmp_path_factory):
+    return Path(make_toy_coco(str(tmp_path_factory.mktemp('hard') / 'coco'), num_train=24,
+                              num_val=4, img_size=128, seed=3, progress=_quiet,
+                              preset='hard'))
+
+
+def _boxes_overlap(a, b):
+    return (a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3]
+            and b[1] < a[1] + a[3])
+
+
+def test_read_by_pycocotools_with_masks_that_do_not_overlap(hard_dir):
+    coco = COCO(str(hard_dir / 'annotations' / 'instances_train2017.json'))
+    assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(TOY_COCO_HARD_CLASSES)
+    overlapping = small = 0
+    for img in coco.loadImgs(coco.getImgIds()):
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img['id']))
+        masks = np.stack([coco.annToMask(a) for a in anns]).astype(int)
+        assert masks.sum(axis=0).max() == 1  # the polygons are the visible masks
+        for a, m in zip(anns, masks, strict=True):
+            assert abs(m.sum() - a['area']) <= 0.25 * a['area'] + 12  # rasterised polygon
+            small += a['bbox'][2] * a['bbox'][3] < 32 ** 2
+        overlapping += sum(_boxes_overlap(a['bbox'], b['bbox'])
+                           for i, a in enumerate(anns) for b in anns[i + 1:])
+    assert len(coco.getAnnIds()) >= 24 * 2
+    assert overlapping > 0 and small > 0.5 * len(coco.getAnnIds())
+    # every class appears, and the colour says nothing of the class: one colour distribution
+    assert {a['category_id'] for a in coco.loadAnns(coco.getAnnIds())} == set(range(1, 9))
+
+
+def test_read_by_mmdet_coco_dataset(hard_dir):
+    from mmcv.transforms import LoadImageFromFile
+    from mmdet.datasets import CocoDataset
+    from mmdet.datasets.transforms import LoadAnnotations
+
+    dataset = CocoDataset(
+        data_root=str(hard_dir), ann_file='annotations/instances_val2017.json',
+        data_prefix=dict(img='val2017/'), metainfo=dict(classes=TOY_COCO_HARD_CLASSES),
+        pipeline=[LoadImageFromFile(), LoadAnnotations(with_bbox=True, with_mask=True)])
+    assert len(dataset) == 4
+    for idx in range(len(dataset)):
+        sample = dataset[idx]
+        masks = sample['gt_masks'].to_ndarray()
+        assert masks.shape[0] == len(sample['gt_bboxes']) >= 2
+        assert set(sample['gt_bboxes_labels'].tolist()) <= set(range(8))
+
+
+def test_deterministic_in_its_seed(tmp_path):
+    kwargs = dict(num_train=3, num_val=2, img_size=64, seed=7, progress=_quiet, preset='hard')
+    first = Path(make_toy_coco(str(tmp_path / 'a'), **kwargs))
+    second = Path(make_toy_coco(str(tmp_path / 'b'), **kwargs))
+    other = Path(make_toy_coco(str(tmp_path / 'c'), **{**kwargs, 'seed': 8}))
+    files = sorted(p.relative_to(first) for p in first.rglob('*') if p.is_file())
+    assert len(files) == 2 + 3 + 2
+    _, mismatch, errors = filecmp.cmpfiles(first, second, files, shallow=False)
+    assert mismatch == [] and errors == []
+    _, mismatch, _ = filecmp.cmpfiles(first, other, files, shallow=False)
+    assert mismatch
+    # the easy preset's files are another set
+    easy = Path(make_toy_coco(str(tmp_path / 'e'), **{**kwargs, 'preset': 'easy'}))
+    _, mismatch, _ = filecmp.cmpfiles(first, easy, files, shallow=False)
+    assert mismatch
+
+
+def test_the_tool_takes_the_preset_and_refuses_an_unknown_one(tmp_path, capsys):
+    out = tmp_path / 'tool'
+    assert coco_cli.main(['--out-dir', str(out), '--preset', 'hard', '--num-train', '1',
+                          '--num-val', '1',
+                          '--img-size', '64']) == 0
+    info = json.loads((out / 'annotations' / 'instances_train2017.json').read_text())
+    assert len(info['categories']) == 8 and 'hard preset' in info['info']['description']
+    with Image.open(next((out / 'train2017').iterdir())) as im:
+        assert max(im.size) <= 64
+    with pytest.raises(ValueError, match=r"preset: expected one of \['easy', 'hard'\]"):
+        make_toy_coco(str(tmp_path / 'x'), preset='medium', progress=_quiet)
