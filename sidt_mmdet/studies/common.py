@@ -88,12 +88,10 @@ def _git(*args: str) -> str | None:
 
 
 def provenance(stages: Stages) -> dict:
-    """What a study's figures came from: the commit (and whether the tree had changes), a
-    hash of every config the stages used (resolved, with the study's options), torch's
-    version and thread count."""
-    status = _git('status', '--porcelain', '--untracked-files=no')
-    return dict(git_commit=_git('rev-parse', 'HEAD'),
-                git_dirty=None if status is None else bool(status),
+    """What a study's figures came from: the commit when the stages started (and whether the
+    tree had changes then), a hash of every config the stages used (resolved, with the
+    study's options), torch's version and thread count."""
+    return dict(**stages.record_git(),
                 configs={osp.relpath(c, REPO) if c.startswith(REPO + os.sep) else c:
                          stages.config_hash(c) for c in sorted(stages.configs_used)},
                 torch=torch.__version__, torch_threads=torch.get_num_threads())
@@ -175,6 +173,16 @@ class Stages:
         self._test_loader = None
         self._hashes: dict[str, str] = {}
         self.configs_used: set[str] = set()
+        self.git: dict | None = None
+
+    def record_git(self) -> dict:
+        """The commit (and whether the tree has changes) now; a study calls it when it
+        starts, so its provenance names the code its stages ran with."""
+        if self.git is None:
+            status = _git('status', '--porcelain', '--untracked-files=no')
+            self.git = dict(git_commit=_git('rev-parse', 'HEAD'),
+                            git_dirty=None if status is None else bool(status))
+        return self.git
 
     def config_hash(self, path: str) -> str:
         """sha256 of the config at ``path`` as the stages build it (``_base_`` resolved, the

@@ -78,6 +78,7 @@ def run_search_cost_study(preset: str = 'quick', work_dir: str = 'work_dirs/stud
     stages = Stages(work_dir, StageSettings(data_root=data_root or osp.join(work_dir, 'data'),
                                             **dict(p.settings, **overrides)))
     start = time.perf_counter()
+    stages.record_git()
     dense = stages.dense()
     runs = []
     for frac, seed in itertools.product(fractions, seeds):

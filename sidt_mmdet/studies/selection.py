@@ -236,6 +236,7 @@ def run_selection_study(preset: str = 'quick', work_dir: str = 'work_dirs/studie
     default_root = osp.join(work_dir, 'data')
     stages = Stages(work_dir, StageSettings(data_root=data_root or default_root, **settings))
     start = time.perf_counter()
+    stages.record_git()
     dense = stages.dense()
     log(f'dense top-1 {dense["top1"]:.2f}')
     search_iters = max(1, round(p.search_fraction * stages.s.dense_iters))
