@@ -163,7 +163,14 @@ def iteration_schedule(cfg, iters: int, warmup: int = 0) -> None:
 
 
 class Stages:
-    """The stages of a study on the toy CIFAR-100 classifier, cached under ``work_dir``."""
+    """The stages of a study on the toy CIFAR-100 classifier, cached under ``work_dir``.
+
+    ``metrics``: the figures :meth:`evaluate` returns (the first is the one the studies
+    compare); :meth:`finetune` returns each as ``<metric>_pruned`` and ``<metric>_finetuned``.
+    """
+
+    metrics: tuple[str, ...] = ('top1',)
+    metric_label = 'top-1'
 
     def __init__(self, work_dir: str, settings: StageSettings):
         self.work_dir = osp.abspath(work_dir)
@@ -226,10 +233,14 @@ class Stages:
         return root
 
     # ---------------------------------------------------------------- configs
+    def data_options(self, root: str) -> dict:
+        """The config options that point every reader of the data at ``root``."""
+        return _data_options(root)
+
     def config(self, path: str, options: dict | None = None):
         from mmengine.config import Config
         cfg = Config.fromfile(path)
-        cfg.merge_from_dict({**_data_options(self.ensure_data()),
+        cfg.merge_from_dict({**self.data_options(self.ensure_data()),
                              'train_dataloader.batch_size': self.s.batch_size,
                              **self.s.extra_options, **(options or {})})
         cfg.log_level = 'WARNING'
@@ -430,9 +441,11 @@ class Stages:
         runs = [dict(seed=seed, **self.finetune(f'finetune-dense-s{seed}', exp['subnet'],
                                                  exp['checkpoint'], seed, iters))
                 for seed in seeds]
-        mean, std = mean_std([r['top1_finetuned'] for r in runs])
-        return dict(subnet=exp['subnet'], seeds=list(seeds), runs=runs,
-                    top1_mean=mean, top1_std=std, iters=iters, post_dense_iters=iters)
+        out = dict(subnet=exp['subnet'], seeds=list(seeds), runs=runs, iters=iters,
+                   post_dense_iters=iters)
+        for m in self.metrics:
+            out[f'{m}_mean'], out[f'{m}_std'] = mean_std([r[f'{m}_finetuned'] for r in runs])
+        return out
 
     # ------------------------------------------------------------- retraining
     def test_loader(self):
@@ -486,9 +499,11 @@ class Stages:
             model, _ = self._train(self.config(self.s.retrain_config, options), run_dir, iters,
                                    self.s.finetune_warmup, seed, checkpoint)
             after = self.evaluate(model, run_dir)
-            log(f'  {name}: top-1 {pruned["top1"]:.2f} after pruning -> {after["top1"]:.2f} '
-                'after fine-tune')
-            return dict(top1_pruned=pruned['top1'], top1_finetuned=after['top1'],
+            m = self.metrics[0]
+            log(f'  {name}: {self.metric_label} {pruned[m]:.2f} after pruning -> '
+                f'{after[m]:.2f} after fine-tune')
+            return dict(**{f'{k}_pruned': pruned[k] for k in self.metrics},
+                        **{f'{k}_finetuned': after[k] for k in self.metrics},
                         predictions_pruned=pruned['predictions_pruned'],
                         predictions=after['predictions'], finetune_iters=iters)
         return self.cached(f'{name}-it{iters}', spec, run)

@@ -43,6 +43,7 @@ import os.path as osp
 import time
 from dataclasses import dataclass, field, replace
 
+from .coco_matches import load_matches
 from .common import (
     Stages,
     StageSettings,
@@ -56,6 +57,7 @@ from .common import (
     write_json_atomic,
     write_text_atomic,
 )
+from .detection import DETECTION_SETTINGS, DetectionStages
 from .stats import compare, paired_bootstrap, verdict
 
 __all__ = ['PRESETS', 'SelectionPreset', 'METHODS', 'CONTROLS', 'run_selection_study',
@@ -79,6 +81,11 @@ BASELINES = ('magnitude', 'taylor', 'random', 'uniform')
 CONTROLS = {'longer_finetune': 'longer fine-tune', 'trained_on': 'trained on, then scored'}
 REFERENCE = 'dense + the same training'
 ALPHA = 0.05
+# task -> its stages, the figure the goals compare, and the range a dense model's figure
+# should fall in for the comparison to mean something
+TASKS = {'cifar': dict(stages=Stages, metric='top1', label='top-1', dense_range=(50, 85)),
+         'detection': dict(stages=DetectionStages, metric='bbox_mAP', label='box mAP',
+                           dense_range=(30, 60))}
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,9 @@ class SelectionPreset:
     # Sub-directory of the work dir: presets on the same data share their dense model,
     # searches and exports there.
     workspace: str = 'hard'
+    # 'cifar' (the toy ViT on the hard toy CIFAR-100, top-1) or 'detection' (the toy Mask
+    # R-CNN on the hard toy COCO, box and mask mAP; the comparisons on box mAP)
+    task: str = 'cifar'
     expected_minutes: float = 0.0
     notes: str = ''
     extra: dict = field(default_factory=dict)
@@ -130,6 +140,25 @@ PRESETS = {
         notes='one seed, 5% fine-tune: intervals over test images only'),
     # The study as the goals state it: 3 seeds, 20% fine-tune, 1- vs 2-process search.
     'full': SelectionPreset(settings=dict(), expected_minutes=95),
+    # The detection task at the suite's size: plumbing only.
+    'detection-tiny': SelectionPreset(
+        settings=dict(DETECTION_SETTINGS, num_train=16, num_test=8, dense_iters=4,
+                      dense_warmup=1, finetune_iters=2, finetune_warmup=0, batch_size=2,
+                      taylor_batches=1),
+        seeds=(0,), ratios=(0.6,), search_fraction=0.5, two_process=False,
+        methods=('sidt-l1/dim', 'magnitude'), controls=('longer_finetune',),
+        workspace='detection-tiny', task='detection', expected_minutes=1.5,
+        notes='plumbing only: 16 images, a few iterations, no figure means anything'),
+    # The detection task, one seed at MACs x0.6: SiDT's default recipe against magnitude,
+    # Taylor and uniform width under both controls, the task-width checks first.
+    'detection-short': SelectionPreset(
+        settings=dict(DETECTION_SETTINGS, num_train=2048, num_test=128, dense_iters=2000,
+                      dense_warmup=100, finetune_iters=200, finetune_warmup=20, batch_size=2,
+                      taylor_batches=8),
+        seeds=(0,), ratios=(0.6,), two_process=False,
+        methods=('sidt-l1/dim', 'magnitude', 'taylor', 'uniform'),
+        workspace='detection', task='detection', expected_minutes=45,
+        notes='one seed, MACs x0.6, 10% fine-tune: intervals over test images only'),
 }
 
 
@@ -204,7 +233,7 @@ def _run_method(stages: Stages, method: str, control: str | None, ratio: float, 
     return dict(name=row_name(method, control), method=method, control=control, ratio=ratio,
                 seed=seed, subnet=exp['subnet'], macs_ratio=exp['macs_ratio'],
                 params_ratio=exp['params_ratio'], separation=exp['separation'],
-                top1_pruned=ft['top1_pruned'], top1_finetuned=ft['top1_finetuned'],
+                **{k: ft[k] for m in stages.metrics for k in (f'{m}_pruned', f'{m}_finetuned')},
                 predictions=ft['predictions'], finetune_iters=iters,
                 post_dense_iters=post_dense)
 
@@ -234,16 +263,20 @@ def run_selection_study(preset: str = 'quick', work_dir: str = 'work_dirs/studie
     settings = dict(p.settings, **overrides)
     work_dir = osp.abspath(osp.join(work_dir, p.workspace))
     default_root = osp.join(work_dir, 'data')
-    stages = Stages(work_dir, StageSettings(data_root=data_root or default_root, **settings))
+    task = TASKS[p.task]
+    stages = task['stages'](work_dir, StageSettings(data_root=data_root or default_root,
+                                                    **settings))
+    metric, label = task['metric'], task['label']
     start = time.perf_counter()
     stages.record_git()
     dense = stages.dense()
-    log(f'dense top-1 {dense["top1"]:.2f}')
+    log(f'dense {label} {dense[metric]:.2f}')
     search_iters = max(1, round(p.search_fraction * stages.s.dense_iters))
     dense_ft = None
     if p.dense_finetune:
         dense_ft = stages.dense_finetuned(dense['checkpoint'], p.seeds, extra_iters=search_iters)
-        log(f'{REFERENCE} ({dense_ft["iters"]} iterations): top-1 {dense_ft["top1_mean"]:.2f}')
+        log(f'{REFERENCE} ({dense_ft["iters"]} iterations): {label} '
+            f'{dense_ft[f"{metric}_mean"]:.2f}')
 
     runs = []
     subnets = {}
@@ -256,11 +289,12 @@ def run_selection_study(preset: str = 'quick', work_dir: str = 'work_dirs/studie
 
     narrow = stages.narrow(0.6) if p.narrow_check else None
     stability = _stability(stages, p, subnets, dense['checkpoint'], search_iters)
-    summary = _summary(runs, p)
+    summary = _summary(runs, p, stages.metrics)
     result = dict(
-        study='selection', preset=preset, notes=p.notes, seeds=list(p.seeds),
+        study='selection', preset=preset, notes=p.notes, task_type=p.task,
+        metrics=list(stages.metrics), seeds=list(p.seeds),
         ratios=list(p.ratios), search_iters=search_iters, controls=list(p.controls),
-        settings=stages.s.to_dict(), dense=dict(top1=dense['top1'],
+        settings=stages.s.to_dict(), dense=dict(**{m: dense[m] for m in stages.metrics},
                                                 checkpoint=dense['checkpoint'],
                                                 predictions=dense['predictions'],
                                                 config=stages.s.dense_config),
@@ -280,21 +314,22 @@ def run_selection_study(preset: str = 'quick', work_dir: str = 'work_dirs/studie
     return result
 
 
-def _summary(runs: list[dict], p: SelectionPreset) -> list[dict]:
+def _summary(runs: list[dict], p: SelectionPreset, metrics=('top1',)) -> list[dict]:
     rows = []
     for ratio, (method, control) in itertools.product(p.ratios, _rows_of(p)):
         name = row_name(method, control)
         rs = [r for r in runs if r['name'] == name and r['ratio'] == ratio]
         if not rs:
             continue
-        b_mean, b_std = mean_std([r['top1_pruned'] for r in rs])
-        a_mean, a_std = mean_std([r['top1_finetuned'] for r in rs])
+        figures = {}
+        for m, when in itertools.product(metrics, ('pruned', 'finetuned')):
+            figures[f'{m}_{when}_mean'], figures[f'{m}_{when}_std'] = mean_std(
+                [r[f'{m}_{when}'] for r in rs])
         rows.append(dict(name=name, method=name, criterion=method, control=control,
                          ratio=ratio, seeds=[r['seed'] for r in rs],
                          macs_ratio=mean_std([r['macs_ratio'] for r in rs])[0],
                          params_ratio=mean_std([r['params_ratio'] for r in rs])[0],
-                         top1_pruned_mean=b_mean, top1_pruned_std=b_std,
-                         top1_finetuned_mean=a_mean, top1_finetuned_std=a_std,
+                         **figures,
                          post_dense_iters=rs[0]['post_dense_iters'],
                          predictions=[r['predictions'] for r in rs],
                          subnet=rs[0]['subnet']))
@@ -332,8 +367,16 @@ def _find(summary, name, ratio):
     return next((r for r in summary if r['name'] == name and r['ratio'] == ratio), None)
 
 
-def _scores(paths: list[str]):
+def _task(result: dict) -> dict:
+    return TASKS[result.get('task_type', 'cifar')]
+
+
+def _scores(paths: list[str], result: dict | None = None):
+    """The per-seed scores the paired bootstrap draws from: per-image 0/1 (top-1) or, for
+    detection, the box matches whose mAP each draw recomputes."""
     import numpy as np
+    if result is not None and result.get('task_type') == 'detection':
+        return [load_matches(path, 'bbox') for path in paths]
     return np.stack([load_correct(path) for path in paths])
 
 
@@ -347,14 +390,19 @@ def selection_comparisons(result: dict) -> dict:
     post-dense iterations (:func:`check_equal_compute`).
     """
     summary, dense_ft = result['summary'], result.get('dense_finetuned')
+    metric = _task(result)['metric']
+    draws = 1000 if result.get('task_type') == 'detection' else 4000  # mAP: recomputed per draw
+
+    def scores(paths):
+        return _scores(paths, result)
     task = {}
-    dense = _scores([result['dense']['predictions']])
+    dense = scores([result['dense']['predictions']])
     if dense_ft:
         task['lift'] = _points(paired_bootstrap(
-            _scores([r['predictions'] for r in dense_ft['runs']]), dense))
+            scores([r['predictions'] for r in dense_ft['runs']]), dense, draws=draws))
     if result.get('narrow'):
         task['narrow_gap'] = _points(paired_bootstrap(
-            dense, _scores([result['narrow']['predictions']])))
+            dense, scores([result['narrow']['predictions']]), draws=draws))
     pairs, meta = {}, {}
     for ratio in result['ratios']:
         s = _find(summary, SIDT_DEFAULT, ratio)
@@ -366,20 +414,20 @@ def selection_comparisons(result: dict) -> dict:
                                     for c in result.get('controls', CONTROLS)) if r]
             if not controls:
                 continue
-            strongest = max(controls, key=lambda r: r['top1_finetuned_mean'])
+            strongest = max(controls, key=lambda r: r[f'{metric}_finetuned_mean'])
             rows += controls
             key = f'{SIDT_DEFAULT} vs {base} at MACs x{ratio:g}'
-            pairs[key] = (_scores(s['predictions']), _scores(strongest['predictions']))
+            pairs[key] = (scores(s['predictions']), scores(strongest['predictions']))
             meta[key] = dict(kind='baseline', ratio=ratio, a=s['name'], b=strongest['name'],
                              baseline=base)
         if dense_ft and ratio == 0.6:
             rows.append(dict(name=REFERENCE, post_dense_iters=dense_ft['post_dense_iters']))
             key = f'{SIDT_DEFAULT} vs {REFERENCE} at MACs x{ratio:g}'
-            pairs[key] = (_scores(s['predictions']),
-                          _scores([r['predictions'] for r in dense_ft['runs']]))
+            pairs[key] = (scores(s['predictions']),
+                          scores([r['predictions'] for r in dense_ft['runs']]))
             meta[key] = dict(kind='reference', ratio=ratio, a=s['name'], b=REFERENCE)
         check_equal_compute(rows, f'the comparison at MACs x{ratio:g}')
-    out = compare(pairs, alpha=ALPHA) if pairs else {}
+    out = compare(pairs, alpha=ALPHA, draws=draws) if pairs else {}
     return dict(task=task, comparisons=[dict(name=k, **meta[k], **out[k]) for k in pairs])
 
 
@@ -396,9 +444,11 @@ def selection_goals(result: dict) -> list[dict]:
     """The goals of the study, each ``met``, ``missed`` or ``not shown`` (the interval
     includes both outcomes), from :func:`selection_comparisons`' intervals."""
     goals = []
-    dense = result['dense']['top1']
-    goals.append(dict(goal='dense top-1 in 50-85%', status='met' if 50 <= dense <= 85 else 'missed',
-                      detail=f'{dense:.2f}'))
+    kind = _task(result)
+    dense = result['dense'][kind['metric']]
+    lo, hi = kind['dense_range']
+    goals.append(dict(goal=f'dense {kind["label"]} in {lo}-{hi}',
+                      status='met' if lo <= dense <= hi else 'missed', detail=f'{dense:.2f}'))
     task = result.get('task', {})
     if 'lift' in task:
         t = task['lift']
@@ -434,42 +484,61 @@ def _pm(mean, std, seeds):
     return f'{mean:.2f}' if len(seeds) < 2 else f'{mean:.2f} ± {std:.2f}'
 
 
+_LABELS = dict(top1='top-1', bbox_mAP='box mAP', segm_mAP='mask mAP')
+
+
 def selection_markdown(result: dict) -> str:
-    dense = result['dense']['top1']
+    kind = _task(result)
+    metrics = result.get('metrics', ['top1'])
+    first, label = kind['metric'], kind['label']
+    unit = '%' if first == 'top1' else ''
+    dense = result['dense'][first]
+    if result.get('task_type') == 'detection':
+        model = (f'Dense toy Mask R-CNN (hard toy COCO, {result["num_test"]} test images) box '
+                 f'mAP **{dense:.2f}**, mask mAP {result["dense"]["segm_mAP"]:.2f}')
+        figures = 'COCO mAP@[.50:.95] x100'
+    else:
+        model = f'Dense toy ViT top-1 **{dense:.2f}%**'
+        figures = 'top-1 in %'
     lines = [
         '# Selection study: SiDT against pruning criteria at equal MACs and equal training',
         '',
         f'Preset `{result["preset"]}`{": " + result["notes"] if result["notes"] else ""}. '
-        f'Dense toy ViT top-1 **{dense:.2f}%** ({result["settings"]["dense_iters"]} '
+        f'{model} ({result["settings"]["dense_iters"]} '
         f'iterations); search {result["search_iters"]} iterations; fine-tune '
         f'{result["settings"]["finetune_iters"]} iterations with '
         f'`{osp.basename(result["retrain_config"])}`, lengthened by the search length for '
         'the longer-fine-tune control and the dense reference, so that every row of one '
         'budget has the same training after the dense model (the post-dense column). '
-        f'Seeds {result["seeds"]}; top-1 in %, mean ± std over seeds.'
+        f'Seeds {result["seeds"]}; {figures}, mean ± std over seeds.'
         + (f' A 40%-narrower model (every head dim and MLP width x0.6, MACs '
            f'x{result["narrow"]["macs_ratio"]:.2f}) trained from scratch exactly as the dense '
-           f'one: **{result["narrow"]["top1"]:.2f}%**.' if result.get('narrow') else ''), '',
-        '| method | MACs ratio | params ratio | post-dense iterations | top-1 after pruning | '
-        'top-1 after fine-tune |',
-        '|---|---:|---:|---:|---:|---:|']
+           f'one: **{result["narrow"][first]:.2f}{unit}**.' if result.get('narrow') else ''),
+        '',
+        '| method | MACs ratio | params ratio | post-dense iterations | '
+        + ' | '.join(f'{_LABELS.get(m, m)} after pruning | {_LABELS.get(m, m)} after fine-tune'
+                     for m in metrics) + ' |',
+        '|---|---:|---:|---:|' + '---:|' * (2 * len(metrics))]
     dense_ft = result.get('dense_finetuned')
     if dense_ft:
-        # "after pruning" is the full-width export evaluated: the dense top-1 when export and
+        # "after pruning" is the full-width export evaluated: the dense figure when export and
         # the retrain config reproduce the dense model.
-        before = mean_std([r['top1_pruned'] for r in dense_ft['runs']])[0]
+        cells = []
+        for m in metrics:
+            before = mean_std([r[f'{m}_pruned'] for r in dense_ft['runs']])[0]
+            cells += [f'{before:.2f}',
+                      _pm(dense_ft[f'{m}_mean'], dense_ft[f'{m}_std'], dense_ft['seeds'])]
         lines.append(f'| {REFERENCE} | 1.000 | 1.000 | {dense_ft["post_dense_iters"]} | '
-                     f'{before:.2f} | '
-                     f'{_pm(dense_ft["top1_mean"], dense_ft["top1_std"], dense_ft["seeds"])} |')
+                     + ' | '.join(cells) + ' |')
     for r in result['summary']:
+        cells = [_pm(r[f'{m}_{w}_mean'], r[f'{m}_{w}_std'], r['seeds'])
+                 for m in metrics for w in ('pruned', 'finetuned')]
         lines.append(f'| {r["method"]} | {r["macs_ratio"]:.3f} | {r["params_ratio"]:.3f} | '
-                     f'{r["post_dense_iters"]} | '
-                     f'{_pm(r["top1_pruned_mean"], r["top1_pruned_std"], r["seeds"])} | '
-                     f'{_pm(r["top1_finetuned_mean"], r["top1_finetuned_std"], r["seeds"])} |')
+                     f'{r["post_dense_iters"]} | ' + ' | '.join(cells) + ' |')
     if result.get('comparisons'):
         family = result['comparisons'][0]['family']
         lines += ['', '## Paired comparisons', '',
-                  'Difference of top-1 (points, first minus second), paired bootstrap over '
+                  f'Difference of {label} (points, first minus second), paired bootstrap over '
                   'test images and seeds; the corrected interval is at the level of its Holm '
                   f'step over the {family} comparisons of this table. A difference is called '
                   'only when the Holm-adjusted p-value is under 0.05.', '',
@@ -516,21 +585,22 @@ def _plot(result: dict, path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    metric, label = _task(result)['metric'], _task(result)['label']
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     methods = list(dict.fromkeys(r['method'] for r in result['summary']))
     for k, method in enumerate(methods):
         rows = sorted((r for r in result['summary'] if r['method'] == method),
                       key=lambda r: r['macs_ratio'])
         x = [r['macs_ratio'] + (k - len(methods) / 2) * 0.003 for r in rows]
-        ax.errorbar(x, [r['top1_finetuned_mean'] for r in rows],
-                    yerr=[r['top1_finetuned_std'] for r in rows], marker='o', capsize=3,
+        ax.errorbar(x, [r[f'{metric}_finetuned_mean'] for r in rows],
+                    yerr=[r[f'{metric}_finetuned_std'] for r in rows], marker='o', capsize=3,
                     label=method, linestyle='-' if method.startswith('sidt') else '--')
-    ax.axhline(result['dense']['top1'], color='k', linewidth=1, label='dense')
+    ax.axhline(result['dense'][metric], color='k', linewidth=1, label='dense')
     if result.get('dense_finetuned'):
-        ax.axhline(result['dense_finetuned']['top1_mean'], color='k', linewidth=1,
+        ax.axhline(result['dense_finetuned'][f'{metric}_mean'], color='k', linewidth=1,
                    linestyle=':', label=REFERENCE)
     ax.set_xlabel('backbone MACs ratio (pruned / dense)')
-    ax.set_ylabel('top-1 after fine-tune (%)')
+    ax.set_ylabel(f'{label} after fine-tune' + (' (%)' if metric == 'top1' else ''))
     ax.set_title(f'selection study ({result["preset"]}, seeds {result["seeds"]})')
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -32,20 +32,69 @@ def _as_runs(scores, name: str) -> np.ndarray:
     return a[None] if a.ndim == 1 else a
 
 
-def _draws(a, b, draws: int, seed: int) -> np.ndarray:
+def _is_metric(x) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) > 0 and hasattr(x[0], 'score')
+
+
+def _shape(a, b) -> tuple[int, int, int]:
+    """``(images, seeds of a, seeds of b)`` of a paired comparison, checked."""
+    if _is_metric(a) != _is_metric(b):
+        raise ValueError('paired scores: both per-image arrays or both lists of metrics')
+    if _is_metric(a):
+        sizes = {len(m) for m in (*a, *b)}
+        if len(sizes) != 1:
+            raise ValueError(f'paired metrics must cover the same images: sizes {sorted(sizes)}')
+        return sizes.pop(), len(a), len(b)
     a, b = _as_runs(a, 'a'), _as_runs(b, 'b')
     if a.shape[1] != b.shape[1]:
         raise ValueError(f'paired scores must cover the same images: {a.shape[1]} vs '
                          f'{b.shape[1]}')
-    n = a.shape[1]
+    return a.shape[1], a.shape[0], b.shape[0]
+
+
+def _point(x) -> float:
+    """The mean over seeds of a row's figure on the whole test set."""
+    if _is_metric(x):
+        return float(np.mean([m.score() for m in x]))
+    return float(_as_runs(x, 'scores').mean())
+
+
+def _draws(a, b, draws: int, seed: int, cache: dict | None = None) -> np.ndarray:
+    n, na, nb = _shape(a, b)
     rng = np.random.default_rng(seed)
+    if _is_metric(a):
+        # A metric that is not a mean over images (COCO mAP) is recomputed on each draw's
+        # image counts, for every seed of both rows. The images are drawn first, so every
+        # comparison with this seed sees the same draws and ``cache`` (one per call of
+        # compare) keeps each metric's figures across them.
+        idx = rng.integers(0, n, size=(draws, n))
+        weights = None
+
+        def values(m):
+            nonlocal weights
+            key = (id(m), draws, seed, n)
+            if cache is None or key not in cache:
+                if weights is None:
+                    weights = np.stack([np.bincount(r, minlength=n) for r in idx]).astype(float)
+                v = np.array([m.score(w) for w in weights])
+                if cache is None:
+                    return v
+                cache[key] = v
+            return cache[key]
+        va = np.stack([values(m) for m in a], axis=1)
+        vb = np.stack([values(m) for m in b], axis=1)
+        sa = rng.integers(0, na, size=(draws, na))
+        sb = rng.integers(0, nb, size=(draws, nb))
+        return (np.take_along_axis(va, sa, axis=1).mean(axis=1)
+                - np.take_along_axis(vb, sb, axis=1).mean(axis=1))
     out = np.empty(draws)
-    chunk = max(1, 2_000_000 // max(n * (a.shape[0] + b.shape[0]), 1))
+    a, b = _as_runs(a, 'a'), _as_runs(b, 'b')
+    chunk = max(1, 2_000_000 // max(n * (na + nb), 1))
     for start in range(0, draws, chunk):
         k = min(chunk, draws - start)
         idx = rng.integers(0, n, size=(k, n))
-        sa = rng.integers(0, a.shape[0], size=(k, a.shape[0]))
-        sb = rng.integers(0, b.shape[0], size=(k, b.shape[0]))
+        sa = rng.integers(0, na, size=(k, na))
+        sb = rng.integers(0, nb, size=(k, nb))
         # mean over the drawn seeds of the mean over the drawn images
         ma = np.take_along_axis(a[:, idx].mean(axis=2).T, sa, axis=1).mean(axis=1)
         mb = np.take_along_axis(b[:, idx].mean(axis=2).T, sb, axis=1).mean(axis=1)
@@ -65,7 +114,10 @@ def paired_bootstrap(a, b, *, level: float = 0.95, draws: int = 4000,
                      seed: int = 0) -> dict:
     """The difference of the mean scores of ``a`` and ``b`` (per-image scores, shape
     ``(images,)`` or ``(seeds, images)``, the same images in the same order) and its paired
-    bootstrap interval at ``level``.
+    bootstrap interval at ``level``. ``a`` and ``b`` may instead be lists (one per seed) of
+    metrics over the test images, objects with ``len()`` (images) and ``score(weights)``
+    (the figure with image ``i`` counted ``weights[i]`` times, e.g.
+    :class:`~sidt_mmdet.studies.coco_matches.CocoMatches`): each draw recomputes them.
 
     Returns ``diff`` (mean of ``a`` minus mean of ``b``, in the scores' unit: multiply 0/1
     scores by 100 for points), ``low``/``high`` (percentile interval), ``p`` (two-sided:
@@ -76,12 +128,12 @@ def paired_bootstrap(a, b, *, level: float = 0.95, draws: int = 4000,
 
 
 def _summarise(a, b, out: np.ndarray, level: float) -> dict:
-    a, b = _as_runs(a, 'a'), _as_runs(b, 'b')
+    n, na, nb = _shape(a, b)
     low, high = _interval(out, level)
     p = min(1.0, 2 * min(float((out <= 0).mean()), float((out >= 0).mean())))
-    return dict(diff=float(a.mean() - b.mean()), low=low, high=high, p=p,
+    return dict(diff=_point(a) - _point(b), low=low, high=high, p=p,
                 se=float(out.std(ddof=1)) if out.size > 1 else 0.0, level=level,
-                images=a.shape[1], seeds=[a.shape[0], b.shape[0]], draws=int(out.size))
+                images=n, seeds=[na, nb], draws=int(out.size))
 
 
 def paired_normal_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:
@@ -121,7 +173,8 @@ def compare(pairs: dict, *, alpha: float = 0.05, draws: int = 4000, seed: int = 
     ``low``/``high`` at that level, and the 95% interval as ``low95``/``high95``.
     """
     names = list(pairs)
-    samples = {k: _draws(*pairs[k], draws, seed) for k in names}
+    cache: dict = {}
+    samples = {k: _draws(*pairs[k], draws, seed, cache) for k in names}
     raw = {k: _summarise(*pairs[k], samples[k], 1 - alpha) for k in names}
     adjusted = holm([raw[k]['p'] for k in names])
     order = sorted(names, key=lambda k: raw[k]['p'])

@@ -142,3 +142,4 @@ def test_lowrank_study_on_the_shared_search(studies):
     assert {g['status'] for g in res['goals']} <= STATUSES and len(res['goals']) == 2
     assert (work / 'tiny' / 'lowrank_tiny.json').is_file()
     assert '## Goals' in (work / 'tiny' / 'lowrank_tiny.md').read_text()
+

@@ -3,8 +3,10 @@ equal training after the dense model.
 
     python tools/analysis/compare_selection.py --preset quick   # ~25 min on one idle core
     python tools/analysis/compare_selection.py --preset full    # ~95 min: 3 seeds, 2 processes
+    python tools/analysis/compare_selection.py --preset detection-short --threads 2
 
-On the hard toy CIFAR-100 preset (generated when missing). Writes
+On the hard toy CIFAR-100 preset, or for the detection-* presets the toy Mask R-CNN on the
+hard toy COCO preset (box and mask mAP), the set generated when missing. Writes
 WORK_DIR/<workspace>/selection_<preset>.{json,md,png} and prints the goals, met or missed.
 Finished stages are cached under the work dir: a second run resumes. See
 sidt_mmdet/studies/selection.py for what each preset runs.
@@ -21,7 +23,8 @@ def parse_args(argv=None):
                         help='study size (default: %(default)s); expected idle minutes: '
                              + ', '.join(f'{k} {v.expected_minutes:g}' for k, v in PRESETS.items()))
     parser.add_argument('--work-dir', default='work_dirs/studies')
-    parser.add_argument('--data-root', help='toy CIFAR-100 root (default: inside --work-dir)')
+    parser.add_argument('--data-root', help='toy CIFAR-100 (or toy COCO, detection-*) root '
+                                            '(default: inside --work-dir)')
     parser.add_argument('--seeds', type=int, nargs='+', help='override the preset\'s seeds')
     parser.add_argument('--methods', nargs='+', choices=list(METHODS),
                         help='override the preset\'s methods')

@@ -1,0 +1,13 @@
+# Search stage of the hard-preset toy Mask R-CNN: the toy search settings
+# (configs/_base_/stages/sidt-search_100it_toy-coco.py) on the hard dense config. With
+# CFG = this file, WORK = work_dirs/<its name without .py>:
+#   python tools/train.py $CFG
+#   python tools/export_subnet.py $CFG $WORK/iter_100.pth --keep-ratio 0.6 -o $WORK/export
+_base_ = ['./sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco-hard.py',
+          '../_base_/stages/sidt-search_100it_toy-coco.py']
+default_scope = 'mmdet'
+
+model = dict(type='SIDTModel', model_type='MaskRCNN',
+             sparsity={{_base_.sidt_search.sparsity}},
+             backbone={{_base_.sidt_search.backbone}})
+optim_wrapper = {{_base_.sidt_search.optim_wrapper}}

@@ -1,0 +1,88 @@
+"""The studies' stages on a detection task: the toy Mask R-CNN on the hard toy COCO preset.
+
+:class:`DetectionStages` is :class:`~sidt_mmdet.studies.common.Stages` with the data, the
+configs and the evaluation of a detector: the hard toy COCO set is generated in COCO's
+layout (``make_toy_coco(preset='hard')``), every stage trains through mmengine's Runner on
+``configs/toy/*_toy-coco-hard.py`` (what ``tools/train.py`` builds), and each evaluation runs
+mmdet's ``CocoMetric`` on the test split, box and mask mAP (x100), writing the COCO results
+JSON and the per-image matches (:mod:`sidt_mmdet.studies.coco_matches`) the paired
+bootstrap redraws.
+"""
+from __future__ import annotations
+
+import os.path as osp
+
+import torch
+
+from .coco_matches import coco_matches, save_matches
+from .common import REPO, Stages, log
+
+__all__ = ['DetectionStages', 'DETECTION_SETTINGS', 'ANN_FILE']
+
+_TOY = osp.join(REPO, 'configs', 'toy')
+# The StageSettings of the detection studies' configs.
+DETECTION_SETTINGS = dict(
+    dense_config=osp.join(_TOY, 'sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_'
+                                'toy-coco-hard.py'),
+    search_config=osp.join(_TOY, 'sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_'
+                                 'toy-coco-hard.py'),
+    retrain_config=osp.join(_TOY, 'sidt-retrain_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_'
+                                  'toy-coco-hard.py'))
+ANN_FILE = osp.join('annotations', 'instances_val2017.json')
+
+
+class DetectionStages(Stages):
+    """The stages of a study on the hard toy COCO preset (see the module docstring)."""
+
+    metrics = ('bbox_mAP', 'segm_mAP')
+    metric_label = 'box mAP'
+
+    def ensure_data(self) -> str:
+        from ..datasets.generation import make_toy_coco
+        root = osp.abspath(self.s.data_root)
+        if not osp.isfile(osp.join(root, ANN_FILE)):
+            log(f'generating the {self.s.data_preset} toy COCO set in {root}')
+            make_toy_coco(root, num_train=self.s.num_train, num_val=self.s.num_test,
+                          preset=self.s.data_preset, overwrite=osp.isdir(root),
+                          progress=lambda _: None)
+        return root
+
+    def data_options(self, root: str) -> dict:
+        root = root.rstrip('/') + '/'
+        return {**{f'{k}.dataset.data_root': root
+                   for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')},
+                **{f'{k}.ann_file': root + ANN_FILE for k in ('val_evaluator', 'test_evaluator')}}
+
+    def predict(self, model):
+        raise NotImplementedError('a detector has no per-image label: see evaluate()')
+
+    def evaluate(self, model, run_dir: str, name: str = 'predictions') -> dict:
+        """Box and mask mAP (x100) of ``model`` on the test split by mmdet's CocoMetric, its
+        COCO results JSON (``run_dir/<name>.{bbox,segm}.json``) and the per-image matches
+        (``run_dir/<name>.npz``) for the paired bootstrap."""
+        from mmdet.evaluation import CocoMetric
+        from mmengine.evaluator import Evaluator
+        loader = self.test_loader()
+        ann_file = osp.join(osp.abspath(self.s.data_root), ANN_FILE)
+        prefix = osp.join(run_dir, name)
+        evaluator = Evaluator(CocoMetric(ann_file=ann_file, metric=['bbox', 'segm'],
+                                         outfile_prefix=prefix))
+        evaluator.dataset_meta = loader.dataset.metainfo
+        model.eval()
+        with torch.no_grad():
+            for data in loader:
+                evaluator.process(data_samples=model.test_step(data), data_batch=data)
+        figures = evaluator.evaluate(len(loader.dataset))
+        matches = {kind: coco_matches(ann_file, f'{prefix}.{kind}.json', kind)
+                   for kind in ('bbox', 'segm')}
+        for kind, m in matches.items():
+            # CocoMetric rounds to 3 decimals and reports nothing when no image has a
+            # detection above the score threshold (an mAP of 0); the matches recompute it
+            metric_ap = figures.get(f'coco/{kind}_mAP', 0.0)
+            if abs(m.score() - metric_ap) > 6e-4:
+                raise RuntimeError(f'{kind} mAP from the matches {m.score():.4f} differs from '
+                                   f"CocoMetric's {metric_ap:.3f}")
+        path = osp.join(run_dir, f'{name}.npz')
+        save_matches(path, matches)
+        return {'bbox_mAP': 100 * matches['bbox'].score(),
+                'segm_mAP': 100 * matches['segm'].score(), name: path}
