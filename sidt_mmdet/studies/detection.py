@@ -29,6 +29,8 @@ DETECTION_SETTINGS = dict(
     retrain_config=osp.join(_TOY, 'sidt-retrain_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_'
                                   'toy-coco-hard.py'))
 ANN_FILE = osp.join('annotations', 'instances_val2017.json')
+# The generated images' longest side, the configs' input size.
+IMG_SIZE = 256
 
 
 class DetectionStages(Stages):
@@ -43,9 +45,12 @@ class DetectionStages(Stages):
         if not osp.isfile(osp.join(root, ANN_FILE)):
             log(f'generating the {self.s.data_preset} toy COCO set in {root}')
             make_toy_coco(root, num_train=self.s.num_train, num_val=self.s.num_test,
-                          preset=self.s.data_preset, overwrite=osp.isdir(root),
+                          img_size=IMG_SIZE, preset=self.s.data_preset, overwrite=osp.isdir(root),
                           progress=lambda _: None)
         return root
+
+    def data_spec(self) -> dict:
+        return dict(super().data_spec(), img_size=IMG_SIZE)
 
     def data_options(self, root: str) -> dict:
         root = root.rstrip('/') + '/'

@@ -34,6 +34,7 @@ from ..utils.fileio import atomic_file, replace_marked_block, write_json_atomic
 from .common import REPO
 
 __all__ = ['BEGIN', 'END', 'README_PAGE', 'PRESET_ORDER', 'find_results', 'results_rows',
+           'detection_rows',
            'results_markdown',
            'update_readme', 'latency_ratios', 'publish']
 
@@ -42,13 +43,16 @@ BEGIN = '<!-- results:begin -->'
 README_PAGE = 'README.md'
 END = '<!-- results:end -->'
 PRESET_ORDER = ('full', 'quick', 'short', 'tiny')
-_STUDIES = ('selection', 'search_cost', 'lowrank')
+_STUDIES = ('selection', 'search_cost', 'lowrank', 'detection')
+# study -> the stem of its JSON for a preset
+_STEM = dict(selection='selection_{}', search_cost='search_cost_{}', lowrank='lowrank_{}',
+             detection='selection_detection-{}')
 
 
 def _equal_compute(study: str, result: dict) -> bool:
     """Whether a selection or search-cost result records the training each row had after the
     dense model (results written before the studies gave every row the same do not)."""
-    if study not in ('selection', 'search_cost'):
+    if study not in ('selection', 'search_cost', 'detection'):
         return True
     return all('post_dense_iters' in r for r in result.get('runs', []))
 
@@ -63,8 +67,8 @@ def find_results(work_dir: str, superseded: list[str] | None = None) -> dict[str
     found = {}
     for study in _STUDIES:
         for preset in PRESET_ORDER:
-            paths = sorted(glob.glob(osp.join(work_dir, '**', f'{study}_{preset}.json'),
-                                     recursive=True))
+            stem = _STEM[study].format(preset)
+            paths = sorted(glob.glob(osp.join(work_dir, '**', f'{stem}.json'), recursive=True))
             if not paths:
                 continue
             with open(paths[0], encoding='utf-8') as f:
@@ -146,7 +150,7 @@ def _published(value, key: str, src_json: str, workspace: str, dest: str):
     return value
 
 
-def _build(config: str, subnet: str | None):
+def _build(config: str, subnet: str | None, scope: str = 'mmpretrain'):
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
@@ -154,12 +158,13 @@ def _build(config: str, subnet: str | None):
     cfg = Config.fromfile(config)
     if subnet is not None:
         cfg.merge_from_dict({'model.backbone.subnet': subnet})
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    init_default_scope(cfg.get('default_scope', scope))
     return MODELS.build(cfg.model).backbone.eval()
 
 
 def latency_ratios(dense_config: str, retrain_config: str, subnets: list[str],
-                   batch: int = 64, iters: int = 100, warmup: int = 10) -> dict[str, float]:
+                   batch: int = 64, iters: int = 100, warmup: int = 10,
+                   scope: str = 'mmpretrain') -> dict[str, float]:
     """Median backbone latency pruned / dense of every subnet file, ``{path: ratio}``.
 
     The dense model and every distinct subnet are timed interleaved in one run (the latency
@@ -180,9 +185,9 @@ def latency_ratios(dense_config: str, retrain_config: str, subnets: list[str],
     by_content: dict[str, str] = {}
     for path, digest in digests.items():
         by_content.setdefault(digest, path)
-    dense = _build(dense_config, None)
+    dense = _build(dense_config, None, scope)
     models = {'dense': dense}
-    models.update({f'pruned{i}': _build(retrain_config, path)
+    models.update({f'pruned{i}': _build(retrain_config, path, scope)
                    for i, path in enumerate(by_content.values())})
     x = torch.randn(batch, 3, *tuple(dense.img_size), generator=torch.Generator().manual_seed(0))
     med = median_latency(models, x, iters=iters, warmup=warmup)
@@ -249,17 +254,68 @@ def results_rows(found: dict[str, dict], latency: bool = True) -> list[dict]:
     return rows
 
 
+def detection_rows(found: dict[str, dict], latency: bool = True) -> list[dict]:
+    """The rows of the detection selection study: backbone ratios, box and mask mAP after
+    the fine-tune (mean over seeds); latency of the backbone at batch 2, the study's."""
+    sel = found.get('detection')
+    if sel is None:
+        return []
+    study = f'detection ({sel["preset"].removeprefix("detection-")})'
+    narrow = sel.get('narrow')
+    timed = ([narrow['subnet']] if narrow else []) + [r['subnet'] for r in sel['summary']]
+    ratios = (latency_ratios(sel['dense']['config'], sel['retrain_config'], timed, batch=2,
+                             iters=30, warmup=3, scope='mmdet') if latency
+              else dict.fromkeys(timed))
+    one = None if not latency else 1.0
+    rows = [dict(study=study, method='dense', config=_rel(sel['dense']['config']), subnet='',
+                 params_ratio=1.0, macs_ratio=1.0, latency_ratio=one,
+                 box=sel['dense']['bbox_mAP'], mask=sel['dense']['segm_mAP'], seeds=[0])]
+    ref = sel.get('dense_finetuned')
+    if ref:
+        rows.append(dict(study=study, method='dense + the same training',
+                         config=_rel(sel['retrain_config']), subnet='', params_ratio=1.0,
+                         macs_ratio=1.0, latency_ratio=one, box=ref['bbox_mAP_mean'],
+                         mask=ref['segm_mAP_mean'], seeds=ref['seeds']))
+    if narrow:
+        rows.append(dict(study=study, method='40% narrower, trained from scratch as dense',
+                         config=_rel(sel['retrain_config']), subnet=_rel(narrow['subnet']),
+                         params_ratio=None, macs_ratio=narrow['macs_ratio'],
+                         latency_ratio=ratios[narrow['subnet']], box=narrow['bbox_mAP'],
+                         mask=narrow['segm_mAP'], seeds=[0]))
+    for r in sel['summary']:
+        rows.append(dict(study=study, method=r['method'], config=_rel(sel['retrain_config']),
+                         subnet=_rel(r['subnet']), params_ratio=r['params_ratio'],
+                         macs_ratio=r['macs_ratio'], latency_ratio=ratios[r['subnet']],
+                         box=r['bbox_mAP_finetuned_mean'], mask=r['segm_mAP_finetuned_mean'],
+                         seeds=r['seeds']))
+    return rows
+
+
+def _detection_markdown(rows: list[dict]) -> list[str]:
+    lines = ['', 'Detection: the toy Mask R-CNN on the hard toy COCO preset, COCO mAP@[.50:.95] '
+             'x100 after the fine-tune, mean over the seeds; backbone ratios as above.', '',
+             '| study | method | config | subnet | params | MACs | latency | box mAP | '
+             'mask mAP | seeds |', '|---|---|---|---|---:|---:|---:|---:|---:|---|']
+    for r in rows:
+        subnet = f'`{r["subnet"]}`' if r['subnet'] else ''
+        lines.append(f'| {r["study"]} | {r["method"]} | `{osp.basename(r["config"] or "")}` | '
+                     f'{subnet} | {_f(r["params_ratio"])} | {_f(r["macs_ratio"])} | '
+                     f'{_f(r["latency_ratio"])} | {r["box"]:.2f} | {r["mask"]:.2f} | '
+                     f'{",".join(map(str, r["seeds"]))} |')
+    return lines
+
+
 def _f(value, fmt='{:.3f}') -> str:
     return '' if value is None else fmt.format(value)
 
 
 def results_markdown(found: dict[str, dict], rows: list[dict],
-                     superseded: list[str] = ()) -> str:
+                     superseded: list[str] = (), detection: list[dict] = ()) -> str:
     old = ('' if not superseded else
            ' Not shown, kept for the record: ' + ', '.join(f'`{_rel(p)}`' for p in superseded)
            + ' (written before every row of a comparison had the same training after the '
            'dense model).')
-    if not rows:
+    if not rows and not detection:
         return ('No study results found yet: run `python tools/analysis/compare_selection.py`, '
                 '`tools/analysis/search_cost.py` and `tools/analysis/compare_lowrank.py`, then '
                 '`python tools/analysis/results_table.py`.')
@@ -280,6 +336,8 @@ def results_markdown(found: dict[str, dict], rows: list[dict],
                      f'{subnet} | {_f(r["params_ratio"])} | {_f(r["macs_ratio"])} | '
                      f'{_f(r["latency_ratio"])} | {_f(r["top1_before"], "{:.2f}")} | '
                      f'{_f(r["top1_after"], "{:.2f}")} | {",".join(map(str, r["seeds"]))} |')
+    if detection:
+        lines += _detection_markdown(detection)
     goals = [(study, g) for study, res in found.items() for g in res.get('goals', [])]
     if goals:
         lines += ['', 'Goals, as the studies printed them:', '']
@@ -299,6 +357,7 @@ def update_readme(work_dir: str = 'work_dirs/studies', readme: str = 'README.md'
     def block() -> str:
         superseded: list[str] = []
         found = find_results(work_dir, superseded)
-        return results_markdown(found, results_rows(found, latency), superseded)
+        return results_markdown(found, results_rows(found, latency), superseded,
+                                detection_rows(found, latency))
 
     return replace_marked_block(readme, BEGIN, END, block, 'the results table')

@@ -101,3 +101,30 @@ def test_publish_refuses_missing_or_foreign_subnets(tmp_path):
         publish(str(tmp_path / 'b' / 'work'), str(tmp_path / 'docs'))
     with pytest.raises(FileNotFoundError, match='no selection_'):
         publish(str(tmp_path / 'nothing'), str(tmp_path / 'docs'))
+
+
+def test_detection_study_gets_its_own_table(tmp_path):
+    """The detection selection study (its own JSON name) fills a box / mask mAP table beside
+    the classification one, and is not taken for the classification study."""
+    det = dict(study='selection', preset='detection-short', task_type='detection', seeds=[0],
+               dense=dict(bbox_mAP=41.5, segm_mAP=38.25, config='configs/toy/d.py'),
+               retrain_config='configs/toy/r.py',
+               summary=[dict(method='sidt-l1/dim', seeds=[0], macs_ratio=0.6, params_ratio=0.62,
+                             bbox_mAP_finetuned_mean=40.125, segm_mAP_finetuned_mean=37.5,
+                             subnet='s.json', post_dense_iters=9)],
+               runs=[dict(post_dense_iters=9)], goals=[dict(goal='h', status='met', detail='e')])
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'a' / 'selection_detection-short.json').write_text(json.dumps(det))
+    (tmp_path / 'a' / 'selection_short.json').write_text(json.dumps(
+        dict(_selection('short', 70.5), runs=[dict(post_dense_iters=9)])))
+    found = find_results(str(tmp_path))
+    assert found['selection']['preset'] == 'short'
+    assert found['detection']['preset'] == 'detection-short'
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'{BEGIN}\n{END}\n')
+    block = update_readme(str(tmp_path), str(readme), latency=False)
+    assert '| detection (short) | dense | `d.py` |  | 1.000 | 1.000 |  | 41.50 | 38.25 | 0 |' \
+        in block
+    assert '| detection (short) | sidt-l1/dim | `r.py` | `s.json` | 0.620 | 0.600 |  | 40.12 ' \
+        '| 37.50 | 0 |' in block
+    assert '| selection (short) | magnitude |' in block and '- detection: **met**: h' in block
