@@ -98,15 +98,17 @@ def publish(work_dir: str, dest_dir: str) -> list[str]:
     """Copy the studies :func:`find_results` finds under ``work_dir`` into ``dest_dir``.
 
     For each study: its JSON (with every path it holds made relative to the checkout when
-    inside it), the ``.md``/``.png`` beside it, and every subnet file the JSON names, at the
-    same place relative to the study's workspace (``<workspace>/<run>/subnet.json``).
+    inside it), the ``.md``/``.png`` beside it, and every subnet and per-image predictions
+    file the JSON names (``COPIED``), at the same place relative to the study's workspace
+    (``<workspace>/<run>/subnet.json``), so that its intervals can be recomputed from the
+    published copy.
     Checkpoints are not copied (their paths stay as records of the run). Returns the JSON
     files written.
 
     Raises:
-        FileNotFoundError: no study result under ``work_dir``, or a subnet file the JSON
-            names is missing.
-        ValueError: a subnet file lies outside the study's workspace.
+        FileNotFoundError: no study result under ``work_dir``, or a file of ``COPIED`` the
+            JSON names is missing.
+        ValueError: such a file lies outside the study's workspace.
     """
     found = find_results(work_dir)
     if not found:
@@ -128,6 +130,11 @@ def publish(work_dir: str, dest_dir: str) -> list[str]:
     return written
 
 
+# the files a study's JSON names that are published with it: the subnet files, and the
+# per-image predictions its paired intervals are computed from
+COPIED = ('subnet', 'predictions', 'predictions_pruned')
+
+
 def _published(value, key: str, src_json: str, workspace: str, dest: str):
     """``value`` of a study's JSON with its subnet files copied from ``workspace`` to
     ``dest`` and its paths made relative to the checkout."""
@@ -135,14 +142,14 @@ def _published(value, key: str, src_json: str, workspace: str, dest: str):
         return {k: _published(v, k, src_json, workspace, dest) for k, v in value.items()}
     if isinstance(value, list):
         return [_published(v, key, src_json, workspace, dest) for v in value]
-    if isinstance(value, str) and key == 'subnet' and value:
+    if isinstance(value, str) and key in COPIED and value:
         src = value if osp.isabs(value) else osp.join(REPO, value)
         rel = osp.relpath(src, workspace)
         if rel.startswith(os.pardir):
-            raise ValueError(f'{src_json}: subnet {value} lies outside the study\'s workspace '
+            raise ValueError(f'{src_json}: {key} {value} lies outside the study\'s workspace '
                              f'{workspace}')
         if not osp.isfile(src):
-            raise FileNotFoundError(f'{src_json}: subnet {value} is missing')
+            raise FileNotFoundError(f'{src_json}: {key} {value} is missing')
         _copy_atomic(src, osp.join(dest, rel))
         return _rel(osp.join(dest, rel))
     if isinstance(value, str) and osp.isabs(value):

@@ -70,6 +70,9 @@ def _study_dir(tmp_path, subnet_path=None):
     res = _selection('full', 60.0)
     res['summary'][0]['subnet'] = str(subnet_path or subnet)
     res['dense']['checkpoint'] = str(ws / 'dense' / 'iter_1.pth')  # not copied
+    (ws / 'finetune-x').mkdir()
+    (ws / 'finetune-x' / 'predictions.npz').write_bytes(b'per-image predictions')
+    res['summary'][0]['runs'] = [dict(predictions=str(ws / 'finetune-x' / 'predictions.npz'))]
     (ws / 'selection_full.json').write_text(json.dumps(res))
     (ws / 'selection_full.md').write_text('# report\n')
     return ws, subnet
@@ -85,6 +88,10 @@ def test_publish_copies_the_json_its_report_and_subnets(tmp_path):
     assert out['summary'][0]['subnet'] == str(copied)
     assert copied.read_text() == subnet.read_text()
     assert not (docs / 'hard' / 'dense').exists()
+    # the per-image predictions, which the paired intervals are recomputed from
+    preds = docs / 'hard' / 'finetune-x' / 'predictions.npz'
+    assert out['summary'][0]['runs'][0]['predictions'] == str(preds)
+    assert preds.read_bytes() == b'per-image predictions'
     assert (docs / 'hard' / 'selection_full.md').read_text() == '# report\n'
     # the published copy is what the table reads
     assert find_results(str(docs))['selection']['summary'][0]['top1_finetuned_mean'] == 60.0
