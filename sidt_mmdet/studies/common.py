@@ -14,6 +14,7 @@ share their dense model and searches when they use the same work dir.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -109,6 +110,27 @@ def kept_units(subnet) -> set[tuple]:
 def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
+
+
+def load_config(path: str):
+    """A fresh copy of the mmengine config at ``path`` (read once per process, see
+    :func:`_config_file`); the caller may change it."""
+    return copy.deepcopy(_config_file(osp.abspath(path), osp.getmtime(path)))
+
+
+@functools.lru_cache(maxsize=32)
+def _config_file(path: str, mtime: float):
+    """The config file at ``path`` as mmengine reads it, once per process and version of the
+    file (a study reads each config for every stage; resolving its ``mmdet::``/
+    ``mmpretrain::`` bases parses the packages' model indexes each time). Not formatted by
+    yapf: a Runner prints and saves its config several times (log, dump, checkpoint meta),
+    and yapf's formatting took about 40% of a tiny study's time. (``Config.fromfile``'s own
+    ``format_python_code=False`` is dropped by mmengine 0.10.7 for a plain config file, hence
+    the second ``Config``.)"""
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    return Config(cfg.to_dict(), cfg_text=cfg.text, filename=cfg.filename,
+                  format_python_code=False)
 
 @dataclass
 class StageSettings:
@@ -238,8 +260,7 @@ class Stages:
         return _data_options(root)
 
     def config(self, path: str, options: dict | None = None):
-        from mmengine.config import Config
-        cfg = Config.fromfile(path)
+        cfg = load_config(path)
         cfg.merge_from_dict({**self.data_options(self.ensure_data()),
                              'train_dataloader.batch_size': self.s.batch_size,
                              **self.s.extra_options, **(options or {})})

@@ -44,7 +44,7 @@ from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.complexity import backbone_complexity
 from ..utils.config import runner_model_cfg
 from ..utils.fileio import write_json_atomic, write_text_atomic
-from .common import binomial_se
+from .common import binomial_se, load_config
 
 __all__ = ['METHODS', 'PRESETS', 'compare_lowrank', 'run_lowrank_study', 'lowrank_goals',
            'rel_error_increase', 'markdown']
@@ -70,7 +70,7 @@ def data_options(root: str) -> dict:
 
 
 def build_search_model(ckpt: Path):
-    cfg = Config.fromfile(str(SEARCH_CFG))
+    cfg = load_config(str(SEARCH_CFG))
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = MODELS.build(cfg.model)
     model.load_state_dict(load_checkpoint_safe(ckpt)['state_dict'], strict=True)
@@ -132,7 +132,7 @@ def load_model(cfg: Config, checkpoint: Path):
 
 def finetune(args, data_root: str, subnet: Path, checkpoint: Path, work: Path, loader) -> dict:
     """Top-1 right after loading and after ``--finetune-iters`` of the retrain config."""
-    cfg = Config.fromfile(str(RETRAIN_CFG))
+    cfg = load_config(str(RETRAIN_CFG))
     cfg.merge_from_dict({**data_options(data_root), 'model.backbone.subnet': str(subnet),
                          'optim_wrapper.optimizer.lr': args.finetune_lr})
     cfg.load_from = str(checkpoint)
@@ -246,7 +246,7 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
                          extra_options=[f'randomness.seed={args.seed}', 'log_level=WARNING'])
         ckpt = Path(run_chain(spec, str(work / 'chain'), log=log).search_ckpt)
     search_model = build_search_model(ckpt)
-    val_cfg = Config.fromfile(str(SEARCH_CFG))
+    val_cfg = load_config(str(SEARCH_CFG))
     val_cfg.merge_from_dict(data_options(data_root))
     init_default_scope(val_cfg.get('default_scope', 'mmdet'))
     loader = Runner.build_dataloader(val_cfg.test_dataloader)

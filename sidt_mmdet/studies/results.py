@@ -31,7 +31,7 @@ import shutil
 import torch
 
 from ..utils.fileio import atomic_file, replace_marked_block, write_json_atomic
-from .common import REPO
+from .common import REPO, load_config
 
 __all__ = ['BEGIN', 'END', 'README_PAGE', 'PRESET_ORDER', 'find_results', 'results_rows',
            'detection_rows',
@@ -158,11 +158,10 @@ def _published(value, key: str, src_json: str, workspace: str, dest: str):
 
 
 def _build(config: str, subnet: str | None, scope: str = 'mmpretrain'):
-    from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
     import sidt_mmdet  # noqa: F401  (registers SIDTViT/SIDTModel)
-    cfg = Config.fromfile(config)
+    cfg = load_config(config)
     if subnet is not None:
         cfg.merge_from_dict({'model.backbone.subnet': subnet})
     init_default_scope(cfg.get('default_scope', scope))

@@ -83,9 +83,11 @@ REFERENCE = 'dense + the same training'
 ALPHA = 0.05
 # task -> its stages, the figure the goals compare, and the range a dense model's figure
 # should fall in for the comparison to mean something
-TASKS = {'cifar': dict(stages=Stages, metric='top1', label='top-1', dense_range=(50, 85)),
+# draws: the paired bootstrap's (a detection draw recomputes COCO mAP, a top-1 one sums)
+TASKS = {'cifar': dict(stages=Stages, metric='top1', label='top-1', dense_range=(50, 85),
+                       draws=4000),
          'detection': dict(stages=DetectionStages, metric='bbox_mAP', label='box mAP',
-                           dense_range=(30, 60))}
+                           dense_range=(30, 60), draws=1000)}
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class SelectionPreset:
     # 'cifar' (the toy ViT on the hard toy CIFAR-100, top-1) or 'detection' (the toy Mask
     # R-CNN on the hard toy COCO, box and mask mAP; the comparisons on box mAP)
     task: str = 'cifar'
+    # bootstrap draws per comparison; None: the task's (TASKS)
+    draws: int | None = None
     expected_minutes: float = 0.0
     notes: str = ''
     extra: dict = field(default_factory=dict)
@@ -147,7 +151,7 @@ PRESETS = {
                       taylor_batches=1),
         seeds=(0,), ratios=(0.6,), search_fraction=0.5, two_process=False,
         methods=('sidt-l1/dim', 'magnitude'), controls=('longer_finetune',),
-        workspace='detection-tiny', task='detection', expected_minutes=1.5,
+        workspace='detection-tiny', task='detection', draws=200, expected_minutes=1.5,
         notes='plumbing only: 16 images, a few iterations, no figure means anything'),
     # The detection task, one seed at MACs x0.6: SiDT's default recipe against magnitude,
     # Taylor and uniform width under both controls, the task-width checks first.
@@ -292,6 +296,7 @@ def run_selection_study(preset: str = 'quick', work_dir: str = 'work_dirs/studie
     summary = _summary(runs, p, stages.metrics)
     result = dict(
         study='selection', preset=preset, notes=p.notes, task_type=p.task,
+        bootstrap_draws=p.draws or TASKS[p.task]['draws'],
         metrics=list(stages.metrics), seeds=list(p.seeds),
         ratios=list(p.ratios), search_iters=search_iters, controls=list(p.controls),
         settings=stages.s.to_dict(), dense=dict(**{m: dense[m] for m in stages.metrics},
@@ -391,7 +396,7 @@ def selection_comparisons(result: dict) -> dict:
     """
     summary, dense_ft = result['summary'], result.get('dense_finetuned')
     metric = _task(result)['metric']
-    draws = 1000 if result.get('task_type') == 'detection' else 4000  # mAP: recomputed per draw
+    draws = result.get('bootstrap_draws') or _task(result)['draws']
 
     def scores(paths):
         return _scores(paths, result)
