@@ -8,7 +8,7 @@ VENV_PY := $(VENV_BIN)/python
 # Scripts and tests that call `python`, `ruff` or `torchrun` get the venv's.
 RUN := PATH="$(VENV_BIN):$$PATH"
 
-.PHONY: install lint test test-fast reliability-figures demo demo-cifar toy-data clean
+.PHONY: install lint test test-fast reliability-figures mutation demo demo-cifar toy-data clean
 
 install: $(VENV_PY)
 	@$(VENV_PY) tools/install_env.py
@@ -49,6 +49,14 @@ reliability-figures: install
 	$(RUN) SIDT_RELIABILITY_FIGURES=work_dirs/reliability_figures.json \
 		python -m pytest -q $(RELIABILITY_TESTS)
 	@cat work_dirs/reliability_figures.json
+
+# The mutation score of the core modules (pyproject.toml [tool.mutmut]; not part of `make test`,
+# it takes about an hour on 2 cores): mutmut's run, then docs/mutation.json and the figures of
+# docs/mutation.md from its results.
+mutation: install
+	rm -rf mutants
+	$(RUN) mutmut run --max-children $(or $(MUTATION_WORKERS),2)
+	$(RUN) python tools/analysis/mutation_report.py --write docs/mutation.json
 
 toy-data: install
 	$(RUN) python tools/dataset/make_toy_coco.py --out-dir data/toy_coco --overwrite \

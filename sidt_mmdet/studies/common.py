@@ -120,17 +120,14 @@ def load_config(path: str):
 
 @functools.lru_cache(maxsize=32)
 def _config_file(path: str, mtime: float):
-    """The config file at ``path`` as mmengine reads it, once per process and version of the
-    file (a study reads each config for every stage; resolving its ``mmdet::``/
-    ``mmpretrain::`` bases parses the packages' model indexes each time). Not formatted by
-    yapf: a Runner prints and saves its config several times (log, dump, checkpoint meta),
-    and yapf's formatting took about 40% of a tiny study's time. (``Config.fromfile``'s own
-    ``format_python_code=False`` is dropped by mmengine 0.10.7 for a plain config file, hence
-    the second ``Config``.)"""
-    from mmengine.config import Config
-    cfg = Config.fromfile(path)
-    return Config(cfg.to_dict(), cfg_text=cfg.text, filename=cfg.filename,
-                  format_python_code=False)
+    """The config file at ``path`` as the tools read it (:func:`read_config`: formatted once
+    per content, where a Runner formats it for its log, dump and every checkpoint), once per
+    process and version of the file: a study reads each config for every stage, and
+    resolving its ``mmdet::``/``mmpretrain::`` bases parses the packages' model indexes each
+    time. Both took half of a tiny study's time."""
+    from ..utils.launch import read_config
+    return read_config(path)
+
 
 @dataclass
 class StageSettings:

@@ -1,0 +1,44 @@
+"""The mutation figures come from mutmut's results as mutmut writes them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sidt_mmdet.studies import mutation
+
+
+def test_counts_and_figures_from_mutmut_meta_files(tmp_path, monkeypatch):
+    """Catches a status read wrong (a timeout or an unchecked mutant counted as killed, a
+    survivor left out of the list) and a figure block not regenerated."""
+    monkeypatch.setattr(mutation, '_files', lambda: ['pkg/a.py', 'pkg/b.py'])
+    monkeypatch.setattr(mutation.subprocess, 'run',
+                        lambda cmd, **kw: type('R', (), {'stdout': f'diff of {cmd[-1]}'})())
+    (tmp_path / 'pkg').mkdir()
+    codes = {'pkg/a.py': {'a1': 1, 'a2': 0, 'a3': -24, 'a4': 3},
+             'pkg/b.py': {'b1': 1, 'b2': 33, 'b3': None}}
+    for path, c in codes.items():
+        (tmp_path / f'{path}.meta').write_text(json.dumps({'exit_code_by_key': c}))
+    res = mutation.collect(str(tmp_path))
+    assert (res['killed'], res['detected'], res['total']) == (3, 4, 7)
+    assert res['score'] == pytest.approx(42.9)
+    assert res['files']['pkg/a.py'] == {'killed': 2, 'survived': 1, 'timeout': 1, 'total': 4}
+    assert res['files']['pkg/b.py'] == {'killed': 1, 'no tests': 1, 'not checked': 1,
+                                        'total': 3}
+    assert [(s['mutant'], s['status'], s['diff']) for s in res['survivors']] == [
+        ('a2', 'survived', 'diff of a2'), ('a3', 'timeout', 'diff of a3'),
+        ('b2', 'no tests', 'diff of b2')]
+    doc = tmp_path / 'mutation.md'
+    doc.write_text(f'intro\n{mutation.BEGIN}\nold\n{mutation.END}\noutro\n')
+    mutation.write_doc(res, str(doc))
+    text = doc.read_text()
+    assert text.startswith('intro\n') and text.endswith('outro\n') and 'old' not in text
+    assert '**3 of 7 mutants killed (42.9%)**' in text and '4 detected (57.1%)' in text
+    assert '| `pkg/a.py` | 4 | 2 | 1 | 0 | 1 | 0 | 50.0% |' in text
+    assert '1 mutants were not checked' in text
+
+
+def test_missing_results_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(mutation, '_files', lambda: ['pkg/a.py'])
+    with pytest.raises(FileNotFoundError, match='pkg/a.py.meta not found: run `make mutation`'):
+        mutation.collect(str(tmp_path))
