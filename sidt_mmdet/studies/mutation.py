@@ -31,6 +31,22 @@ def _files() -> list[str]:
     return list(cfg['only_mutate'])
 
 
+# mutmut's own diff of each mutant (what `mutmut show NAME` prints), all in one process;
+# mutmut (the dev group) is imported there, never by the package
+_DIFFS = '''
+import json, sys
+from mutmut.__main__ import find_mutant, get_diff_for_mutant
+print(json.dumps({k: get_diff_for_mutant(k, path=find_mutant(k).path)
+                  for k in json.loads(sys.stdin.read())}))
+'''
+
+
+def _diffs(keys: list[str]) -> dict[str, str]:
+    out = subprocess.run([sys.executable, '-c', _DIFFS], cwd=REPO, input=json.dumps(keys),
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
 def collect(mutants: str) -> dict:
     """Counts per file of ``[tool.mutmut] only_mutate`` and every mutant not killed (with
     ``mutmut show``'s diff), from mutmut's results under ``mutants``."""
@@ -43,12 +59,12 @@ def collect(mutants: str) -> dict:
             codes = json.load(f)['exit_code_by_key']
         counts = collections.Counter(STATUS.get(c, 'suspicious') for c in codes.values())
         files[path] = dict(sorted(counts.items()), total=len(codes))
-        for key, code in sorted(codes.items()):
-            if STATUS.get(code, 'suspicious') not in ('killed', 'not checked'):
-                diff = subprocess.run([sys.executable, '-m', 'mutmut', 'show', key], cwd=REPO,
-                                      capture_output=True, text=True).stdout
-                survivors.append(dict(file=path, mutant=key,
-                                      status=STATUS.get(code, 'suspicious'), diff=diff))
+        survivors += [dict(file=path, mutant=key, status=STATUS.get(code, 'suspicious'))
+                      for key, code in sorted(codes.items())
+                      if STATUS.get(code, 'suspicious') not in ('killed', 'not checked')]
+    diffs = _diffs([s['mutant'] for s in survivors]) if survivors else {}
+    for s in survivors:
+        s['diff'] = diffs.get(s['mutant'], '')
     killed = sum(f.get('killed', 0) for f in files.values())
     total = sum(f['total'] for f in files.values())
     detected = killed + sum(f.get('timeout', 0) for f in files.values())
