@@ -27,8 +27,8 @@ BEGIN, END = '<!-- mutation figures: begin -->', '<!-- mutation figures: end -->
 
 
 def _files() -> list[str]:
-    cfg = tomllib.loads(open(osp.join(REPO, 'pyproject.toml')).read())['tool']['mutmut']
-    return list(cfg['only_mutate'])
+    with open(osp.join(REPO, 'pyproject.toml'), 'rb') as f:
+        return list(tomllib.load(f)['tool']['mutmut']['only_mutate'])
 
 
 # mutmut's own diff of each mutant (what `mutmut show NAME` prints), all in one process;

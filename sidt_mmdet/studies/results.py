@@ -202,41 +202,56 @@ def latency_ratios(dense_config: str, retrain_config: str, subnets: list[str],
     return {path: ratio_of[digest] for path, digest in digests.items()}
 
 
+# where a selection study's JSON keeps a metric of each kind of row
+_KEY = {'dense': '{}', 'reference': '{}_mean', 'narrow': '{}', 'method': '{}_finetuned_mean'}
+
+
+def _selection_rows(sel: dict, study: str, latency: bool, cells, **timing) -> list[dict]:
+    """The rows of a selection study (CIFAR or detection): the dense model, the dense
+    reference given the same training, the 40%-narrower model and every method, with the
+    backbone ratios and latency (``timing``: :func:`latency_ratios`' settings); ``cells(rec,
+    kind)`` gives the metric columns of record ``rec`` of row kind ``kind`` (``_KEY``)."""
+    narrow = sel.get('narrow')
+    timed = ([narrow['subnet']] if narrow else []) + [r['subnet'] for r in sel['summary']]
+    ratios = (latency_ratios(sel['dense']['config'], sel['retrain_config'], timed, **timing)
+              if latency else dict.fromkeys(timed))
+    one = 1.0 if latency else None
+    retrain = _rel(sel['retrain_config'])
+    rows = [dict(study=study, method='dense', config=_rel(sel['dense']['config']), subnet='',
+                 params_ratio=1.0, macs_ratio=1.0, latency_ratio=one, seeds=[0],
+                 **cells(sel['dense'], 'dense'))]
+    ref = sel.get('dense_finetuned')
+    if ref:
+        rows.append(dict(study=study, method='dense + the same training', config=retrain,
+                         subnet='', params_ratio=1.0, macs_ratio=1.0, latency_ratio=one,
+                         seeds=ref['seeds'], **cells(ref, 'reference')))
+    if narrow:
+        rows.append(dict(study=study, method='40% narrower, trained from scratch as dense',
+                         config=retrain, subnet=_rel(narrow['subnet']), params_ratio=None,
+                         macs_ratio=narrow['macs_ratio'],
+                         latency_ratio=ratios[narrow['subnet']], seeds=[0],
+                         **cells(narrow, 'narrow')))
+    for r in sel['summary']:
+        rows.append(dict(study=study, method=r['method'], config=retrain,
+                         subnet=_rel(r['subnet']), params_ratio=r['params_ratio'],
+                         macs_ratio=r['macs_ratio'], latency_ratio=ratios[r['subnet']],
+                         seeds=r['seeds'], **cells(r, 'method')))
+    return rows
+
+
+def _top1_cells(rec: dict, kind: str) -> dict:
+    return dict(top1_before=rec['top1_pruned_mean'] if kind == 'method' else None,
+                top1_after=rec[_KEY[kind].format('top1')])
+
+
+def _map_cells(rec: dict, kind: str) -> dict:
+    return dict(box=rec[_KEY[kind].format('bbox_mAP')], mask=rec[_KEY[kind].format('segm_mAP')])
+
+
 def results_rows(found: dict[str, dict], latency: bool = True) -> list[dict]:
-    rows = []
     sel = found.get('selection')
-    if sel is not None:
-        dense_cfg = sel['dense']['config']
-        narrow = sel.get('narrow')
-        timed = ([narrow['subnet']] if narrow else []) + [r['subnet'] for r in sel['summary']]
-        ratios = (latency_ratios(dense_cfg, sel['retrain_config'], timed) if latency
-                  else dict.fromkeys(timed))
-        rows.append(dict(study=f'selection ({sel["preset"]})', method='dense',
-                         config=_rel(dense_cfg), subnet='', params_ratio=1.0, macs_ratio=1.0,
-                         latency_ratio=1.0 if latency else None, top1_before=None,
-                         top1_after=sel['dense']['top1'], seeds=[0]))
-        dense_ft = sel.get('dense_finetuned')
-        if dense_ft:
-            rows.append(dict(study=f'selection ({sel["preset"]})',
-                             method='dense + the same training',
-                             config=_rel(sel['retrain_config']), subnet='', params_ratio=1.0,
-                             macs_ratio=1.0, latency_ratio=1.0 if latency else None,
-                             top1_before=None, top1_after=dense_ft['top1_mean'],
-                             seeds=dense_ft['seeds']))
-        if narrow:
-            rows.append(dict(study=f'selection ({sel["preset"]})',
-                             method='40% narrower, trained from scratch as dense',
-                             config=_rel(sel['retrain_config']), subnet=_rel(narrow['subnet']),
-                             params_ratio=None, macs_ratio=narrow['macs_ratio'],
-                             latency_ratio=ratios[narrow['subnet']],
-                             top1_before=None, top1_after=narrow['top1'], seeds=[0]))
-        for r in sel['summary']:
-            rows.append(dict(study=f'selection ({sel["preset"]})', method=r['method'],
-                             config=_rel(sel['retrain_config']), subnet=_rel(r['subnet']),
-                             params_ratio=r['params_ratio'], macs_ratio=r['macs_ratio'],
-                             latency_ratio=ratios[r['subnet']],
-                             top1_before=r['top1_pruned_mean'],
-                             top1_after=r['top1_finetuned_mean'], seeds=r['seeds']))
+    rows = ([] if sel is None else
+            _selection_rows(sel, f'selection ({sel["preset"]})', latency, _top1_cells))
     cost = found.get('search_cost')
     if cost is not None:
         for r in cost['summary']:
@@ -266,35 +281,8 @@ def detection_rows(found: dict[str, dict], latency: bool = True) -> list[dict]:
     sel = found.get('detection')
     if sel is None:
         return []
-    study = f'detection ({sel["preset"].removeprefix("detection-")})'
-    narrow = sel.get('narrow')
-    timed = ([narrow['subnet']] if narrow else []) + [r['subnet'] for r in sel['summary']]
-    ratios = (latency_ratios(sel['dense']['config'], sel['retrain_config'], timed, batch=2,
-                             iters=30, warmup=3, scope='mmdet') if latency
-              else dict.fromkeys(timed))
-    one = None if not latency else 1.0
-    rows = [dict(study=study, method='dense', config=_rel(sel['dense']['config']), subnet='',
-                 params_ratio=1.0, macs_ratio=1.0, latency_ratio=one,
-                 box=sel['dense']['bbox_mAP'], mask=sel['dense']['segm_mAP'], seeds=[0])]
-    ref = sel.get('dense_finetuned')
-    if ref:
-        rows.append(dict(study=study, method='dense + the same training',
-                         config=_rel(sel['retrain_config']), subnet='', params_ratio=1.0,
-                         macs_ratio=1.0, latency_ratio=one, box=ref['bbox_mAP_mean'],
-                         mask=ref['segm_mAP_mean'], seeds=ref['seeds']))
-    if narrow:
-        rows.append(dict(study=study, method='40% narrower, trained from scratch as dense',
-                         config=_rel(sel['retrain_config']), subnet=_rel(narrow['subnet']),
-                         params_ratio=None, macs_ratio=narrow['macs_ratio'],
-                         latency_ratio=ratios[narrow['subnet']], box=narrow['bbox_mAP'],
-                         mask=narrow['segm_mAP'], seeds=[0]))
-    for r in sel['summary']:
-        rows.append(dict(study=study, method=r['method'], config=_rel(sel['retrain_config']),
-                         subnet=_rel(r['subnet']), params_ratio=r['params_ratio'],
-                         macs_ratio=r['macs_ratio'], latency_ratio=ratios[r['subnet']],
-                         box=r['bbox_mAP_finetuned_mean'], mask=r['segm_mAP_finetuned_mean'],
-                         seeds=r['seeds']))
-    return rows
+    return _selection_rows(sel, f'detection ({sel["preset"].removeprefix("detection-")})',
+                           latency, _map_cells, batch=2, iters=30, warmup=3, scope='mmdet')
 
 
 def _detection_markdown(rows: list[dict]) -> list[str]:
@@ -302,17 +290,25 @@ def _detection_markdown(rows: list[dict]) -> list[str]:
              'x100 after the fine-tune, mean over the seeds; backbone ratios as above.', '',
              '| study | method | config | subnet | params | MACs | latency | box mAP | '
              'mask mAP | seeds |', '|---|---|---|---|---:|---:|---:|---:|---:|---|']
-    for r in rows:
-        subnet = f'`{r["subnet"]}`' if r['subnet'] else ''
-        lines.append(f'| {r["study"]} | {r["method"]} | `{osp.basename(r["config"] or "")}` | '
-                     f'{subnet} | {_f(r["params_ratio"])} | {_f(r["macs_ratio"])} | '
-                     f'{_f(r["latency_ratio"])} | {r["box"]:.2f} | {r["mask"]:.2f} | '
-                     f'{",".join(map(str, r["seeds"]))} |')
+    lines += [f'{_row_start(r)} {r["box"]:.2f} | {r["mask"]:.2f} | {_seeds(r)} |'
+              for r in rows]
     return lines
 
 
 def _f(value, fmt='{:.3f}') -> str:
     return '' if value is None else fmt.format(value)
+
+
+def _row_start(r: dict) -> str:
+    """A table row's columns up to the latency (study, method, config, subnet, ratios)."""
+    subnet = f'`{r["subnet"]}`' if r['subnet'] else ''
+    return (f'| {r["study"]} | {r["method"]} | `{osp.basename(r["config"] or "")}` | '
+            f'{subnet} | {_f(r["params_ratio"])} | {_f(r["macs_ratio"])} | '
+            f'{_f(r["latency_ratio"])} |')
+
+
+def _seeds(r: dict) -> str:
+    return ','.join(map(str, r['seeds']))
 
 
 def results_markdown(found: dict[str, dict], rows: list[dict],
@@ -336,12 +332,8 @@ def results_markdown(found: dict[str, dict], rows: list[dict],
         '| study | method | config | subnet | params | MACs | latency | top-1 before '
         'fine-tune | top-1 after | seeds |',
         '|---|---|---|---|---:|---:|---:|---:|---:|---|']
-    for r in rows:
-        subnet = f'`{r["subnet"]}`' if r['subnet'] else ''
-        lines.append(f'| {r["study"]} | {r["method"]} | `{osp.basename(r["config"] or "")}` | '
-                     f'{subnet} | {_f(r["params_ratio"])} | {_f(r["macs_ratio"])} | '
-                     f'{_f(r["latency_ratio"])} | {_f(r["top1_before"], "{:.2f}")} | '
-                     f'{_f(r["top1_after"], "{:.2f}")} | {",".join(map(str, r["seeds"]))} |')
+    lines += [f'{_row_start(r)} {_f(r["top1_before"], "{:.2f}")} | '
+              f'{_f(r["top1_after"], "{:.2f}")} | {_seeds(r)} |' for r in rows]
     if detection:
         lines += _detection_markdown(detection)
     goals = [(study, g) for study, res in found.items() for g in res.get('goals', [])]

@@ -15,6 +15,7 @@ import sys
 import pytest
 from helpers import REPO, run_command
 
+from sidt_mmdet.datasets.generation.toy_coco import TOY_COCO_CLASSES
 from sidt_mmdet.utils import load_checkpoint_safe
 
 pytestmark = pytest.mark.slow
@@ -28,7 +29,7 @@ def _small_input_config(path, data_root):
 _base_ = {str(VITDET_B)!r}
 image_size = ({SIZE}, {SIZE})
 data_root = {str(data_root) + '/'!r}
-metainfo = dict(classes=('rectangle', 'ellipse', 'triangle', 'star'))
+metainfo = dict(classes={TOY_COCO_CLASSES!r})
 model = dict(
     data_preprocessor=dict(
         batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
