@@ -55,7 +55,7 @@ reliability-figures: install
 # docs/mutation.md from its results.
 mutation: install
 	rm -rf mutants
-	$(RUN) mutmut run --max-children $(or $(MUTATION_WORKERS),2)
+	$(RUN) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 mutmut run --max-children $(or $(MUTATION_WORKERS),2)
 	$(RUN) python tools/analysis/mutation_report.py --write docs/mutation.json
 
 toy-data: install

@@ -34,6 +34,9 @@ os.environ['CUDA_VISIBLE_DEVICES'] = ''
 # platform.processor() runs `uname -p` the first time a process asks (then caches it): ask
 # here, so that a test reporting the platform (the latency study) starts no process for it.
 platform.processor()
+# matplotlib (imported by mmdet's and mmengine's visualisers) builds its font cache the first
+# time a machine imports it, running `fc-list`: build it here, outside any test.
+import matplotlib.font_manager  # noqa: E402,F401
 
 # Fixtures that train (or run a training chain): a test that uses one is a slow test.
 TRAINING_FIXTURES = frozenset({'toy_train_run', 'runner_checkpoint', 'chain', 'search_run',

@@ -81,8 +81,7 @@ class SIDTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                                      model.module if is_model_wrapper(model) else model)
 
     def add_params(self, params: list[dict], module, **kwargs) -> None:
-        if is_model_wrapper(module):
-            module = module.module
+        # mmengine's __call__ hands over the model unwrapped (DDP's ``.module``)
         cfg = self.paramwise_cfg
         decay = float(cfg['layer_decay_rate'])
         mask_lr = cfg.get('mask_lr', self.base_lr * float(cfg.get('mask_lr_mult', 1.0)))
@@ -91,7 +90,8 @@ class SIDTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         get_depth = getattr(backbone, 'get_layer_depth', None)
         names = {id(p): n for n, p in module.named_parameters()}
 
-        # mmengine's rules, one entry per parameter occurrence (duplicates included).
+        # mmengine's rules, one entry per trainable parameter occurrence: it leaves frozen
+        # tensors out, and with ``bypass_duplicate`` the repeats of a shared one.
         rules: list[dict] = []
         self._rules.add_params(rules, module)
 
@@ -101,13 +101,9 @@ class SIDTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             p = rule['params'][0]
             name = names[id(p)]
             if id(p) in seen:
-                if not cfg.get('bypass_duplicate', False):
-                    raise ValueError(f'parameter {name} is shared by several modules; set '
-                                     'paramwise_cfg.bypass_duplicate=True to optimise it once')
-                continue
+                raise ValueError(f'parameter {name} is shared by several modules; set '
+                                 'paramwise_cfg.bypass_duplicate=True to optimise it once')
             seen.add(id(p))
-            if not p.requires_grad:  # frozen, or custom_keys requires_grad=False
-                continue
             if name.endswith('_mask'):
                 matched = [k for k in custom_keys if k in name]
                 if matched:

@@ -299,7 +299,8 @@ class Subnet:
     def dense(cls, embed_dims: int, num_layers: int, num_heads: int, mlp_hidden: int) -> Subnet:
         """The subnet that keeps everything (useful as a starting point in scripts and tests)."""
         d = embed_dims // num_heads
-        block = dict(qk=[list(range(d))] * num_heads, v=[list(range(d))] * num_heads,
-                     mlp=list(range(mlp_hidden)))
+        # new lists for every head of every block: editing one leaves the others as they are
         return cls(embed_dims, num_layers, num_heads, mlp_hidden,
-                   blocks=[copy.deepcopy(block) for _ in range(num_layers)])
+                   blocks=[dict(qk=[list(range(d)) for _ in range(num_heads)],
+                                v=[list(range(d)) for _ in range(num_heads)],
+                                mlp=list(range(mlp_hidden))) for _ in range(num_layers)])

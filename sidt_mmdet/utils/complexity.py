@@ -64,11 +64,6 @@ class ComplexityReport:
     blocks: list[dict] = field(default_factory=list)
     stem: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return dict(input_size=list(self.input_size), params=self.params, macs=self.macs,
-                    macs_executed=self.macs_executed, elementwise=self.elementwise,
-                    stem=self.stem, blocks=self.blocks)
-
 
 def backbone_widths(backbone, threshold: float | None = None) -> tuple[int, list[BlockWidths]]:
     """(embedding width, per-block widths) of a SIDTViT as it would be pruned.

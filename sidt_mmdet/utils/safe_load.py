@@ -72,7 +72,7 @@ def _remember_source(obj: Any, filename: str) -> None:
         return
     tensors = [v for v in state.values() if torch.is_tensor(v)]
     # and the optimizer's state (Runner checkpoints), for a refused resume to name the file
-    optim = obj.get('optimizer') if isinstance(obj, dict) else None
+    optim = obj.get('optimizer')  # obj is a dict here: only a dict holds a state dict
     if isinstance(optim, dict) and isinstance(optim.get('state'), dict):
         tensors += [v for per_param in optim['state'].values() if isinstance(per_param, dict)
                     for v in per_param.values() if torch.is_tensor(v)]

@@ -153,7 +153,9 @@ def test_custom_keys_multiply_into_the_layer_decay(monkeypatch):
     replaces instead of multiplying the layer decay, and a custom decay_mult overruled by
     the no-decay default; a custom key matching a mask is logged, not applied."""
     lines = []
-    monkeypatch.setattr(layer_decay, 'print_log', lambda msg, **kw: lines.append(msg))
+    monkeypatch.setattr(layer_decay, 'print_log',
+                        lambda msg, **kw: lines.append(msg) if kw == dict(logger='current')
+                        else pytest.fail(f'logged {msg!r} with {kw}, not logger=current'))
     custom = {'head': dict(lr_mult=0.1, decay_mult=0.5),
               'backbone.blocks.1.mlp': dict(lr_mult=3.0)}
     _, _, groups = build(dict(layer_decay_rate=DECAY, mask_lr=MASK_LR, custom_keys=custom))
@@ -209,6 +211,51 @@ def test_shared_parameters_need_bypass_duplicate():
                          model=ToyDetector(share_head=True))
     want = dict(default_groups(), **{'tied.bias': (BASE_LR, 0.)})
     assert_groups(groups, want)
+
+
+def test_a_model_without_layer_depths_gets_the_base_lr():
+    """Catches the layer decay asked of a model that cannot give it (no ``backbone``, or a
+    backbone without ``get_layer_depth``, as a torchvision or timm one): every parameter
+    keeps mmengine's lr, and no-decay rules still hold."""
+    plain = nn.Module()
+    plain.head = nn.Linear(4, 2)
+    other = nn.Module()
+    other.backbone = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    other.head = nn.Linear(4, 2)
+    for model, want in (
+            (plain, {'head.weight': (BASE_LR, BASE_WD), 'head.bias': (BASE_LR, 0.)}),
+            (other, {'backbone.0.weight': (BASE_LR, BASE_WD), 'backbone.0.bias': (BASE_LR, 0.),
+                     'backbone.1.weight': (BASE_LR, 0.), 'backbone.1.bias': (BASE_LR, 0.),
+                     'head.weight': (BASE_LR, BASE_WD), 'head.bias': (BASE_LR, 0.)})):
+        _, _, groups = build(dict(layer_decay_rate=DECAY), model=model)
+        assert_groups(groups, want)
+
+
+@pytest.mark.parametrize('weight_decay', [BASE_WD, None], ids=['wd', 'optimizer-default'])
+def test_each_group_is_logged_with_its_lr_and_weight_decay(monkeypatch, weight_decay):
+    """Catches the group log (what a user reads to check the schedule) dropping a group,
+    miscounting its tensors, naming another group's first tensor, or showing a weight decay
+    the group does not set explicitly (a 2-D weight with none of its own shows 'optimizer
+    default'); the lines go to mmengine's current logger."""
+    logged = []
+    monkeypatch.setattr(layer_decay, 'print_log', lambda msg, **kw: logged.append((msg, kw)))
+    optimizer = dict(type='AdamW', lr=BASE_LR)
+    if weight_decay is not None:
+        optimizer['weight_decay'] = weight_decay
+    model, wrapper, _ = build(dict(layer_decay_rate=DECAY, mask_lr=MASK_LR),
+                              optimizer=optimizer)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = wrapper.optimizer.param_groups
+    assert [kw for _, kw in logged] == [dict(logger='current')] * len(groups)
+    for i, (group, (line, _)) in enumerate(zip(groups, logged)):
+        first = names[id(group['params'][0])]
+        decayed = group['params'][0].ndim > 1 and not first.endswith(('pos_embed', '_mask'))
+        wd = ('optimizer default' if decayed and weight_decay is None
+              else format(group['weight_decay'], '.4g'))
+        assert line == (f'param group {i}: {len(group["params"])} tensors (first {first}), '
+                        f'lr={group["lr"]:.4g}, weight_decay={wd}'), line
+    block0 = 'lr=0.00025, weight_decay=' + ('0.05' if weight_decay else 'optimizer default')
+    assert any(line.endswith(block0) for line, _ in logged)
 
 
 def test_optimizer_without_weight_decay_keeps_its_default():

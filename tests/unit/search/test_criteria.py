@@ -12,6 +12,7 @@ from sidt_mmdet.models.slicing import slice_vit_state_dict
 from sidt_mmdet.search import select_subnet
 from sidt_mmdet.search.criteria import (
     CRITERIA,
+    accumulate_task_gradients,
     criterion_scores,
     magnitude_scores,
     random_scores,
@@ -117,6 +118,108 @@ def test_random_is_seeded_and_uniform_keeps_equal_widths():
     mag = magnitude_scores(model, normalize=False)
     for i, blk in enumerate(sub.blocks):
         assert set(blk['mlp']) == set(torch.argsort(-mag.mlp[i])[:96].tolist())
+
+
+def test_criterion_scores_pass_normalize_and_seed_through():
+    """Catches ``criterion_scores`` or a criterion dropping ``normalize`` or ``seed`` (its
+    default taking over) and the normalisation skipping a kind: normalised scores are each
+    block's raw ones over their mean, for q/k and MLP alike, and ``random`` with seed s is
+    torch.rand's draws, in block order, from a generator seeded s."""
+    model = with_gradients(dense_vit())
+    for name in ('magnitude', 'taylor'):
+        raw = criterion_scores(name, model, normalize=False)
+        for norm in (criterion_scores(name, model), criterion_scores(name, model,
+                                                                     normalize=True)):
+            for kind in ('qk', 'mlp'):
+                for r, n in zip(getattr(raw, kind), getattr(norm, kind), strict=True):
+                    assert not torch.allclose(r, n), (name, kind)
+                    torch.testing.assert_close(n, r / r.mean())
+    for seed in (0, 3):
+        gen = torch.Generator().manual_seed(seed)
+        qk = [torch.rand(3, 16, generator=gen) for _ in range(3)]
+        mlp = [torch.rand(192, generator=gen) for _ in range(3)]
+        drawn = [criterion_scores('random', model, seed=seed)]
+        if seed == 0:
+            drawn += [criterion_scores('random', model), random_scores(model)]
+        for got in drawn:
+            assert all(map(torch.equal, got.qk, qk)) and all(map(torch.equal, got.mlp, mlp))
+
+
+def test_a_block_of_zero_scores_stays_zero_when_normalised():
+    """Catches normalising by a mean of 0 (NaN scores, which rank nowhere): a block whose
+    MLP weights are all 0 keeps scores of 0, the other blocks are still normalised."""
+    model = dense_vit()
+    with torch.no_grad():
+        model.blocks[1].mlp.fc1.weight.zero_()
+        model.blocks[1].mlp.fc2.weight.zero_()
+    scores = magnitude_scores(model)
+    assert torch.equal(scores.mlp[1], torch.zeros(192))
+    assert float(scores.mlp[0].mean()) == pytest.approx(1.0)
+
+
+def test_uniform_scores_are_one_minus_rank_over_n():
+    """Catches a wrong rank score: within each head (and each MLP) the k-th largest
+    magnitude gets 1 - k/n exactly (hand values on n = 16 and n = 192)."""
+    model = dense_vit()
+    mag = magnitude_scores(model, normalize=False)
+    uni = uniform_scores(model)
+    for got, m, n in ((uni.qk[2][1], mag.qk[2][1], 16), (uni.mlp[0], mag.mlp[0], 192)):
+        want = torch.empty(n)
+        want[torch.argsort(-m)] = torch.tensor([1 - k / n for k in range(n)])
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-7)
+        assert got.dtype == torch.float32
+
+
+def test_criteria_refuse_a_pruned_attention_layout():
+    """Catches scoring a layout whose head dims are no longer H x d (rows would be summed
+    into the wrong units): refused, with the modes the criteria take, when the q/k width
+    alone or the v width alone differs from the dense one."""
+    message = (r"^criteria score the dense layout: build the backbone in mode 'dense' or "
+               r"'search', not 'pruned'$")
+    for field in ('sum_qk', 'sum_v'):
+        model = dense_vit()
+        setattr(model.blocks[2].attn, field, 40)
+        with pytest.raises(ValueError, match=message):
+            magnitude_scores(model)
+
+
+class _TaskModel(torch.nn.Module):
+    """The three calls of an mmengine model that accumulate_task_gradients makes: loss
+    ``x . w`` per batch (gradient: the batch's ``x``) and a sparsity term it must leave out."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        self.training_flags = []
+
+    def data_preprocessor(self, batch, training):
+        self.training_flags.append(training)
+        return dict(inputs=batch['x'])
+
+    def forward(self, inputs, mode):
+        assert mode == 'loss', mode
+        return {'loss_cls': (self.w * inputs).sum(), 'loss_sparsity': 100 * self.w.pow(2).sum()}
+
+    def parse_losses(self, losses):
+        return sum(losses.values()), {}
+
+
+def test_accumulate_task_gradients_sums_the_task_loss_of_the_first_batches():
+    """Catches a stale gradient kept, the sparsity term included, one batch too many or too
+    few, the preprocessor called outside training mode and a wrong count returned: the
+    gradient is the sum of the first ``num_batches`` batches' ``x`` (hand values)."""
+    batches = [dict(x=torch.tensor([float(i), 1.0])) for i in range(1, 5)]
+    for num, want in ((1, [1.0, 1.0]), (3, [6.0, 3.0]), (9, [10.0, 4.0])):
+        model = _TaskModel().eval()
+        model.w.grad = torch.tensor([50.0, 50.0])
+        assert accumulate_task_gradients(model, iter(batches), num) == min(num, 4)
+        assert model.training and model.training_flags == [True] * min(num, 4)
+        assert model.w.grad.tolist() == want
+    with pytest.raises(ValueError, match=r'^num_batches: expected >= 1, got 0$'):
+        accumulate_task_gradients(_TaskModel(), iter(batches), 0)
+    with pytest.raises(ValueError, match=r'^accumulate_task_gradients: the data loader '
+                                         r'yielded no batch$'):
+        accumulate_task_gradients(_TaskModel(), iter([]), 2)
 
 
 def test_scores_of_the_wrong_shape_name_the_field():

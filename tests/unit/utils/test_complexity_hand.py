@@ -128,3 +128,39 @@ def test_dense_vit_b_by_the_unpruned_formula():
     want = 12 * (12 * N * D * D + 2 * N * N * D) + 196 * D * 3 * 16 * 16
     assert want == 17_563_060_224
     assert backbone_complexity(model, (224, 224)).macs == want
+
+
+@pytest.mark.parametrize('case', ['global with a class token', 'windows padded, rel-pos',
+                                  'one-token windows'])
+def test_mask_costs_by_hand_on_a_non_square_input(case):
+    """Catches the mask costs (the MACs weights of the sparsity loss) reading height for
+    width, leaving out or subtracting the class token, treating a 1-token window as global
+    attention, or missing the padding and rel-pos terms. Input 32 x 48 at patch 8 is a
+    4 x 6 grid, D = 16, 2 heads, MLP 32, two blocks; the costs per entry from the module
+    docstring's formulas: a q/k dim 2*T*D + groups*n^2 (+ T*(k_h + k_w) with rel-pos), a v
+    dim 2*T*D + groups*n^2, an MLP unit 2*N*D, an embedding channel the patch projection
+    plus, per block, T*4*D + 2*N*32."""
+    from sidt_mmdet.utils.complexity import mask_costs
+
+    kw = dict(arch=dict(embed_dims=16, num_layers=2, num_heads=2, mlp_ratio=2.0),
+              patch_size=8, img_size=32, mode='search', search_dims=('attn', 'mlp', 'embed'))
+    if case == 'global with a class token':
+        bb = SIDTViT(with_cls_token=True, out_type='cls_token', **kw)
+        N = T = 4 * 6 + 1
+        qk = v = 2 * T * 16 + N * N
+    elif case == 'windows padded, rel-pos':  # 4 x 4 windows over 4 x 6: padded to 4 x 8
+        bb = SIDTViT(window_size=4, use_rel_pos=True, **kw)
+        N, T = 24, 2 * 16
+        v = 2 * T * 16 + 2 * 16 * 16
+        qk = v + T * (4 + 4)
+    else:
+        bb = SIDTViT(window_size=1, use_rel_pos=True, **kw)
+        N, T = 24, 24
+        v = 2 * T * 16 + 24
+        qk = v + T * (1 + 1)
+    costs = mask_costs(bb, (32, 48))
+    for i in range(2):
+        assert torch.equal(costs[f'blocks.{i}.attn.dim_mask'], torch.full((2, 8), qk + v + 0.))
+        assert torch.equal(costs[f'blocks.{i}.mlp.hidden_mask'], torch.full((32,), 2. * N * 16))
+    embed = 24 * 3 * 64 + 2 * (T * 4 * 16 + 2 * N * 32)
+    assert torch.equal(costs['embed_mask'], torch.full((16,), float(embed)))

@@ -203,3 +203,17 @@ def test_exact_after_mmengine_checkpoint_round_trip(tmp_path, granularity):
         for m in (again.eval(), by_init.eval()):
             assert (want - m(x)[0]).abs().max() <= 1e-5
     assert set(torch.load(path, weights_only=True)['state_dict']) == set(pruned.state_dict())
+
+
+def test_repr_shows_the_widths_and_calls_of_a_packed_layout():
+    """Catches the module repr (what print(model) and mmengine's log show) losing the
+    per-head widths of a pruned layer or calling a dense one packed."""
+    from sidt_mmdet.models.layers.attention import SIDTAttention
+
+    dense = SIDTAttention(48, 3, mask='shared')
+    assert dense.extra_repr() == 'heads=3, head_dim=16, uniform, mask=shared'
+    pruned = SIDTAttention(48, 3, qk_dims=[16, 8, 8], v_dims=[16, 8, 4])
+    assert pruned.extra_repr() == (f'heads=3, head_dim=16, qk_dims=[16, 8, 8], '
+                                   f'v_dims=[16, 8, 4], layout=grouped, '
+                                   f'calls={len(pruned.groups)}, mask=None')
+    assert len(pruned.groups) > 1
