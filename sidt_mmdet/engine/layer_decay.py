@@ -71,8 +71,9 @@ class SIDTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError('optim_wrapper.optimizer.lr: must be set (layer-wise lr decay '
                              'scales it)')
         mm_cfg = {k: v for k, v in paramwise_cfg.items() if k in _MMENGINE_KEYS}
-        self._rules = DefaultOptimWrapperConstructor(
-            dict(self.optim_wrapper_cfg, optimizer=dict(self.optimizer_cfg)), mm_cfg)
+        # mmengine's rules (only its add_params is used: the optimizer config is enough)
+        self._rules = DefaultOptimWrapperConstructor(dict(optimizer=dict(self.optimizer_cfg)),
+                                                     mm_cfg)
 
     def __call__(self, model):
         check_sparsity_attached(model.module if is_model_wrapper(model) else model)

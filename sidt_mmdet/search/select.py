@@ -132,14 +132,13 @@ class _Selector:
     """Turns "keep the first k units of each kind" into a Subnet."""
 
     def __init__(self, backbone, scores, granularity, round_to, min_heads, min_mlp, min_embed,
-                 equal_heads=False):
-        self.bb = backbone
+                 equal_heads):
         self.equal_heads = equal_heads
         self.H, self.d = backbone.num_heads, backbone.head_dim
         self.L, self.hidden = backbone.num_layers, backbone.mlp_hidden
         self.D = backbone.embed_dims_dense
         self.granularity = granularity
-        self.round_to = max(1, int(round_to or 1))
+        self.round_to = round_to  # an int >= 1, checked by select_subnet
         self.min_heads, self.min_mlp, self.min_embed = min_heads, min_mlp, min_embed
         self.kinds: dict[str, list[_Unit]] = {}
         self.scores: dict[str, list[torch.Tensor]] = {'qk': [], 'v': [], 'mlp': []}
@@ -199,10 +198,8 @@ class _Selector:
                     for n, h in enumerate(heads):
                         # head_uniform units carry one dim per head, in head order
                         dims = u.dims if u.head is not None else [u.dims[n]]
-                        if kind in ('attn', 'qk'):
-                            qk[u.block][h].update(dims)
-                        if kind in ('attn', 'v'):
-                            v[u.block][h].update(dims)
+                        # shared ('attn') units are v dims: the q/k dims follow them
+                        (qk if kind == 'qk' else v)[u.block][h].update(dims)
         has_attn = bool(self.scores['qk'])
         blocks = []
         for i in range(L):
@@ -227,23 +224,20 @@ class _Selector:
     def _attn_block(self, qk_sets, v_sets, sq, sv):
         H, d = self.H, self.d
         shared = not self.split
-        # Minimum heads: give the best-scoring empty heads their best dim.
-        active = [h for h in range(H) if v_sets[h]]
-        if len(active) < self.min_heads:
-            head_scores = (sv.mean(dim=1) + sq.mean(dim=1))
-            for h in torch.argsort(-head_scores, stable=True).tolist():
-                if len(active) >= min(self.min_heads, H):
-                    break
-                if h not in active:
-                    best = self._best_dims(sv[h], 1)
-                    v_sets[h].update(best)
-                    if shared or self.granularity == 'head':
-                        qk_sets[h].update(best)
-                    active.append(h)
+        # Minimum heads: give the best-scoring empty heads their best v dim (their q/k
+        # widths follow: shared dims take the v width, whole heads keep every dim).
+        live = sum(1 for h in range(H) if v_sets[h])
+        head_scores = sv.mean(dim=1) + sq.mean(dim=1)
+        for h in torch.argsort(-head_scores, stable=True).tolist():
+            if live >= min(self.min_heads, H):
+                break
+            if not v_sets[h]:
+                v_sets[h].update(self._best_dims(sv[h], 1))
+                live += 1
         n_qk = [self._round(len(qk_sets[h]), d) for h in range(H)]
         n_v = [self._round(len(v_sets[h]), d) for h in range(H)]
-        if shared:
-            n_qk = n_v = [max(a, b) for a, b in zip(n_qk, n_v)]
+        if shared:  # the q/k dims are the v dims (shared units fill v_sets only)
+            n_qk = n_v
         if self.equal_heads:  # every active head at the layer's widest width
             live = [h for h in range(H) if v_sets[h]]
             w_qk, w_v = max(n_qk[h] for h in live), max(n_v[h] for h in live)

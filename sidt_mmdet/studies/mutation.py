@@ -7,6 +7,7 @@ killed with its diff; :func:`write_doc` regenerates the figures block of docs/mu
 from __future__ import annotations
 
 import collections
+import fnmatch
 import json
 import os.path as osp
 import subprocess
@@ -16,7 +17,7 @@ import tomllib
 from ..utils.fileio import replace_marked_block
 from .common import REPO
 
-__all__ = ['collect', 'render', 'write_doc', 'BEGIN', 'END']
+__all__ = ['collect', 'render', 'reason_for', 'write_doc', 'BEGIN', 'END']
 
 # mutmut's exit-code meaning (mutmut.stats.status_by_exit_code)
 STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests',
@@ -73,28 +74,85 @@ def collect(mutants: str) -> dict:
                 files=files, survivors=survivors)
 
 
-def render(res: dict) -> str:
-    """The figures block of docs/mutation.md."""
+def _changed_line(diff: str) -> str:
+    """The first line the mutant adds (or, for a deletion, the first it removes)."""
+    lines = [ln for ln in diff.splitlines() if ln[:1] in '+-' and ln[:3] not in ('+++', '---')]
+    added = [ln for ln in lines if ln.startswith('+')] or lines or ['?']
+    text = ' '.join(added[0][1:].split())
+    return (text[:90] + '...' if len(text) > 90 else text).replace('|', '\\|')
+
+
+def reason_for(mutant: str, reasons: list[dict]) -> str | None:
+    """The reason of the first entry of ``reasons`` whose patterns match ``mutant``."""
+    for entry in reasons:
+        if any(fnmatch.fnmatchcase(mutant, pat) for pat in entry['mutants']):
+            return entry['why']
+    return None
+
+
+def _unchecked_note(res: dict) -> str:
+    """For a stopped run: how many mutants it left unchecked, and the killed share of the
+    ones it checked."""
+    unchecked = sum(f.get('not checked', 0) for f in res['files'].values())
+    if not unchecked:
+        return ''
+    checked = res['total'] - unchecked
+    return (f'; that run was stopped with {unchecked} not checked, so of the {checked} it '
+            f'checked {res["killed"]} were killed ({100 * res["killed"] / checked:.1f}%)')
+
+
+def render(res: dict, before: dict | None = None, reasons: list[dict] | None = None) -> str:
+    """The figures block of docs/mutation.md: ``res`` per module beside ``before`` (an
+    earlier run's :func:`collect`, the same modules), and every mutant of ``res`` not
+    detected with the reason of ``reasons`` that matches it (``mutants``: fnmatch patterns,
+    ``why``: the text), or "not analysed"."""
+    def pct(n, total):
+        return f'{100 * n / max(total, 1):.1f}%'
+
     lines = ['',
              f'**{res["killed"]} of {res["total"]} mutants killed ({res["score"]}%)**; '
              f'with the timed-out ones, {res["detected"]} detected '
-             f'({100 * res["detected"] / max(res["total"], 1):.1f}%).', '',
-             '| module | mutants | killed | survived | no tests | timeout | not checked | score |',
-             '|---|---:|---:|---:|---:|---:|---:|---:|']
+             f'({pct(res["detected"], res["total"])}).', '']
+    if before is not None:
+        lines += [f'Before the tests written against this run\'s first survivors: '
+                  f'{before["killed"]} of {before["total"]} killed ({before["score"]}%), '
+                  f'{before["detected"]} detected ({pct(before["detected"], before["total"])})'
+                  + _unchecked_note(before) + '.', '']
+    head = ('| module | mutants | killed | survived | no tests | timeout | not checked | score |'
+            + (' score before |' if before is not None else ''))
+    lines += [head, '|---|' + '---:|' * (head.count('|') - 2)]
     for path, f in res['files'].items():
-        score = 100 * f.get('killed', 0) / max(f['total'], 1)
-        lines.append(f'| `{path}` | {f["total"]} | {f.get("killed", 0)} | '
-                     f'{f.get("survived", 0)} | {f.get("no tests", 0)} | '
-                     f'{f.get("timeout", 0)} | {f.get("not checked", 0)} | {score:.1f}% |')
+        row = (f'| `{path}` | {f["total"]} | {f.get("killed", 0)} | '
+               f'{f.get("survived", 0)} | {f.get("no tests", 0)} | '
+               f'{f.get("timeout", 0)} | {f.get("not checked", 0)} | '
+               f'{pct(f.get("killed", 0), f["total"])} |')
+        if before is not None:
+            b = before['files'].get(path)
+            row += f' {pct(b.get("killed", 0), b["total"]) if b else "-"} |'
+        lines.append(row)
     unchecked = sum(f.get('not checked', 0) for f in res['files'].values())
     if unchecked:
         lines += ['', f'**A partial run**: {unchecked} mutants were not checked (the run was '
                   'stopped); their share counts as not killed.']
-    lines += ['', f'Mutants checked and not killed: {len(res["survivors"])} (each with its '
-              'diff in `docs/mutation.json`).', '']
+    left = [s for s in res['survivors'] if s['status'] != 'timeout']
+    why = [reason_for(s['mutant'], reasons or []) for s in left]
+    lines += ['', f'Mutants neither killed nor timed out: {len(left)}, of which '
+              f'{sum(w is not None for w in why)} are explained below and '
+              f'{sum(w is None for w in why)} are not analysed (every diff is in '
+              '`docs/mutation.json`).', '']
+    if left:
+        lines += ['| mutant | what it changes | why it survives |', '|---|---|---|']
+        for s, w in zip(left, why):
+            name = s['mutant'].split('.')[-1].replace('\u01c1', '.')
+            module = s['file'].split('/')[-1]
+            lines.append(f'| `{module}` `{name}` | `{_changed_line(s.get("diff", ""))}` | '
+                         f'{w or "not analysed"} |')
+        lines.append('')
     return '\n'.join(lines)
 
 
-def write_doc(res: dict, doc: str) -> None:
-    """Regenerate the figures block of ``doc`` from ``res``."""
-    replace_marked_block(doc, BEGIN, END, render(res), what='the mutation figures')
+def write_doc(res: dict, doc: str, before: dict | None = None,
+              reasons: list[dict] | None = None) -> None:
+    """Regenerate the figures block of ``doc`` from ``res`` (see :func:`render`)."""
+    replace_marked_block(doc, BEGIN, END, render(res, before, reasons),
+                         what='the mutation figures')

@@ -91,7 +91,7 @@ def backbone_widths(backbone, threshold: float | None = None) -> tuple[int, list
         else:
             qk, v = list(attn.qk_dims), list(attn.v_dims)
             rel_cols = attn.rel_pos_h.shape[1] if attn.use_rel_pos else 0
-        layout = getattr(attn, 'layout', 'grouped')
+        layout = attn.layout
         mlp = blk.mlp.hidden_features
         if threshold is not None and hid_m is not None:
             mlp = int((hid_m.detach().abs() > threshold).sum())

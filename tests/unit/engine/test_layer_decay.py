@@ -231,7 +231,8 @@ def test_a_model_without_layer_depths_gets_the_base_lr():
         assert_groups(groups, want)
 
 
-@pytest.mark.parametrize('weight_decay', [BASE_WD, None], ids=['wd', 'optimizer-default'])
+@pytest.mark.parametrize('weight_decay', [BASE_WD, 1e-5, None],
+                         ids=['wd', 'small-wd', 'optimizer-default'])
 def test_each_group_is_logged_with_its_lr_and_weight_decay(monkeypatch, weight_decay):
     """Catches the group log (what a user reads to check the schedule) dropping a group,
     miscounting its tensors, naming another group's first tensor, or showing a weight decay
@@ -254,7 +255,8 @@ def test_each_group_is_logged_with_its_lr_and_weight_decay(monkeypatch, weight_d
               else format(group['weight_decay'], '.4g'))
         assert line == (f'param group {i}: {len(group["params"])} tensors (first {first}), '
                         f'lr={group["lr"]:.4g}, weight_decay={wd}'), line
-    block0 = 'lr=0.00025, weight_decay=' + ('0.05' if weight_decay else 'optimizer default')
+    shown = {BASE_WD: '0.05', 1e-5: '1e-05', None: 'optimizer default'}[weight_decay]
+    block0 = 'lr=0.00025, weight_decay=' + shown
     assert any(line.endswith(block0) for line, _ in logged)
 
 
@@ -294,9 +296,46 @@ def test_unknown_and_conflicting_keys():
     with pytest.raises(ValueError, match=r"paramwise_cfg: unknown key\(s\) \['decay_rate'\] "
                                          r'for SIDTLayerDecayOptimWrapperConstructor'):
         build(dict(decay_rate=0.7))
-    with pytest.raises(ValueError, match='give mask_lr or mask_lr_mult, not both'):
+    with pytest.raises(ValueError, match=r'^paramwise_cfg: give mask_lr or mask_lr_mult, not '
+                                         r'both$'):
         build(dict(mask_lr=1e-2, mask_lr_mult=2.0))
-    with pytest.raises(ValueError, match=r'optim_wrapper\.optimizer\.lr: must be set'):
+    with pytest.raises(ValueError, match=r'^optim_wrapper\.optimizer\.lr: must be set '
+                                         r'\(layer-wise lr decay scales it\)$'):
         build(dict(layer_decay_rate=DECAY), optimizer=dict(type='AdamW'))
     with pytest.raises(ValueError, match='base_wd should not be None'):  # mmengine's own check
         build(dict(norm_decay_mult=0.), optimizer=dict(type='SGD', lr=0.1))
+
+
+def _ddp(module):
+    """``module`` inside mmengine's DDP wrapper, as a distributed Runner hands it over; built
+    without a process group (the constructor reads only its class and ``.module``)."""
+    from mmengine.model import MMDistributedDataParallel
+    wrapper = MMDistributedDataParallel.__new__(MMDistributedDataParallel)
+    nn.Module.__init__(wrapper)
+    wrapper.module = module
+    return wrapper
+
+
+def test_a_wrapped_model_is_checked_and_remembered_unwrapped():
+    """Catches the DDP wrapper checked or remembered in place of the model inside it: the
+    wrapper is no mmengine model, so a search model without its sparsity loss would train
+    unnoticed on several processes, and a resume would look for masks on the wrapper."""
+    from mmengine.model import BaseModel
+
+    from sidt_mmdet.search.checks import MissingSparsityError
+
+    class Detector(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.backbone = ToyDetector().backbone
+
+        def forward(self, *args, **kwargs):
+            raise NotImplementedError
+
+    cfg = dict(optimizer=dict(type='AdamW', lr=BASE_LR, weight_decay=BASE_WD))
+    for model in (Detector(), _ddp(Detector())):
+        with pytest.raises(MissingSparsityError):
+            SIDTLayerDecayOptimWrapperConstructor(cfg, dict(layer_decay_rate=DECAY))(model)
+    model = _ddp(ToyDetector())
+    wrapper = SIDTLayerDecayOptimWrapperConstructor(cfg, dict(layer_decay_rate=DECAY))(model)
+    assert wrapper.sidt_model is model.module

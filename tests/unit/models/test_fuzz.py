@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -28,6 +29,15 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 E, L, H, M = 16, 2, 2, 24          # the model the subnet documents are checked against
 D = E // H
 ARCH = dict(embed_dims=E, num_layers=L, num_heads=H, mlp_ratio=M / E)
+# Under mutation testing (mutmut sets MUTANT_UNDER_TEST in its process) every mutant of a
+# model function runs these tests: a tenth of the examples keeps a run of the core near an hour.
+_EXAMPLES = 0.1 if 'MUTANT_UNDER_TEST' in os.environ else 1.0
+
+
+def examples(n: int) -> int:
+    return max(10, int(n * _EXAMPLES))
+
+
 SETTINGS = dict(deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
@@ -226,7 +236,7 @@ def _accept_or_refuse(doc, case: dict = DEFAULT_CASE) -> bool:
     return True
 
 
-@settings(max_examples=300, **SETTINGS)
+@settings(max_examples=examples(300), **SETTINGS)
 @given(doc=valid_docs(), case=model_cases())
 def test_valid_documents_build_and_run(doc, case, figures):
     figures.add('fuzz_examples')
@@ -242,7 +252,7 @@ def mutated_pairs(draw):
     return original, draw(mutated_docs(original))
 
 
-@settings(max_examples=600, **SETTINGS)
+@settings(max_examples=examples(600), **SETTINGS)
 @given(pair=mutated_pairs(), case=model_cases())
 def test_mutated_documents_are_refused_or_run(pair, case, figures):
     """A mutated document is refused with a SubnetError naming the file, or accepted as
@@ -261,7 +271,7 @@ def test_mutated_documents_are_refused_or_run(pair, case, figures):
         assert sub.embed == doc.get('embed')
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=examples(150), **SETTINGS)
 @given(doc=valid_docs(), cut=st.floats(0, 1), junk=st.binary(max_size=16))
 def test_damaged_files_are_refused_by_name(tmp_path_factory, doc, cut, junk, figures):
     figures.add('fuzz_examples')
@@ -310,7 +320,7 @@ def vit_kwargs(draw):
     return kw
 
 
-@settings(max_examples=300, **SETTINGS)
+@settings(max_examples=examples(300), **SETTINGS)
 @given(kw=vit_kwargs())
 def test_arch_and_vitdet_arguments_are_refused_or_run(kw, figures):
     figures.add('fuzz_examples')

@@ -72,3 +72,27 @@ def test_dense_subnet_lists_are_independent():
     assert sub.widths() == [dict(qk=[7, 8], v=[8, 8], mlp=31),
                             dict(qk=[8, 8], v=[8, 8], mlp=32),
                             dict(qk=[8, 8], v=[8, 8], mlp=32)]
+
+
+def test_to_dict_is_a_deep_copy_that_round_trips():
+    """Catches a field dropped from the file form, or shared with it (editing the written
+    dict would edit the subnet): every field comes back from from_dict, and changing the
+    dict's nested values leaves the subnet as it was."""
+    sub = Subnet.dense(16, 2, 2, 32)
+    sub.lowrank = {'method': 'svd', 'ranks': {'blocks.0.mlp.fc1': 4}}
+    sub.budget = dict(kind='keep_ratio', value=0.5, input_size=[32, 32])
+    sub.stats = dict(macs_after=10, input_size=[32, 32])
+    sub.source = dict(checkpoints=['search.pth'])
+    doc = sub.to_dict()
+    back = Subnet.from_dict(json.loads(json.dumps(doc)))
+    for field in ('blocks', 'lowrank', 'budget', 'stats', 'source', 'embed'):
+        assert getattr(back, field) == getattr(sub, field), field
+    doc['blocks'][0]['mlp'].append(99)
+    doc['lowrank']['ranks']['blocks.0.mlp.fc1'] = 2
+    for field in ('budget', 'stats'):
+        doc[field]['input_size'].append(3)
+    doc['source']['checkpoints'].append('other.pth')
+    assert sub.blocks[0]['mlp'][-1] == 31
+    assert sub.lowrank == {'method': 'svd', 'ranks': {'blocks.0.mlp.fc1': 4}}
+    assert sub.budget['input_size'] == sub.stats['input_size'] == [32, 32]
+    assert sub.source == dict(checkpoints=['search.pth'])

@@ -103,6 +103,8 @@ def test_taylor_needs_gradients_and_uses_them():
         want = float((fc1.weight[u] * fc1.weight.grad[u]).abs().sum()
                      + (fc2.weight[:, u] * fc2.weight.grad[:, u]).abs().sum())
     assert float(scores.mlp[0][u]) == pytest.approx(want, rel=1e-6)
+    # normalised by default, like the magnitude criterion: each block over its mean
+    torch.testing.assert_close(taylor_scores(model).mlp[0], scores.mlp[0] / scores.mlp[0].mean())
 
 
 def test_random_is_seeded_and_uniform_keeps_equal_widths():
@@ -190,6 +192,7 @@ class _TaskModel(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        self.u = torch.nn.Parameter(torch.tensor([3.0]))  # reached by the sparsity term only
         self.training_flags = []
 
     def data_preprocessor(self, batch, training):
@@ -198,7 +201,8 @@ class _TaskModel(torch.nn.Module):
 
     def forward(self, inputs, mode):
         assert mode == 'loss', mode
-        return {'loss_cls': (self.w * inputs).sum(), 'loss_sparsity': 100 * self.w.pow(2).sum()}
+        return {'loss_cls': (self.w * inputs).sum(),
+                'loss_sparsity': 100 * self.w.pow(2).sum() + self.u.sum()}
 
     def parse_losses(self, losses):
         return sum(losses.values()), {}
@@ -211,8 +215,9 @@ def test_accumulate_task_gradients_sums_the_task_loss_of_the_first_batches():
     batches = [dict(x=torch.tensor([float(i), 1.0])) for i in range(1, 5)]
     for num, want in ((1, [1.0, 1.0]), (3, [6.0, 3.0]), (9, [10.0, 4.0])):
         model = _TaskModel().eval()
-        model.w.grad = torch.tensor([50.0, 50.0])
+        model.w.grad, model.u.grad = torch.tensor([50.0, 50.0]), torch.tensor([7.0])
         assert accumulate_task_gradients(model, iter(batches), num) == min(num, 4)
+        assert model.u.grad is None  # no task gradient: none, not a stale or zero one
         assert model.training and model.training_flags == [True] * min(num, 4)
         assert model.w.grad.tolist() == want
     with pytest.raises(ValueError, match=r'^num_batches: expected >= 1, got 0$'):

@@ -180,3 +180,23 @@ def test_held_out_check_and_budget_report(built):
     feasible, infeasible = budgets['rows']
     assert feasible['predicted_ratio'] == 0.5 and feasible['measured_ratio'] > 0
     assert 'below the smallest subnet' in infeasible['infeasible']
+
+
+def test_a_latency_fraction_outside_zero_one_is_refused(built):
+    """Catches the latency fraction's range off at either end: 1 (the dense latency) is a
+    budget, 0 and 1.5 are refused with the range."""
+    backbone, table, _ = built
+    sub = select_subnet(backbone, latency=1, latency_table=table)
+    assert sub.budget['kind'] == 'latency' and sub.budget['value'] == 1
+    # the record: the table used, and the predictions rounded to 0.1 us
+    dense_ms = table.predict(None)
+    assert sub.budget['latency_ms'] == dense_ms
+    assert sub.budget['latency_table'] == dict(path=table.path, digest=table.digest(),
+                                               key=table.key)
+    assert sub.stats['latency_ms_before'] == round(dense_ms, 4) != dense_ms
+    assert sub.stats['latency_ms_after'] == round(table.predict(sub), 4)
+    for value in (0, 1.5):
+        with pytest.raises(ValueError) as err:
+            select_subnet(backbone, latency=value, latency_table=table)
+        assert str(err.value) == ('latency: expected a fraction of the dense latency in (0, 1], '
+                                  f'got {value}')

@@ -41,3 +41,35 @@ def test_missing_results_name_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(mutation, '_files', lambda: ['pkg/a.py'])
     with pytest.raises(FileNotFoundError, match='pkg/a.py.meta not found: run `make mutation`'):
         mutation.collect(str(tmp_path))
+
+
+def test_render_shows_the_score_before_and_why_each_survivor_lives():
+    """Catches the before column taken from the wrong run or module, a survivor matched to
+    another entry's reason (or to none when a pattern fits), and a timed-out mutant listed
+    as a survivor."""
+    res = dict(killed=3, detected=4, total=6, score=50.0,
+               files={'pkg/a.py': {'killed': 3, 'survived': 2, 'timeout': 1, 'total': 6}},
+               survivors=[
+                   dict(file='pkg/a.py', mutant='pkg.a.x_f__mutmut_1', status='survived',
+                        diff='--- a\n+++ b\n-    x = 1\n+    x = 2 | 3\n'),
+                   dict(file='pkg/a.py', mutant='pkg.a.x\u01c1C\u01c1g__mutmut_4',
+                        status='survived', diff='-    y = f(a)\n'),
+                   dict(file='pkg/a.py', mutant='pkg.a.x_h__mutmut_2', status='timeout',
+                        diff='')])
+    before = dict(killed=1, detected=1, total=6, score=16.7,
+                  files={'pkg/a.py': {'killed': 1, 'survived': 5, 'total': 6}})
+    reasons = [{'mutants': ['pkg.a.x_f__*'], 'why': 'equivalent: f ignores x'},
+               {'mutants': ['*'], 'why': 'a catch-all later in the list'}]
+    text = mutation.render(res, before, reasons)
+    assert 'Before the tests written against this run\'s first survivors: 1 of 6 killed ' \
+           '(16.7%), 1 detected (16.7%).' in text
+    assert '| `pkg/a.py` | 6 | 3 | 2 | 0 | 1 | 0 | 50.0% | 16.7% |' in text
+    assert '| `a.py` `x_f__mutmut_1` | `x = 2 \\| 3` | equivalent: f ignores x |' in text
+    assert '| `a.py` `x.C.g__mutmut_4` | `y = f(a)` | a catch-all later in the list |' in text
+    assert 'x_h__mutmut_2' not in text
+    assert 'Mutants neither killed nor timed out: 2, of which 2 are explained' in text
+    assert 'not analysed |' in mutation.render(res, None, reasons[:1])
+    # a stopped run before: its unchecked mutants are said, with the share of the checked
+    before['files']['pkg/a.py'] = {'killed': 1, 'survived': 1, 'not checked': 4, 'total': 6}
+    assert ('1 detected (16.7%); that run was stopped with 4 not checked, so of the 2 it '
+            'checked 1 were killed (50.0%).') in mutation.render(res, before, reasons)

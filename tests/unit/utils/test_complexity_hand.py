@@ -164,3 +164,40 @@ def test_mask_costs_by_hand_on_a_non_square_input(case):
         assert torch.equal(costs[f'blocks.{i}.mlp.hidden_mask'], torch.full((32,), 2. * N * 16))
     embed = 24 * 3 * 64 + 2 * (T * 4 * 16 + 2 * N * 32)
     assert torch.equal(costs['embed_mask'], torch.full((16,), float(embed)))
+
+
+def test_low_rank_factors_counted_by_hand():
+    """Catches the rank-r count of a factorised Linear wrong (r * (n_in + n_out) weights,
+    its bias, N * r * (n_in + n_out) MACs), including a qkv without bias: one block, D 16,
+    a 4 x 4 grid (N 16), qkv (16 -> 48, no bias) at rank 2 and fc1 (16 -> 32) at rank 4."""
+    from sidt_mmdet.utils.complexity import BlockWidths, count_complexity
+
+    kw = dict(embed=16, blocks=[BlockWidths(qk=[8, 8], v=[8, 8], mlp=32)], input_size=(32, 32),
+              patch_size=8, pretrain_grid=(4, 4), qkv_bias=False)
+    dense = count_complexity(**kw)
+    low = count_complexity(lowrank={'blocks.0.attn.qkv': 2, 'blocks.0.mlp.fc1': 4}, **kw)
+    d_params = (2 * (16 + 48) - 16 * 48) + (4 * (16 + 32) + 32 - (16 * 32 + 32))
+    d_macs = 16 * (2 * (16 + 48) - 16 * 48) + 16 * (4 * (16 + 32) - 16 * 32)
+    assert (low.params - dense.params, low.macs - dense.macs) == (d_params, d_macs)
+    assert low.macs_executed - dense.macs_executed == d_macs
+
+
+def test_widths_at_a_threshold_keep_only_what_is_above_it():
+    """Catches entries equal to the threshold counted as kept, and the rel-pos columns (the
+    union of the q/k dims the heads keep) counted per head or over everything."""
+    from sidt_mmdet.utils.complexity import backbone_widths
+
+    bb = SIDTViT(arch=dict(embed_dims=16, num_layers=1, num_heads=2, mlp_ratio=2.0),
+                 patch_size=8, img_size=32, mode='search', use_rel_pos=True,
+                 search_dims=('attn', 'mlp', 'embed'))
+    with torch.no_grad():
+        m = bb.blocks[0].attn.dim_mask
+        m.fill_(0.1)  # exactly the threshold: dropped
+        m[0, [0, 1]] = 0.5
+        m[1, [1, 2, 3]] = 0.5
+        bb.blocks[0].mlp.hidden_mask.fill_(0.1)
+        bb.blocks[0].mlp.hidden_mask[:5] = 0.2
+        bb.embed_mask.fill_(0.1)
+        bb.embed_mask[:7] = 0.3
+    embed, (w,) = backbone_widths(bb, threshold=0.1)
+    assert (embed, w.qk, w.v, w.mlp, w.rel_cols) == (7, [2, 3], [2, 3], 5, 4)
