@@ -90,10 +90,14 @@ def reason_for(mutant: str, reasons: list[dict]) -> str | None:
     return None
 
 
+def _unchecked(res: dict) -> int:
+    return sum(f.get('not checked', 0) for f in res['files'].values())
+
+
 def _unchecked_note(res: dict) -> str:
     """For a stopped run: how many mutants it left unchecked, and the killed share of the
     ones it checked."""
-    unchecked = sum(f.get('not checked', 0) for f in res['files'].values())
+    unchecked = _unchecked(res)
     if not unchecked:
         return ''
     checked = res['total'] - unchecked
@@ -130,7 +134,7 @@ def render(res: dict, before: dict | None = None, reasons: list[dict] | None = N
             b = before['files'].get(path)
             row += f' {pct(b.get("killed", 0), b["total"]) if b else "-"} |'
         lines.append(row)
-    unchecked = sum(f.get('not checked', 0) for f in res['files'].values())
+    unchecked = _unchecked(res)
     if unchecked:
         lines += ['', f'**A partial run**: {unchecked} mutants were not checked (the run was '
                   'stopped); their share counts as not killed.']
