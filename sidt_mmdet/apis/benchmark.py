@@ -135,7 +135,7 @@ def benchmark_detectors(specs: Sequence[ModelSpec], *, device: str | None = None
                         out: str | None = None, log: Callable[[str], None] = print) -> dict:
     """Time each model's rows (:data:`ROWS`) interleaved with the other models'; returns
     (and with ``out`` writes atomically as JSON) plain data, times in milliseconds."""
-    from ..utils.complexity import backbone_complexity
+    from ..models.complexity import backbone_complexity
     if not specs:
         raise ToolError('nothing to benchmark: give a config')
     if threads is not None:

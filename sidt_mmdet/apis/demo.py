@@ -80,7 +80,7 @@ def _measure_detectors(chain: ChainResult, sizes, iters: int, log) -> list[dict]
     average around them and why its latency ratio cannot be trusted (if it cannot)."""
     import torch
 
-    from ..utils.complexity import backbone_complexity
+    from ..models.complexity import backbone_complexity
     from ..utils.timing import load_average, ratio_trust, spread, time_interleaved
 
     dense = build_model(DETECTION_CONFIGS['dense'], checkpoint=chain.dense_ckpt).backbone
@@ -293,7 +293,7 @@ def measure_classifier(subnet_path: str, batch: int = 64, iters: int = 30,
     dense and the pruned toy classifier."""
     import torch
 
-    from ..utils.complexity import backbone_complexity
+    from ..models.complexity import backbone_complexity
     from ..utils.timing import median_latency
 
     dense = build_model(CLASSIFICATION_CONFIGS['dense'])
@@ -362,7 +362,7 @@ def write_classification_report(path: str, chain: dict, figures: dict, subnet, e
         '',
         f'Top-1 of the pruned model before retraining (sliced weights, masks folded): '
         f'{t["pruned_before_retrain"]["accuracy/top1"]:.2f}%.', '',
-        'MACs are counted by `sidt_mmdet.utils.complexity` (attention matmuls included, '
+        'MACs are counted by `sidt_mmdet.models.complexity` (attention matmuls included, '
         'softmax/norms not). Latency: backbone forward only, dense and pruned timed '
         f'interleaved, median of {lat["iters"]} runs, torch {lat["torch"]}.', '',
         '## Kept widths per block', '',

@@ -34,11 +34,11 @@ from mmengine.registry import MODELS, init_default_scope
 
 from ..export import prune_model_state_dict
 from ..models import Subnet
+from ..models.complexity import ComplexityReport, backbone_complexity
 from ..models.slicing import MASK_SUFFIXES, is_mask_key
 from ..search.select import GRANULARITIES, MACS_COUNTS, select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.cli import ToolError, count, int_at_least, ratio, run_tool
-from ..utils.complexity import ComplexityReport, backbone_complexity
 from ..utils.config import backbone_cfg, with_pruned_backbone
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_text_atomic
 from ..utils.state_dict import (

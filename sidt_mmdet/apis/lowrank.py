@@ -34,10 +34,10 @@ from ..export.lowrank import (
 )
 from ..export.prune import prune_model_state_dict
 from ..models import SIDTViT, Subnet
+from ..models.complexity import backbone_complexity
 from ..search.select import select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.cli import ToolError, count, positive_int, ratio, run_tool
-from ..utils.complexity import backbone_complexity
 from ..utils.config import backbone_cfg, runner_model_cfg, with_pruned_backbone
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
 from ..utils.state_dict import cpu_state_dict, load_state_dict_strict, state_dict_of

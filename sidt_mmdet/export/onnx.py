@@ -651,7 +651,7 @@ def benchmark_onnx(models: dict[str, ExportModel], input_size: Sequence[int], ba
 
     import onnxruntime
 
-    from ..utils.complexity import backbone_complexity
+    from ..models.complexity import backbone_complexity
 
     size = _check_size(input_size, next(iter(models.values())).patch_size, dynamic=False)
     result = dict(input_size=list(size), batch=batch, opset=opset, threads=threads,

@@ -17,7 +17,7 @@ only ever add a layer's next-best dims), so they keep it monotone.
 
 A MACs budget counts either the kept MACs (the analytic cost) or the executed MACs
 of the pruned layout (``macs='executed'``: zero padding of unequal heads counted,
-see :func:`~sidt_mmdet.utils.complexity.head_groups`); the subnet file records
+see :func:`~sidt_mmdet.models.complexity.head_groups`); the subnet file records
 both. ``equal_heads`` gives every head of a layer the widest head's width (its
 next-best dims, never padding), so a layer runs as one attention call.
 """
@@ -28,14 +28,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.subnet import Subnet
-from ..utils.complexity import (
+from ..models.complexity import (
     LAYOUTS,
     BlockWidths,
     backbone_complexity,
     backbone_structure,
     count_complexity,
 )
+from ..models.subnet import Subnet
 from .checks import check_masks_finite
 
 __all__ = ['select_subnet', 'GRANULARITIES', 'MACS_COUNTS', 'UnitScores']

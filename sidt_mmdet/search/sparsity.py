@@ -7,7 +7,7 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from ..utils.complexity import mask_costs
+from ..models.complexity import mask_costs
 from .checks import check_masks_finite
 
 __all__ = ['SparsityLoss']

@@ -31,7 +31,7 @@ def export_flags(budget: str, prune: float) -> list[str]:
     """The export flags for the budget; absolute targets come from the dense toy backbone."""
     if budget == 'dims':
         return ['--keep-ratio', f'{1 - prune:g}']
-    from ..utils.complexity import backbone_complexity
+    from ..models.complexity import backbone_complexity
     dense = build_model(CLASSIFICATION_CONFIGS['dense'])
     c = backbone_complexity(dense.backbone, tuple(dense.backbone.img_size))
     total = c.params if budget == 'params' else c.macs

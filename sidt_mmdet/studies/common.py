@@ -376,9 +376,9 @@ class Stages:
         """Select a subnet at ``macs_ratio`` of the dense backbone MACs by the scores
         ``scores_fn(model)`` returns, slice ``checkpoint``; subnet + pruned checkpoint."""
         from ..export import prune_model_state_dict
+        from ..models.complexity import backbone_complexity
         from ..search.select import select_subnet
         from ..utils import save_checkpoint_atomic
-        from ..utils.complexity import backbone_complexity
         config = self.s.search_config if source == 'search' else self.s.dense_config
         spec = dict(spec, stage='export', config=config, checkpoint=checkpoint,
                     macs_ratio=macs_ratio, granularity=granularity)

@@ -6,7 +6,7 @@ and the median per model is kept, so machine drift hits every model alike and th
 figures to read are ratios within a group:
 
 - ``latency ratio``: pruned / its own dense model; ``MACs ratio`` likewise, from
-  :mod:`sidt_mmdet.utils.complexity` (attention matmuls included);
+  :mod:`sidt_mmdet.models.complexity` (attention matmuls included);
   ``latency/MACs`` = the two divided, 1.0 being the physical limit;
 - SIDTViT pruned by :func:`~sidt_mmdet.search.select_subnet` at each keep ratio,
   granularity, rounding (and layout / ``equal_heads`` variants), from random masks
@@ -311,7 +311,7 @@ def _tokens(shape: Shape, cls_token: bool) -> int:
 def _build_group(group: Group, tp_note: str | None, log) -> tuple[dict, dict]:
     """(callables by name, records by name) of every model of the group."""
     from ..models import SIDTViT
-    from ..utils.complexity import backbone_complexity
+    from ..models.complexity import backbone_complexity
     shape, size = group.shape, (group.shape.size, group.shape.size)
     names = [v.name for v in group.variants]
     if len(set(names)) != len(names):

@@ -39,9 +39,9 @@ from ..apis.lowrank import LowRankError, lowrank_export
 from ..export import prune_model_state_dict
 from ..export.lowrank import ALL_METHODS, CALIBRATED_METHODS
 from ..models import Subnet
+from ..models.complexity import backbone_complexity
 from ..search.select import select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
-from ..utils.complexity import backbone_complexity
 from ..utils.config import runner_model_cfg
 from ..utils.fileio import write_json_atomic, write_text_atomic
 from .common import binomial_se, load_config

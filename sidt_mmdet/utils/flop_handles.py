@@ -11,7 +11,7 @@ which it already counts.
 Importing ``sidt_mmdet`` (as ``custom_imports`` does while a config is parsed) adds the
 handle below to the analyzer's default handles, so the stock tools count attention without
 being edited. Like mmengine's own handles it counts MACs (one multiply-add is one "flop"),
-the unit of :mod:`sidt_mmdet.utils.complexity`. A handle mmengine itself defines for the same
+the unit of :mod:`sidt_mmdet.models.complexity`. A handle mmengine itself defines for the same
 operator is kept.
 """
 from __future__ import annotations

@@ -169,7 +169,7 @@ def test_export_writes_subnet_checkpoint_table_and_plot(export_dir, search_run):
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
-    from sidt_mmdet.utils.complexity import backbone_complexity
+    from sidt_mmdet.models.complexity import backbone_complexity
     cfg = Config.fromfile(str(REPO / RETRAIN_CFG))
     init_default_scope('mmdet')
     backbone = MODELS.build(dict(cfg.model.backbone, subnet=str(out / 'subnet.json')))

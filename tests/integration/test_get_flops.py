@@ -17,7 +17,7 @@ from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
 from sidt_mmdet.models import Subnet
-from sidt_mmdet.utils.complexity import backbone_complexity
+from sidt_mmdet.models.complexity import backbone_complexity
 
 pytestmark = pytest.mark.slow
 

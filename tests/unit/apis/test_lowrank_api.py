@@ -26,10 +26,10 @@ from sidt_mmdet.apis import lowrank
 from sidt_mmdet.export import prune_model_state_dict
 from sidt_mmdet.export.lowrank import lowrank_model
 from sidt_mmdet.models import SIDTViT, Subnet
+from sidt_mmdet.models.complexity import backbone_complexity
 from sidt_mmdet.models.layers import LowRankLinear
 from sidt_mmdet.utils import load_checkpoint_safe
 from sidt_mmdet.utils.cli import EXIT_ERROR, EXIT_USAGE
-from sidt_mmdet.utils.complexity import backbone_complexity
 
 DET_DENSE = REPO / 'configs/toy/sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py'
 DET_SEARCH = (REPO / 'configs/toy/'

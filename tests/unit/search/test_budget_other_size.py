@@ -9,7 +9,7 @@ from tiny_search import SEARCH_CFG, build_search_model, write_search_checkpoint
 from sidt_mmdet.apis.export import export_subnet
 from sidt_mmdet.export import prune_backbone
 from sidt_mmdet.models import Subnet
-from sidt_mmdet.utils.complexity import backbone_complexity
+from sidt_mmdet.models.complexity import backbone_complexity
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 

@@ -8,6 +8,7 @@ from helpers import perturb_
 
 from sidt_mmdet.export import prune_backbone
 from sidt_mmdet.models import SIDTViT
+from sidt_mmdet.models.complexity import backbone_complexity
 from sidt_mmdet.models.slicing import slice_vit_state_dict
 from sidt_mmdet.search import select_subnet
 from sidt_mmdet.search.criteria import (
@@ -20,7 +21,6 @@ from sidt_mmdet.search.criteria import (
     uniform_scores,
 )
 from sidt_mmdet.search.select import UnitScores
-from sidt_mmdet.utils.complexity import backbone_complexity
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 TINY = dict(embed_dims=48, num_layers=3, num_heads=3)

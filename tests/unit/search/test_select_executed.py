@@ -5,8 +5,8 @@ from helpers import perturb_
 
 from sidt_mmdet.export import prune_backbone
 from sidt_mmdet.models import SIDTViT, Subnet
+from sidt_mmdet.models.complexity import backbone_complexity, head_groups
 from sidt_mmdet.search import select_subnet
-from sidt_mmdet.utils.complexity import backbone_complexity, head_groups
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 

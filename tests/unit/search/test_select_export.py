@@ -7,8 +7,8 @@ from helpers import hard_mask_, perturb_
 
 from sidt_mmdet.export import prune_backbone
 from sidt_mmdet.models import SIDTViT, Subnet
+from sidt_mmdet.models.complexity import backbone_complexity
 from sidt_mmdet.search import SparsityLoss, select_subnet
-from sidt_mmdet.utils.complexity import backbone_complexity
 
 TINY = dict(embed_dims=48, num_layers=3, num_heads=3)
 D, d, L, H, HID = 48, 16, 3, 3, 192

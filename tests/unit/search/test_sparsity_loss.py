@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from sidt_mmdet.models import SIDTViT
+from sidt_mmdet.models.complexity import mask_costs
 from sidt_mmdet.search import sparsity
 from sidt_mmdet.search.sparsity import SparsityLoss
-from sidt_mmdet.utils.complexity import mask_costs
 
 ARCH = dict(embed_dims=16, num_layers=2, num_heads=2, mlp_ratio=2.0)
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import sidt_mmdet  # noqa: F401  (registers the handles, as custom_imports does)
 from sidt_mmdet.models import SIDTViT
-from sidt_mmdet.utils.complexity import backbone_complexity
+from sidt_mmdet.models.complexity import backbone_complexity
 from sidt_mmdet.utils.flop_handles import SDPA, register_flop_handles
 
 TINY = dict(arch=dict(embed_dims=48, num_layers=3, num_heads=3), img_size=64, window_size=3,

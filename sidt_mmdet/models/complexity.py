@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models.layers.head_layout import LAYOUTS, head_groups
-from ..models.layers.lowrank import lowrank_ranks
+from .layers.head_layout import LAYOUTS, head_groups
+from .layers.lowrank import lowrank_ranks
 
 __all__ = ['BlockWidths', 'ComplexityReport', 'LAYOUTS', 'head_groups', 'backbone_widths',
            'count_complexity', 'backbone_structure', 'backbone_complexity', 'mask_costs']

@@ -6,7 +6,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from sidt_mmdet.models import SIDTViT, Subnet
-from sidt_mmdet.utils.complexity import backbone_complexity, count_complexity, mask_costs
+from sidt_mmdet.models.complexity import backbone_complexity, count_complexity, mask_costs
 
 TINY = dict(embed_dims=48, num_layers=3, num_heads=3)
 
@@ -108,7 +108,7 @@ def test_lowrank_widths_are_counted():
     base = count_complexity(embed=48, blocks=[], input_size=(64, 64), patch_size=16,
                             pretrain_grid=(4, 4))
     assert base.params == 48 * 3 * 256 + 48 + 16 * 48
-    from sidt_mmdet.utils.complexity import BlockWidths
+    from sidt_mmdet.models.complexity import BlockWidths
     blk = [BlockWidths(qk=[16] * 3, v=[16] * 3, mlp=192)]
     full = count_complexity(embed=48, blocks=blk, input_size=(64, 64), patch_size=16)
     lr = count_complexity(embed=48, blocks=blk, input_size=(64, 64), patch_size=16,

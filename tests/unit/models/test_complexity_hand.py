@@ -1,5 +1,5 @@
 """Kept MACs of pruned SIDTViTs derived by hand from the formulas of docs/method.md, section 2,
-and counted by torch's own FLOP counter, against sidt_mmdet.utils.complexity.
+and counted by torch's own FLOP counter, against sidt_mmdet.models.complexity.
 
 Formulas (N tokens, D width, per block S_qk / S_v kept q/k / v dims, h kept MLP units):
 qkv N*D*(2*S_qk + S_v); q k^T N^2*S_qk (window attention: n^2*S_qk per window of n = w^2
@@ -15,7 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from sidt_mmdet.models import SIDTViT, Subnet
-from sidt_mmdet.utils.complexity import backbone_complexity
+from sidt_mmdet.models.complexity import backbone_complexity
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -140,7 +140,7 @@ def test_mask_costs_by_hand_on_a_non_square_input(case):
     docstring's formulas: a q/k dim 2*T*D + groups*n^2 (+ T*(k_h + k_w) with rel-pos), a v
     dim 2*T*D + groups*n^2, an MLP unit 2*N*D, an embedding channel the patch projection
     plus, per block, T*4*D + 2*N*32."""
-    from sidt_mmdet.utils.complexity import mask_costs
+    from sidt_mmdet.models.complexity import mask_costs
 
     kw = dict(arch=dict(embed_dims=16, num_layers=2, num_heads=2, mlp_ratio=2.0),
               patch_size=8, img_size=32, mode='search', search_dims=('attn', 'mlp', 'embed'))
@@ -170,7 +170,7 @@ def test_low_rank_factors_counted_by_hand():
     """Catches the rank-r count of a factorised Linear wrong (r * (n_in + n_out) weights,
     its bias, N * r * (n_in + n_out) MACs), including a qkv without bias: one block, D 16,
     a 4 x 4 grid (N 16), qkv (16 -> 48, no bias) at rank 2 and fc1 (16 -> 32) at rank 4."""
-    from sidt_mmdet.utils.complexity import BlockWidths, count_complexity
+    from sidt_mmdet.models.complexity import BlockWidths, count_complexity
 
     kw = dict(embed=16, blocks=[BlockWidths(qk=[8, 8], v=[8, 8], mlp=32)], input_size=(32, 32),
               patch_size=8, pretrain_grid=(4, 4), qkv_bias=False)
@@ -185,7 +185,7 @@ def test_low_rank_factors_counted_by_hand():
 def test_widths_at_a_threshold_keep_only_what_is_above_it():
     """Catches entries equal to the threshold counted as kept, and the rel-pos columns (the
     union of the q/k dims the heads keep) counted per head or over everything."""
-    from sidt_mmdet.utils.complexity import backbone_widths
+    from sidt_mmdet.models.complexity import backbone_widths
 
     bb = SIDTViT(arch=dict(embed_dims=16, num_layers=1, num_heads=2, mlp_ratio=2.0),
                  patch_size=8, img_size=32, mode='search', use_rel_pos=True,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sidt_mmdet.models import SIDTViT
-from sidt_mmdet.utils.complexity import (
+from sidt_mmdet.models.complexity import (
     BlockWidths,
     backbone_complexity,
     backbone_structure,
