@@ -181,9 +181,7 @@ def select_mlp_subnet(backbone: SIDTViT, keep_ratio: float, round_to: int = 8,
         raise LowRankError('--mlp-keep-ratio needs a searched model: CONFIG\'s backbone '
                                f'must be mode="search" with "mlp" in search_dims (got '
                                f'mode={backbone.mode!r}, search_dims={backbone.search_dims})')
-    kwargs = dict(backbone.build_kwargs, mode='search', search_dims=('mlp',), init_cfg=None,
-                  subnet=None)
-    view = SIDTViT(**kwargs)
+    view = backbone.to_search(dims=('mlp',))
     view.load_state_dict({k: v for k, v in backbone.state_dict().items()
                           if k in view.state_dict()}, strict=True)
     return select_subnet(view, keep_ratio=keep_ratio, round_to=round_to,
@@ -241,8 +239,8 @@ def check_rebuild(backbone: SIDTViT, subnet: Subnet) -> None:
     """A retrain config builds the backbone from the subnet file alone: prove that it gives
     exactly the factorized backbone's keys and shapes before anything is written (the rest of
     the model is built from the same config either way)."""
-    rebuilt = SIDTViT(**dict(backbone.build_kwargs, subnet=Subnet.from_dict(subnet.to_dict()),
-                             init_cfg=None))
+    rebuilt = backbone.to_pruned(Subnet.from_dict(subnet.to_dict()),
+                                 layout=backbone.spec.pruned_layout)
     _load_strict(rebuilt, backbone.state_dict(), 'the factorized backbone',
                  'the backbone rebuilt from its subnet file')
 
@@ -436,7 +434,7 @@ def _run(args: argparse.Namespace) -> LowRankResult:
     if bb.mode == 'pruned':
         dense_params = subnet.stats.get('params_before')
         if not dense_params:
-            dense_bb = SIDTViT(**dict(bb.build_kwargs, mode='dense', subnet=None, init_cfg=None))
+            dense_bb = bb.to_dense()
             dense_params = _params(dense_bb)
             del dense_bb
         state = source_model.state_dict()

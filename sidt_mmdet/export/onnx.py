@@ -217,8 +217,7 @@ def build_export_model(config, checkpoint: str | None, subnet: str | None = None
 
 def dense_counterpart(model: ExportModel) -> ExportModel:
     """The same architecture with every width dense (initial weights): the latency baseline."""
-    kwargs = dict(model.backbone.build_kwargs, mode='dense', subnet=None, init_cfg=None)
-    backbone = SIDTViT(**kwargs)
+    backbone = model.backbone.to_dense()
     neck = None
     if model.neck is not None:
         if model.neck_cfg is None:

@@ -29,8 +29,7 @@ def prune_backbone(backbone: SIDTViT, subnet: Subnet | dict | str) -> SIDTViT:
     LayerNorm statistics and needs the retrain stage.
     """
     subnet = Subnet.coerce(subnet)
-    kwargs = dict(backbone.build_kwargs, mode='pruned', subnet=subnet, init_cfg=None)
-    pruned = SIDTViT(**kwargs)
+    pruned = backbone.to_pruned(subnet)
     state = slice_vit_state_dict(backbone.state_dict(), subnet)
     pruned.load_state_dict(state, strict=True)
     param = next(backbone.parameters())

@@ -265,11 +265,7 @@ def _probe_subnet(backbone, embed: int, width_qk: int, width_v: int, hidden: int
 
 
 def _probe(backbone, subnet: Subnet, device, dtype) -> nn.Module:
-    from ..models.backbones.sidt_vit import SIDTViT
-    kwargs = {k: v for k, v in backbone.build_kwargs.items()
-              if k not in ('search_dims', 'init_cfg', 'mode', 'subnet')}
-    kwargs.update(mode='pruned', subnet=subnet)
-    return SIDTViT(**kwargs).to(device=device, dtype=dtype).eval()
+    return backbone.to_pruned(subnet).to(device=device, dtype=dtype).eval()
 
 
 def build_latency_table(backbone, input_size: Sequence[int], batch: int = 1,

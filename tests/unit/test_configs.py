@@ -22,6 +22,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 from sidt_mmdet.models import SIDTViT, Subnet
+from sidt_mmdet.models.backbones.vit_spec import resolve_arch
 
 CONFIG_DIR = REPO / 'configs'
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
@@ -95,9 +96,9 @@ def _backbone_cfg(cfg: Config) -> dict:
 
 
 def _arch(backbone_cfg: dict) -> tuple[int, int, int, int]:
-    bb = SIDTViT._resolve_arch(backbone_cfg.get('arch'), backbone_cfg.get('embed_dim'),
-                               backbone_cfg.get('depth'), backbone_cfg.get('num_heads'),
-                               backbone_cfg.get('mlp_ratio'))
+    bb = resolve_arch(backbone_cfg.get('arch'), backbone_cfg.get('embed_dim'),
+                      backbone_cfg.get('depth'), backbone_cfg.get('num_heads'),
+                      backbone_cfg.get('mlp_ratio'))
     return (bb['embed_dims'], bb['num_layers'], bb['num_heads'],
             int(bb['embed_dims'] * bb['mlp_ratio']))
 

@@ -9,8 +9,6 @@ Three modes share one set of layers and timm's parameter names:
 """
 from __future__ import annotations
 
-import difflib
-import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -32,18 +30,9 @@ from ..layers import PatchEmbed, SIDTAttention, SIDTBlock, SIDTMlp, apply_lowran
 from ..layers.block import masked_norm
 from ..slicing import is_mask_key, rel_pos_columns, slice_vit_state_dict
 from ..subnet import Subnet
+from .vit_spec import ARCH_ZOO, ViTSpec, resolve_arch
 
 __all__ = ['SIDTViT']
-
-_MODES = ('dense', 'search', 'pruned')
-_ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'mlp_ratio')
-_SEARCH_DIMS = ('attn', 'mlp', 'embed')
-_OUT_TYPES = ('featmap', 'cls_token', 'avg')
-
-
-def _pair(x) -> tuple[int, int]:
-    return (x, x) if isinstance(x, int) else tuple(x)
-
 
 def _same_path(a, b) -> bool:
     """Whether a recorded subnet path names the file ``b`` (relative ones from here)."""
@@ -79,252 +68,111 @@ class SIDTViT(BaseModule):
         search_dims: search mode: which of ``'attn'``, ``'mlp'``, ``'embed'`` get masks.
         split_qkv: search mode: separate q/k and v masks instead of one per head dim.
         pruned_layout: pruned mode: how heads of unequal widths run, ``'grouped'``
-            (equal widths share an attention call; no padding, the default) or
-            ``'padded'`` (one call, heads zero-padded to the widest).
+            (equal widths share an attention call; no padding) or ``'padded'`` (one call,
+            heads zero-padded to the widest); by default the layout the subnet file
+            records (its selection's head-width policy), else ``'grouped'``.
         with_cp: activation checkpointing per block while training.
         frozen_stages: freeze the embeddings (0) and the first N blocks (N).
 
     ViTDet's argument names are accepted too: ``embed_dim, depth, num_heads,
-    mlp_ratio, window_block_indexes, pretrain_img_size, pretrain_use_cls_token``.
+    mlp_ratio, window_block_indexes, pretrain_img_size, pretrain_use_cls_token``. The
+    arguments resolve once into :attr:`spec`, a frozen :class:`ViTSpec`; the same
+    architecture in another mode is :meth:`to_dense`, :meth:`to_search` or
+    :meth:`to_pruned`.
     """
 
-    arch_zoo = {
-        'tiny': dict(embed_dims=192, num_layers=12, num_heads=3),
-        'small': dict(embed_dims=384, num_layers=12, num_heads=6),
-        'base': dict(embed_dims=768, num_layers=12, num_heads=12),
-        'large': dict(embed_dims=1024, num_layers=24, num_heads=16),
-        'huge': dict(embed_dims=1280, num_layers=32, num_heads=16),
-    }
+    arch_zoo = ARCH_ZOO
 
-    def __init__(self,
-                 arch: str | dict | None = None,
-                 patch_size: int = 16,
-                 img_size: int | Sequence[int] | None = None,
-                 in_channels: int = 3,
-                 qkv_bias: bool = True,
-                 drop_path_rate: float = 0.,
-                 norm_cfg: dict | None = None,
-                 with_cls_token: bool = False,
-                 final_norm: bool = False,
-                 out_type: str = 'featmap',
-                 window_size: int = 0,
-                 global_attn_indexes: Sequence[int] | None = None,
-                 use_abs_pos: bool = True,
-                 use_rel_pos: bool = False,
-                 rel_pos_zero_init: bool = True,
-                 mode: str = 'dense',
-                 subnet: Subnet | dict | str | None = None,
-                 search_dims: Sequence[str] = ('attn', 'mlp'),
-                 split_qkv: bool = False,
-                 pruned_layout: str = 'grouped',
-                 with_cp: bool = False,
-                 frozen_stages: int = -1,
-                 init_cfg: dict | None = None,
-                 # ViTDet's spelling of the same arguments
-                 embed_dim: int | None = None,
-                 depth: int | None = None,
-                 num_heads: int | None = None,
-                 mlp_ratio: float | None = None,
-                 window_block_indexes: Sequence[int] | None = None,
-                 pretrain_img_size: int | None = None,
-                 pretrain_use_cls_token: bool | None = None):
-        # Kept so export can rebuild the same backbone in another mode.
-        self_kwargs = {k: v for k, v in locals().items() if k not in ('self', '__class__')}
+    def __init__(self, arch: str | dict | None = None, init_cfg: dict | None = None,
+                 **options):
         super().__init__(init_cfg=init_cfg)
-        self.build_kwargs = self_kwargs
-        arch = self._resolve_arch(arch, embed_dim, depth, num_heads, mlp_ratio)
-        self.embed_dims_dense = arch['embed_dims']
-        self.num_layers = arch['num_layers']
-        self.num_heads = arch['num_heads']
-        self.head_dim = self.embed_dims_dense // self.num_heads
-        self.mlp_hidden = int(self.embed_dims_dense * arch['mlp_ratio'])
-
-        if mode not in _MODES:
-            raise ValueError(f'mode: expected one of {_MODES}, got {mode!r}')
-        if out_type not in _OUT_TYPES:
-            raise ValueError(f'out_type: expected one of {_OUT_TYPES}, got {out_type!r}')
-        # ViTDet's meaning when both are given: img_size is the input size (global blocks'
-        # rel-pos tables, default MACs size), pretrain_img_size the position embedding's.
-        # Either one alone sets both, as timm's img_size does.
-        self.patch_size = patch_size = self._check_size('patch_size', patch_size)
-        img_size = self._check_size('img_size', img_size)
-        pretrain_img_size = self._check_size('pretrain_img_size', pretrain_img_size)
-        self.mode = mode
-        self.img_size = _pair(img_size or pretrain_img_size or 224)
-        pos_size = _pair(pretrain_img_size) if pretrain_img_size else self.img_size
-        self.pretrain_grid = (pos_size[0] // patch_size, pos_size[1] // patch_size)
-        self.input_grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
-        if min(self.pretrain_grid + self.input_grid) < 1:
-            raise ValueError(f'img_size {self.img_size} / pretrain_img_size {pos_size}: '
-                             f'expected at least one patch of {patch_size} per side')
-        self.with_cls_token = with_cls_token
-        self.num_prefix_tokens = int(with_cls_token)
-        self.pretrain_use_cls_token = pretrain_use_cls_token
-        self.final_norm = final_norm
-        self.out_type = out_type
-        self.use_abs_pos = use_abs_pos
-        self.use_rel_pos = use_rel_pos
-        self.window_size = window_size
-        self.with_cp = with_cp
-        self.frozen_stages = frozen_stages
-        norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
+        self.spec = spec = ViTSpec.resolve(arch, **options)
+        self._adopt(spec)
+        D = self.embed_dims
+        norm_cfg = spec.norm_cfg
 
         def norm_layer(dim: int) -> nn.Module:
             return build_norm_layer(norm_cfg, dim)[1]
-        if out_type == 'cls_token' and not with_cls_token:
-            raise ValueError("out_type='cls_token' needs with_cls_token=True")
-
-        self.global_attn_indexes = self._resolve_global(window_size, global_attn_indexes,
-                                                        window_block_indexes)
-        windowed = window_size > 0 and len(self.global_attn_indexes) < self.num_layers
-        if with_cls_token and (windowed or use_rel_pos):
-            raise ValueError('with_cls_token=True cannot be combined with window attention or '
-                             'relative positions (the class token has no grid position)')
-
-        # ---- widths per mode
-        self.subnet = None
-        search_dims = tuple(search_dims) if mode == 'search' else ()
-        unknown = set(search_dims) - set(_SEARCH_DIMS)
-        if unknown:
-            raise ValueError(f'search_dims: unknown {sorted(unknown)}; expected a subset of '
-                             f'{_SEARCH_DIMS}')
-        self.search_dims = search_dims
-        self.split_qkv = split_qkv
-        if mode == 'pruned':
-            if subnet is None:
-                raise ValueError("mode='pruned' needs subnet (a Subnet, dict or path to JSON)")
-            self.subnet = Subnet.coerce(subnet)
-            self.subnet.check_arch(self.embed_dims_dense, self.num_layers, self.num_heads,
-                                   self.mlp_hidden, where=self._subnet_name(subnet))
-            self.embed_dims = len(self.subnet.kept_embed)
-        else:
-            if subnet is not None:
-                raise ValueError(f"subnet is only used with mode='pruned' (mode={mode!r})")
-            self.embed_dims = self.embed_dims_dense
-        D = self.embed_dims
-
         # ---- layers (timm names)
-        self.patch_embed = PatchEmbed(in_channels, D, patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if with_cls_token else None
-        if use_abs_pos:
+        self.patch_embed = PatchEmbed(spec.in_channels, D, spec.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if spec.with_cls_token else None
+        self.pos_embed = None
+        if spec.use_abs_pos:
             n_pos = self.num_prefix_tokens + self.pretrain_grid[0] * self.pretrain_grid[1]
             self.pos_embed = nn.Parameter(torch.zeros(1, n_pos, D))
-        else:
-            self.pos_embed = None
-        self.embed_mask = (nn.Parameter(torch.ones(D)) if 'embed' in search_dims else None)
-
-        dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
-        attn_mask = None
-        if 'attn' in search_dims:
-            attn_mask = 'split' if split_qkv else 'shared'
-        blocks = []
-        for i in range(self.num_layers):
-            ws = 0 if i in self.global_attn_indexes else window_size
-            rel_size = (ws, ws) if ws > 0 else self.input_grid
-            if self.subnet is not None:
-                b = self.subnet.blocks[i]
-                active = self.subnet.active_heads(i)
-                qk_dims = [len(b['qk'][h]) for h in active]
-                v_dims = [len(b['v'][h]) for h in active]
-                rel_index = rel_pos_columns(self.subnet, i) if use_rel_pos else None
-                hidden = len(b['mlp'])
-            else:
-                qk_dims = v_dims = rel_index = None
-                hidden = self.mlp_hidden
-            attn = SIDTAttention(D, self.num_heads, head_dim=self.head_dim, qkv_bias=qkv_bias,
-                                 qk_dims=qk_dims, v_dims=v_dims, mask=attn_mask,
-                                 use_rel_pos=use_rel_pos, rel_pos_size=rel_size,
-                                 rel_pos_index=rel_index, rel_pos_zero_init=rel_pos_zero_init,
-                                 layout=pruned_layout)
-            mlp = SIDTMlp(D, hidden, mask='mlp' in search_dims)
-            blocks.append(SIDTBlock(D, attn, mlp, window_size=ws, drop_path=dpr[i],
-                                    norm_layer=norm_layer))
-        self.blocks = nn.ModuleList(blocks)
-        self.norm = norm_layer(D) if final_norm else None
+        self.embed_mask = nn.Parameter(torch.ones(D)) if 'embed' in spec.search_dims else None
+        dpr = torch.linspace(0, spec.drop_path_rate, self.num_layers).tolist()
+        self.blocks = nn.ModuleList(
+            SIDTBlock(D, self._attention(spec, i), SIDTMlp(D, self._hidden(i), mask='mlp' in
+                                                           spec.search_dims),
+                      window_size=spec.window_of(i), drop_path=dpr[i], norm_layer=norm_layer)
+            for i in range(self.num_layers))
+        self.norm = norm_layer(D) if spec.final_norm else None
         if self.subnet is not None and self.subnet.lowrank:
-            self._apply_lowrank(self.subnet.lowrank, self._subnet_name(subnet))
+            self._apply_lowrank(self.subnet.lowrank, spec.subnet_file)
         self._init_default()
         self._freeze_stages()
         self._register_state_dict_hook(SIDTViT._record_subnet)
         self._register_load_state_dict_pre_hook(self._check_incoming_state)
 
     # ------------------------------------------------------------ arguments
-    @classmethod
-    def _resolve_arch(cls, arch, embed_dim, depth, num_heads, mlp_ratio) -> dict:
-        aliases = {'embed_dim': ('embed_dims', embed_dim), 'depth': ('num_layers', depth),
-                   'num_heads': ('num_heads', num_heads), 'mlp_ratio': ('mlp_ratio', mlp_ratio)}
-        given = {alias: v for alias, (_, v) in aliases.items() if v is not None}
-        if arch is None:
-            spec = dict(cls.arch_zoo['base'])
-        elif isinstance(arch, str):
-            if arch.lower() not in cls.arch_zoo:
-                raise ValueError(f'arch: unknown {arch!r}; expected one of '
-                                 f'{sorted(cls.arch_zoo)} or a dict')
-            spec = dict(cls.arch_zoo[arch.lower()])
-        elif isinstance(arch, dict):
-            unknown = sorted(map(str, set(arch) - set(_ARCH_KEYS)))
-            if unknown:
-                close = {k: difflib.get_close_matches(k, _ARCH_KEYS, n=1) for k in unknown}
-                hints = ''.join(f" ('{k}': did you mean '{c[0]}'?)" for k, c in close.items()
-                                if c)
-                raise ValueError(f'arch: unknown keys {unknown}{hints}; valid keys are '
-                                 f'{list(_ARCH_KEYS)}')
-            missing = {'embed_dims', 'num_layers', 'num_heads'} - set(arch)
-            if missing:
-                raise ValueError(f'arch: the dict is missing {sorted(missing)}')
-            spec = dict(arch)
-        else:
-            raise ValueError(f'arch: expected a name or a dict, got {type(arch).__name__}')
-        spec.setdefault('mlp_ratio', 4.0)
-        for alias, value in given.items():
-            key = aliases[alias][0]
-            if arch is not None and spec[key] != value:
-                raise ValueError(f'conflicting values: {alias}={value} but arch gives '
-                                 f'{key}={spec[key]}')
-            spec[key] = value
-        for key in ('embed_dims', 'num_layers', 'num_heads'):
-            if isinstance(spec[key], bool) or not isinstance(spec[key], int) or spec[key] <= 0:
-                raise ValueError(f'arch: {key} must be a positive integer, got {spec[key]!r}')
-        ratio = spec['mlp_ratio']
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or \
-                not math.isfinite(ratio) or int(spec['embed_dims'] * ratio) <= 0:
-            raise ValueError(f'arch: mlp_ratio must be a positive number giving at least one '
-                             f'MLP unit, got {ratio!r}')
-        if spec['embed_dims'] % spec['num_heads']:
-            raise ValueError(f'arch: num_heads={spec["num_heads"]} does not divide '
-                             f'embed_dims={spec["embed_dims"]}')
-        return spec
+    def _adopt(self, spec: ViTSpec) -> None:
+        """The spec's settings as the attributes the rest of the package reads."""
+        self.embed_dims_dense, self.num_layers = spec.embed_dims, spec.num_layers
+        self.num_heads, self.head_dim, self.mlp_hidden = (spec.num_heads, spec.head_dim,
+                                                          spec.mlp_hidden)
+        self.mode, self.patch_size, self.img_size = spec.mode, spec.patch_size, spec.img_size
+        self.pretrain_grid, self.input_grid = spec.pretrain_grid, spec.input_grid
+        self.with_cls_token = spec.with_cls_token
+        self.num_prefix_tokens = int(spec.with_cls_token)
+        self.final_norm, self.out_type = spec.final_norm, spec.out_type
+        self.use_abs_pos, self.use_rel_pos = spec.use_abs_pos, spec.use_rel_pos
+        self.window_size, self.global_attn_indexes = spec.window_size, spec.global_attn_indexes
+        self.with_cp, self.frozen_stages = spec.with_cp, spec.frozen_stages
+        self.subnet, self.search_dims, self.split_qkv = (spec.subnet, spec.search_dims,
+                                                         spec.split_qkv)
+        self.embed_dims = spec.width
 
-    @staticmethod
-    def _check_size(name: str, value):
-        if value is None:
-            return None
-        sides = [value] if isinstance(value, int) else value
-        if not isinstance(sides, (list, tuple)) or len(sides) not in (1, 2) or (
-                not isinstance(value, int) and len(sides) != 2) or any(
-                isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in sides):
-            raise ValueError(f'{name}: expected a positive integer or (H, W), got {value!r}')
-        return value if isinstance(value, int) else tuple(value)
+    def _hidden(self, i: int) -> int:
+        return len(self.subnet.blocks[i]['mlp']) if self.subnet is not None else self.mlp_hidden
 
-    def _resolve_global(self, window_size, global_attn_indexes, window_block_indexes):
-        n = self.num_layers
-        for name, idx in (('global_attn_indexes', global_attn_indexes),
-                          ('window_block_indexes', window_block_indexes)):
-            bad = [i for i in (idx or ()) if not isinstance(i, int) or not 0 <= i < n]
-            if bad:
-                raise ValueError(f'{name}: {bad} out of range for {n} blocks (expected 0..{n - 1})')
-        from_window = None
-        if window_block_indexes is not None:
-            from_window = sorted(set(range(n)) - set(window_block_indexes))
-        if global_attn_indexes is not None and from_window is not None and \
-                sorted(set(global_attn_indexes)) != from_window:
-            raise ValueError(f'conflicting values: global_attn_indexes={list(global_attn_indexes)}'
-                             f' but window_block_indexes={list(window_block_indexes)} makes '
-                             f'blocks {from_window} global')
-        if window_size <= 0:
-            return tuple(range(n))
-        chosen = global_attn_indexes if global_attn_indexes is not None else from_window
-        return tuple(sorted(set(chosen or ())))
+    def _attention(self, spec: ViTSpec, i: int) -> SIDTAttention:
+        """Block ``i``'s attention at its widths (the subnet's in pruned mode)."""
+        ws = spec.window_of(i)
+        qk_dims = v_dims = rel_index = None
+        if self.subnet is not None:
+            b, active = self.subnet.blocks[i], self.subnet.active_heads(i)
+            qk_dims = [len(b['qk'][h]) for h in active]
+            v_dims = [len(b['v'][h]) for h in active]
+            rel_index = rel_pos_columns(self.subnet, i) if spec.use_rel_pos else None
+        mask = None
+        if 'attn' in spec.search_dims:
+            mask = 'split' if spec.split_qkv else 'shared'
+        return SIDTAttention(self.embed_dims, spec.num_heads, head_dim=spec.head_dim,
+                             qkv_bias=spec.qkv_bias, qk_dims=qk_dims, v_dims=v_dims, mask=mask,
+                             use_rel_pos=spec.use_rel_pos,
+                             rel_pos_size=(ws, ws) if ws > 0 else spec.input_grid,
+                             rel_pos_index=rel_index, rel_pos_zero_init=spec.rel_pos_zero_init,
+                             layout=spec.pruned_layout)
+
+    def to_dense(self) -> SIDTViT:
+        """A dense SIDTViT of this architecture and these settings (new weights)."""
+        return SIDTViT(**dict(self.spec.kwargs(), mode='dense', subnet=None,
+                              pruned_layout=None))
+
+    def to_search(self, dims: Sequence[str] = ('attn', 'mlp'),
+                  split_qkv: bool | None = None) -> SIDTViT:
+        """A search-mode SIDTViT of this architecture with masks on ``dims`` (new weights)."""
+        split = self.spec.split_qkv if split_qkv is None else split_qkv
+        return SIDTViT(**dict(self.spec.kwargs(), mode='search', subnet=None,
+                              search_dims=tuple(dims), split_qkv=split, pruned_layout=None))
+
+    def to_pruned(self, subnet: Subnet | dict | str, layout: str | None = None) -> SIDTViT:
+        """A SIDTViT pruned to ``subnet`` (running its heads in ``layout``, by default the one
+        the subnet records), with new weights (:func:`~sidt_mmdet.export.prune_backbone`
+        slices this one's)."""
+        return SIDTViT(**dict(self.spec.kwargs(), mode='pruned', subnet=subnet,
+                              pruned_layout=layout))
 
     @classmethod
     def out_channels_from_cfg(cls, cfg: dict) -> int:
@@ -333,8 +181,8 @@ class SIDTViT(BaseModule):
             if cfg.get('subnet') is None:
                 raise ValueError("mode='pruned' needs subnet (a Subnet, dict or path to JSON)")
             return len(Subnet.coerce(cfg['subnet']).kept_embed)
-        return cls._resolve_arch(cfg.get('arch'), cfg.get('embed_dim'), cfg.get('depth'),
-                                 cfg.get('num_heads'), cfg.get('mlp_ratio'))['embed_dims']
+        return resolve_arch(cfg.get('arch'), cfg.get('embed_dim'), cfg.get('depth'),
+                            cfg.get('num_heads'), cfg.get('mlp_ratio'))['embed_dims']
 
     def _apply_lowrank(self, lowrank: dict, where: str) -> None:
         """Rebuild the factorized Linears a subnet file records (``lowrank.ranks``).
@@ -346,10 +194,6 @@ class SIDTViT(BaseModule):
             apply_lowrank_structure(self, lowrank['ranks'])
         except ValueError as e:
             raise ValueError(f'{where}: lowrank.ranks does not fit this backbone: {e}') from None
-
-    @staticmethod
-    def _subnet_name(subnet) -> str:
-        return os.fspath(subnet) if isinstance(subnet, (str, os.PathLike)) else 'subnet'
 
     # ------------------------------------------------------------- weights
     def _init_default(self):
@@ -497,8 +341,7 @@ class SIDTViT(BaseModule):
                          if not (self.mode == 'search' and is_mask_key(k)))
         unexpected = sorted(g for g in given if prefix + g not in own)
         if missing or unexpected:
-            settings = dict(self.build_kwargs, num_layers=self.num_layers,
-                            search_dims=self.search_dims)
+            settings = self.spec.settings()
             raise CheckpointMismatchError(
                 f'{source} does not fit the backbone ({built}): ' + explain_backbone_keys(
                     [k[len(prefix):] for k in missing], unexpected, settings, prefix)
@@ -508,7 +351,7 @@ class SIDTViT(BaseModule):
     @property
     def subnet_file(self) -> str:
         """Where the subnet came from: its path, or ``'subnet'`` when given as an object."""
-        return self._subnet_name(self.build_kwargs.get('subnet'))
+        return self.spec.subnet_file
 
     def _is_dense_layout(self, state) -> bool:
         w = state.get('blocks.0.attn.qkv.weight')

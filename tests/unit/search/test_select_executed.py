@@ -75,13 +75,18 @@ def test_executed_budget_met_within_one_unit(layout):
         assert target - got < one_unit
         assert sub.stats['macs_after'] <= got
         assert sub.budget['macs'] == 'executed' and sub.budget['layout'] == layout
-        exported = prune_backbone(model, sub)  # the export runs the grouped layout
-        rep = backbone_complexity(exported, (64, 64))
+        # the export, and a backbone built from the subnet alone, run the layout it records
+        for built in (prune_backbone(model, sub),
+                      SIDTViT(arch=TINY, img_size=64, mode='pruned', subnet=sub),
+                      SIDTViT(arch=TINY, img_size=64, mode='pruned', subnet=sub,
+                              pruned_layout=layout)):
+            assert built.blocks[0].attn.layout == layout
+            rep = backbone_complexity(built, (64, 64))
+            assert (rep.macs, rep.macs_executed) == (sub.stats['macs_after'], got)
+        grouped = SIDTViT(arch=TINY, img_size=64, mode='pruned', subnet=sub,
+                          pruned_layout='grouped')  # an explicit layout overrides the file's
+        rep = backbone_complexity(grouped, (64, 64))
         assert rep.macs == rep.macs_executed == sub.stats['macs_after']
-        pruned = SIDTViT(arch=TINY, img_size=64, mode='pruned', subnet=sub,
-                         pruned_layout=layout)
-        rep = backbone_complexity(pruned, (64, 64))
-        assert (rep.macs, rep.macs_executed) == (sub.stats['macs_after'], got)
     kept = select_subnet(model, flops=int(0.6 * dense.macs), layout='padded', round_to=1)
     executed = select_subnet(model, flops=int(0.6 * dense.macs), macs='executed',
                              layout='padded', round_to=1)
@@ -116,5 +121,7 @@ def test_equal_heads(split):
             assert set(a['qk'][h]) <= set(b['qk'][h]) and set(a['v'][h]) <= set(b['v'][h])
     pruned = prune_backbone(model, equal)
     assert all(len(blk.attn.groups) == 1 for blk in pruned.blocks)
-    with pytest.raises(ValueError, match="macs: expected one of \\('kept', 'executed'\\)"):
+    with pytest.raises(ValueError, match="macs_count: expected one of \\('kept', 'executed'\\)"):
+        select_subnet(model, keep_ratio=0.5, macs_count='padded')
+    with pytest.raises(ValueError, match="macs_count: expected one of"):  # the older name
         select_subnet(model, keep_ratio=0.5, macs='padded')
