@@ -4,7 +4,7 @@
 # sidt-search_cls_vit-tiny-p4-kr0.6_linear_50e_cifar100.py:
 #   python tools/train.py $CFG
 #   python tools/export_subnet.py $CFG $WORK/epoch_10.pth --keep-ratio 0.6 -o $WORK/export
-#   (or --flops 2.5G: a backbone MACs-per-image target at 224x224)
+#   (or --macs 2.5G: a backbone MACs-per-image target at 224x224)
 # To search straight from the ImageNet weights instead: --cfg-options load_from=None
 #   model.backbone.init_cfg.type=Pretrained model.backbone.init_cfg.checkpoint=PATH
 _base_ = './sidt-dense_cls_deit-small-p16_linear_224px-30e_cifar100.py'

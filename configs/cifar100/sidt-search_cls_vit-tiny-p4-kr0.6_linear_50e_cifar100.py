@@ -8,7 +8,7 @@
 # CFG = this file, WORK = work_dirs/<its name without .py>:
 #   python tools/train.py $CFG
 #   python tools/export_subnet.py $CFG $WORK/epoch_50.pth --keep-ratio 0.6 -o $WORK/export
-#   (or --params 3.2M / --flops 200M: a backbone params / MACs-per-image target at 32x32)
+#   (or --params 3.2M / --macs 200M: a backbone params / MACs-per-image target at 32x32)
 # For another dense checkpoint: --cfg-options load_from=PATH; from scratch: load_from=None.
 _base_ = './sidt-dense_cls_vit-tiny-p4_linear_200e_cifar100.py'
 

@@ -2,7 +2,7 @@
 
     python tools/export_subnet.py CONFIG CHECKPOINT --keep-ratio 0.6 -o OUT_DIR
     python tools/export_subnet.py CONFIG CHECKPOINT --params 60M -o OUT_DIR
-    python tools/export_subnet.py CONFIG CHECKPOINT --flops 150G --input-size 1024 1024 -o OUT_DIR
+    python tools/export_subnet.py CONFIG CHECKPOINT --macs 150G --input-size 1024 1024 -o OUT_DIR
 
 CONFIG is the search config the CHECKPOINT was trained with (backbone ``mode='search'``).
 OUT_DIR receives, all or nothing (built in a hidden directory beside it, then renamed):
@@ -25,7 +25,9 @@ import copy
 import csv
 import os
 import os.path as osp
+import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -36,7 +38,7 @@ from ..export import prune_model_state_dict
 from ..models import Subnet
 from ..models.complexity import ComplexityReport, backbone_complexity
 from ..models.slicing import MASK_SUFFIXES, is_mask_key
-from ..search.select import GRANULARITIES, MACS_COUNTS, select_subnet
+from ..search.select import GRANULARITIES, HEAD_WIDTHS, MACS_COUNTS, select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.cli import ToolError, count, int_at_least, ratio, run_tool
 from ..utils.config import backbone_cfg, with_pruned_backbone
@@ -53,7 +55,7 @@ __all__ = ['BUDGET_KINDS', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_COLUMNS', 'E
            'ExportResult', 'export_subnet', 'load_search_state', 'width_rows', 'markdown_table',
            'plot_widths', 'build_parser', 'main']
 
-BUDGET_KINDS = ('keep_ratio', 'params', 'flops', 'latency', 'latency_ms', 'subnet')
+BUDGET_KINDS = ('keep_ratio', 'params', 'macs', 'latency', 'latency_ms', 'subnet')
 CHECKPOINT_FILE = ExportedDir.CHECKPOINT_FILE
 TABLE_COLUMNS = ('block', 'attention', 'heads', 'qk_width', 'v_width', 'mlp_width',
                  'params_before', 'params_after', 'macs_before', 'macs_after')
@@ -194,8 +196,7 @@ def load_search_state(path: str, model: torch.nn.Module) -> dict:
         backbone = model.backbone
         raise ExportError(f'{path} does not fit the config\'s backbone: ' + explain_backbone_keys(
             [], [k[len('backbone.'):] for k in extra],
-            dict(backbone.build_kwargs, num_layers=backbone.num_layers,
-                 search_dims=backbone.search_dims), 'backbone.'))
+            backbone.spec.settings(), 'backbone.'))
     if mismatch.unexpected:
         log(f'warning: ignoring {len(mismatch.unexpected)} tensors the model does not have, '
             f'e.g. {mismatch.unexpected[:5]}')
@@ -294,7 +295,21 @@ def plot_widths(subnet: Subnet, backbone, path: str, title: str) -> None:
 
 
 # ------------------------------------------------------------------------------- export
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(f'export_subnet: {message}', FutureWarning, stacklevel=3)
+
+
 def _budget_kind(budget: dict) -> str:
+    if 'flops' in budget:  # the older name of the MACs budget
+        if budget.get('macs') is not None:
+            raise ExportError('budget: give macs or its older name flops, not both')
+        _warn_once('the flops budget is deprecated, use macs (the budget was always in MACs)')
+        budget['macs'] = budget.pop('flops')
     given = [k for k in BUDGET_KINDS if budget.get(k) is not None]
     unknown = sorted(set(budget) - set(BUDGET_KINDS))
     if unknown or len(given) != 1:
@@ -305,8 +320,9 @@ def _budget_kind(budget: dict) -> str:
 
 def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str, *,
                   granularity: str = 'dim', round_to: int = 8, min_heads: int = 1,
-                  min_mlp: int = 8, equal_heads: bool = False, macs: str = 'kept',
-                  input_size: tuple[int, int] | None = None,
+                  min_mlp: int = 8, head_widths: str | None = None,
+                  macs_count: str | None = None, equal_heads: bool = False,
+                  macs: str | None = None, input_size: tuple[int, int] | None = None,
                   device: str = 'cpu', overwrite: bool = False,
                   cfg_options: dict | None = None,
                   latency_table: str | None = None) -> ExportResult:
@@ -316,14 +332,17 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
         cfg: the search config (path, or a ``Config`` read from one) the checkpoint was
             trained with (backbone ``mode='search'``).
         budget: exactly one of ``keep_ratio`` (fraction of each searched kind of dims),
-            ``params`` (backbone parameters), ``flops`` (backbone MACs per image at
-            ``input_size``), ``latency`` / ``latency_ms`` (predicted backbone latency, a
-            fraction of the dense one or milliseconds, by ``latency_table``: the JSON that
-            ``tools/analysis/latency_table.py`` writes for this model at ``input_size``) or
+            ``params`` (backbone parameters), ``macs`` (backbone MACs per image at
+            ``input_size``; ``flops`` is its older name), ``latency`` / ``latency_ms``
+            (predicted backbone latency, a fraction of the dense one or milliseconds, by
+            ``latency_table``: the JSON that ``tools/analysis/latency_table.py`` writes for
+            this model at ``input_size``) or
             ``subnet`` (a subnet file to prune to instead of selecting).
         out_dir: created with all the files or none (see the module doc).
-        granularity, round_to, min_heads, min_mlp, equal_heads, macs: passed to
-            ``select_subnet`` (``macs``: what a ``flops`` budget counts, kept or executed).
+        granularity, head_widths, round_to, min_heads, min_mlp, macs_count: passed to
+            ``select_subnet`` (``head_widths``: ``'free'``, ``'uniform'``, ``'equal'`` or
+            ``'padded'``; ``equal_heads=True`` and ``macs='kept'``/``'executed'`` are the
+            older spellings of ``head_widths='equal'`` and ``macs_count``).
         input_size: image size for MACs (default: the backbone's ``img_size``).
 
     Raises:
@@ -382,10 +401,12 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
     else:
         log(f'selecting a subnet: {kind}={budget[kind]}, granularity={granularity}, '
             f'round_to={round_to}, input size {input_size[0]}x{input_size[1]}')
+        legacy = dict(macs=macs) if macs is not None else {}  # select_subnet warns once
         subnet = select_subnet(backbone, **{kind: budget[kind]}, input_size=input_size,
-                               granularity=granularity, round_to=round_to,
-                               min_heads=min_heads, min_mlp=min_mlp, equal_heads=equal_heads,
-                               macs=macs, source=source, latency_table=latency_table)
+                               granularity=granularity, head_widths=head_widths,
+                               round_to=round_to, min_heads=min_heads, min_mlp=min_mlp,
+                               equal_heads=equal_heads, macs_count=macs_count, source=source,
+                               latency_table=latency_table, **legacy)
 
     log('pruning the model state dict and rebuilding the pruned model from config + subnet')
     pruned_state = prune_model_state_dict(model.state_dict(), subnet)
@@ -442,6 +463,11 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
 
 
 # ------------------------------------------------------------------------ command line
+def _macs_arg(text: str) -> int | str:
+    """A MACs budget (a count such as 150G), or the older ``kept``/``executed``."""
+    return text if text in MACS_COUNTS else count(text)
+
+
 def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
                  ) -> argparse.ArgumentParser:
     """The flags of ``tools/export_subnet.py`` (``doc``: its usage text)."""
@@ -452,13 +478,15 @@ def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
         epilog='\n\n'.join(doc.split('\n\n')[1:]))
     parser.add_argument('config', help='the search config the checkpoint was trained with')
     parser.add_argument('checkpoint', help='checkpoint of the search run (with *_mask tensors)')
-    budget = parser.add_mutually_exclusive_group(required=True)
+    budget = parser.add_mutually_exclusive_group()
     budget.add_argument('--keep-ratio', type=ratio,
                         help='fraction of each searched kind of dims to keep, in (0, 1]')
     budget.add_argument('--params', type=count,
                         help='target backbone parameters (e.g. 60M), at most the dense count')
-    budget.add_argument('--flops', type=count,
+    # outside the group: the older '--flops N --macs executed' still parses (see main)
+    parser.add_argument('--macs', type=_macs_arg,
                         help='target backbone MACs per image at --input-size (e.g. 150G)')
+    parser.add_argument('--flops', type=count, help=argparse.SUPPRESS)  # --macs' older name
     budget.add_argument('--latency', type=ratio,
                         help='target predicted backbone latency, a fraction of the dense one '
                              '(needs --latency-table)')
@@ -468,17 +496,19 @@ def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
     budget.add_argument('--subnet', help='prune to this subnet file instead of selecting one')
     parser.add_argument('-o', '--out-dir', required=True, help='directory to create')
     parser.add_argument('--granularity', choices=GRANULARITIES, default='dim',
-                        help='single dims, one width per head within a block, or whole heads '
-                             '(default: %(default)s)')
+                        help="single dims or whole heads ('head_uniform' is the older "
+                             "spelling of --head-widths uniform; default: %(default)s)")
+    parser.add_argument('--head-widths', choices=HEAD_WIDTHS,
+                        help='how the heads of a layer relate: free widths run grouped by '
+                             "width, 'uniform' one width chosen per layer, 'equal' every head "
+                             "at the widest one's width, 'padded' free widths run as one "
+                             'call padded to the widest (the MACs budget then counts the '
+                             'padding); recorded in the subnet file (default: free)')
     parser.add_argument('--round-to', type=int_at_least(1), default=8,
                         help='round kept widths up to a multiple of this; 1: off '
                              '(default: %(default)s)')
     parser.add_argument('--equal-heads', action='store_true',
-                        help="give every head of a layer its widest head's width (one "
-                             'attention call per layer)')
-    parser.add_argument('--macs', choices=MACS_COUNTS, default='kept',
-                        help='what --flops counts: kept MACs, or the MACs the pruned layout '
-                             'executes (default: %(default)s)')
+                        help='the older spelling of --head-widths equal')
     parser.add_argument('--min-heads', type=int, default=1, help='heads kept per block, at least')
     parser.add_argument('--min-mlp', type=int, default=8, help='MLP units kept per block, at least')
     parser.add_argument('--input-size', type=int_at_least(1), nargs=2, metavar=('H', 'W'),
@@ -498,8 +528,29 @@ def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
 
 def main(argv=None, prog: str = 'export_subnet.py', doc: str | None = None) -> int:
     """Parse ``argv`` and export; the exit code follows ``sidt_mmdet.utils.cli``."""
-    args = vars(build_parser(prog, doc).parse_args(argv))
-    budget = {k: args.pop(k) for k in BUDGET_KINDS}
+    parser = build_parser(prog, doc)
+    args = vars(parser.parse_args(argv))
+    if isinstance(args.get('macs'), str):  # the older --macs kept|executed
+        args['macs_count'] = args.pop('macs')
+        print(f'{prog}: warning: --macs {args["macs_count"]} is deprecated: a MACs budget '
+              'counts what the pruned layout runs (the padding too with --head-widths '
+              'padded), and --macs now takes the budget itself', file=sys.stderr)
+        if args['macs_count'] == 'kept':
+            args['macs_count'] = None
+    if args.get('flops') is not None:
+        if args.get('macs') is not None:
+            parser.error('argument --flops: not allowed with argument --macs')
+        print(f'{prog}: warning: --flops is deprecated, use --macs (the budget was always in '
+              'MACs)', file=sys.stderr)
+        args['macs'] = args.pop('flops')
+    args.pop('flops', None)
+    budget = {k: args.pop(k, None) for k in BUDGET_KINDS}
     budget = {k: v for k, v in budget.items() if v is not None}
+    if 'macs' in budget and len(budget) > 1:
+        other = next(k for k in budget if k != 'macs')
+        parser.error(f'argument --macs: not allowed with argument --{other.replace("_", "-")}')
+    if not budget:
+        parser.error('one of the arguments --keep-ratio --params --macs --latency --latency-ms '
+                     '--subnet is required')
     return run_tool(prog, export_subnet, args.pop('config'), args.pop('checkpoint'), budget,
                     args.pop('out_dir'), **args)

@@ -24,6 +24,7 @@ next-best dims, never padding), so a layer runs as one attention call.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -38,9 +39,11 @@ from ..models.complexity import (
 from ..models.subnet import Subnet
 from .checks import check_masks_finite
 
-__all__ = ['select_subnet', 'GRANULARITIES', 'MACS_COUNTS', 'UnitScores']
+__all__ = ['select_subnet', 'GRANULARITIES', 'HEAD_WIDTHS', 'MACS_COUNTS', 'SubnetCost',
+           'UnitScores', 'resolve_head_widths', 'subnet_cost']
 
-GRANULARITIES = ('dim', 'head_uniform', 'head')
+GRANULARITIES = ('dim', 'head_uniform', 'head')  # 'head_uniform': head_widths='uniform'
+HEAD_WIDTHS = ('free', 'uniform', 'equal', 'padded')
 MACS_COUNTS = ('kept', 'executed')
 
 
@@ -260,8 +263,31 @@ class _Selector:
         return qk_out, v_out
 
 
-def _cost(backbone, subnet: Subnet, input_size, layout: str) -> tuple[int, int, int]:
-    """(params, kept MACs, executed MACs) of ``subnet`` in ``layout``."""
+@dataclass(frozen=True)
+class SubnetCost:
+    """What a subnet costs: backbone parameters, kept MACs (the analytic cost), the MACs its
+    layout executes (padding of unequal heads included) and, with a latency table, its
+    predicted milliseconds."""
+
+    params: int
+    macs: int
+    macs_executed: int
+    latency_ms: float | None = None
+
+    def of(self, kind: str, macs_count: str = 'kept') -> float:
+        """The figure a ``kind`` budget is met in (``macs_count``: for a MACs budget)."""
+        if kind == 'params':
+            return self.params
+        if kind == 'macs':
+            return self.macs_executed if macs_count == 'executed' else self.macs
+        if kind == 'latency_ms':
+            return self.latency_ms
+        raise ValueError(f'no cost for a {kind!r} budget')
+
+
+def subnet_cost(backbone, subnet: Subnet, input_size, layout: str,
+                table=None) -> SubnetCost:
+    """:class:`SubnetCost` of ``subnet`` of ``backbone`` at ``input_size`` in ``layout``."""
     structure = backbone_structure(backbone)
     blocks = []
     for i, b in enumerate(subnet.blocks):
@@ -271,17 +297,123 @@ def _cost(backbone, subnet: Subnet, input_size, layout: str) -> tuple[int, int, 
                                   rel_cols=len(subnet.qk_union(i)), layout=layout))
     rep = count_complexity(embed=len(subnet.kept_embed), blocks=blocks,
                            input_size=tuple(input_size), **structure)
-    return rep.params, rep.macs, rep.macs_executed
+    return SubnetCost(rep.params, rep.macs, rep.macs_executed,
+                      table.predict(subnet) if table is not None else None)
+
+
+_WARNED: set[str] = set()
+
+
+def _renamed(old: str, new: str, why: str = '') -> None:
+    """Warn once per process that ``old`` is now ``new``."""
+    if old not in _WARNED:
+        _WARNED.add(old)
+        warnings.warn(f'select_subnet: {old} is deprecated, use {new}{why}', FutureWarning,
+                      stacklevel=4)
+
+
+def resolve_head_widths(head_widths: str | None = None, granularity: str = 'dim',
+                        equal_heads: bool = False, layout: str = 'grouped'
+                        ) -> tuple[str, str]:
+    """``(head_widths, granularity)`` from the policy or its older spellings.
+
+    ``granularity='head_uniform'`` is ``head_widths='uniform'``, ``equal_heads=True``
+    ``'equal'`` and ``layout='padded'`` ``'padded'``; given with a policy, they must agree.
+    The granularity left is ``'dim'`` or ``'head'`` (whole heads, whose widths are equal).
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f'granularity: expected one of {GRANULARITIES}, got {granularity!r}')
+    if layout not in LAYOUTS:
+        raise ValueError(f'layout: expected one of {LAYOUTS}, got {layout!r}')
+    old = [p for p, on in (('uniform', granularity == 'head_uniform'),
+                           ('equal', bool(equal_heads)), ('padded', layout == 'padded')) if on]
+    if head_widths is not None and head_widths not in HEAD_WIDTHS:
+        raise ValueError(f'head_widths: expected one of {HEAD_WIDTHS}, got {head_widths!r}')
+    if head_widths is not None and any(p != head_widths for p in old):
+        raise ValueError(f'head_widths={head_widths!r} conflicts with the older spelling of '
+                         f'{old} (granularity / equal_heads / layout): give one')
+    policy = head_widths or (old[0] if old else 'free')
+    return policy, ('dim' if granularity == 'head_uniform' else granularity)
+
+
+def _budget(keep_ratio, params, macs, flops, latency, latency_ms, macs_count):
+    """The one budget given, as ``(kind, value, macs_count)``, the older names translated."""
+    if isinstance(macs, str):  # the older meaning of macs=: what a flops budget counts
+        _renamed(f'macs={macs!r} (what a MACs budget counts)', 'macs_count',
+                 "; macs= is now the MACs budget itself, and with head_widths='padded' it "
+                 'counts the executed MACs by default')
+        macs_count, macs = macs, None
+    if flops is not None:
+        _renamed('flops=', 'macs=', ' (the budget was always in MACs)')
+        if macs is not None:
+            raise ValueError('give macs or its older name flops, not both')
+        macs = flops
+    given = {k: v for k, v in (('keep_ratio', keep_ratio), ('params', params),
+                               ('macs', macs), ('latency', latency),
+                               ('latency_ms', latency_ms)) if v is not None}
+    if len(given) != 1:
+        raise ValueError('give exactly one budget: keep_ratio, params, macs, latency or '
+                         f'latency_ms (got {sorted(given) or "none"})')
+    kind, value = next(iter(given.items()))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f'{kind}: expected a finite number, got {value!r}')
+    if macs_count is not None and macs_count not in MACS_COUNTS:
+        raise ValueError(f'macs_count: expected one of {MACS_COUNTS}, got {macs_count!r}')
+    return kind, value, macs_count
+
+
+def _largest_within(sel, sizes: dict, measure, kind: str, value: float):
+    """The largest point of the selection chain whose cost is within ``value``: the t-th
+    event gives one more unit to the kind whose kept ratio is lowest; the chain is monotone
+    in cost, so a binary search finds it. Returns ``(subnet, cost)``."""
+    events = sorted(((j + 1) / n, k) for k, n in sizes.items() for j in range(n))
+
+    def at(t):
+        counts = dict.fromkeys(sizes, 0)
+        for _, k in events[:t]:
+            counts[k] += 1
+        return counts
+
+    best = sel.build(at(0))
+    best_cost, lowest = measure(best)
+    if lowest > value:
+        raise ValueError(f'{kind}={value:,} is below the smallest subnet the per-layer '
+                         f'minimums allow ({lowest:,})')
+    lo, hi = 0, len(events)
+    while lo < hi:  # largest t with cost(t) <= value
+        mid = (lo + hi + 1) // 2
+        s = sel.build(at(mid))
+        c, v = measure(s)
+        if v <= value:
+            lo, best, best_cost = mid, s, c
+        else:
+            hi = mid - 1
+    return best, best_cost
+
+
+def _latency_table(latency_table, kind: str, backbone, input_size):
+    if (latency_table is not None) != (kind in ('latency', 'latency_ms')):
+        raise ValueError('latency_table goes with a latency or latency_ms budget, and they '
+                         'need one' + ('' if latency_table is None else
+                                       f" (got ['{kind}'] with a table)"))
+    if latency_table is None:
+        return None
+    from .latency import LatencyTable, load_latency_table
+    table = (latency_table if isinstance(latency_table, LatencyTable)
+             else load_latency_table(str(latency_table)))
+    table.check_model(backbone, input_size)
+    return table
 
 
 def select_subnet(backbone, keep_ratio: float | None = None, params: int | None = None,
-                  flops: int | None = None, *, input_size: tuple[int, int] | None = None,
-                  granularity: str = 'dim', round_to: int = 8, min_heads: int = 1,
-                  min_mlp: int = 8, min_embed: int | None = None,
-                  macs: str = 'kept', layout: str = 'grouped', equal_heads: bool = False,
-                  scores: UnitScores | None = None,
+                  macs: int | None = None, *, input_size: tuple[int, int] | None = None,
+                  granularity: str = 'dim', head_widths: str | None = None, round_to: int = 8,
+                  min_heads: int = 1, min_mlp: int = 8, min_embed: int | None = None,
+                  macs_count: str | None = None, scores: UnitScores | None = None,
                   source: dict | None = None, latency: float | None = None,
-                  latency_ms: float | None = None, latency_table=None) -> Subnet:
+                  latency_ms: float | None = None, latency_table=None,
+                  flops: int | None = None, layout: str = 'grouped',
+                  equal_heads: bool = False) -> Subnet:
     """Choose the widths to keep for exactly one budget.
 
     Args:
@@ -289,18 +421,23 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
             SIDTViT when ``scores`` is given.
         keep_ratio: fraction of each searched kind's units to keep, in (0, 1].
         params: target backbone parameter count (at most the dense count).
-        flops: target backbone MACs per image at ``input_size``.
+        macs: target backbone MACs per image at ``input_size`` (``flops``: its older name).
         input_size: (H, W) for MACs; defaults to the backbone's pretraining size.
-        granularity: ``'dim'`` (single head dims), ``'head_uniform'`` (same width
-            for every head of a block) or ``'head'`` (whole heads).
+        granularity: ``'dim'`` (single head dims) or ``'head'`` (whole heads).
+        head_widths: how the widths of one layer's heads relate, and so how they run:
+            ``'free'`` (each head its own width; heads of one width share an attention
+            call), ``'uniform'`` (unit j keeps the j-th best dim of every head: one width
+            per layer), ``'equal'`` (selected as ``'free'``, then every head widened to the
+            layer's widest with its next-best dims) or ``'padded'`` (free widths run as one
+            call zero-padded to the widest). Older spellings: ``granularity='head_uniform'``,
+            ``equal_heads=True``, ``layout='padded'``. The subnet file records the policy and
+            its layout, which the pruned backbone runs.
         round_to: round kept widths (per head, per MLP, embedding) *up* to a
             multiple of this, for hardware speed; 1 turns rounding off.
         min_heads / min_mlp / min_embed: never empty a layer.
-        macs: what a ``flops`` target counts: ``'kept'`` MACs or the MACs ``'executed'``
-            by the pruned attention in ``layout`` (padding of unequal heads included).
-        layout: the pruned layout the executed MACs assume (``'grouped'`` pads nothing,
-            so there both counts agree; ``'padded'``).
-        equal_heads: give every head of a layer the width of its widest head.
+        macs_count: what a ``macs`` budget counts: ``'kept'`` MACs or the MACs
+            ``'executed'`` by the layout; by default what runs (they differ only with
+            ``head_widths='padded'``).
         scores: rank units by these instead of the masks' |m| (baseline criteria).
         latency / latency_ms: a budget in predicted backbone latency, as a fraction of the
             dense backbone's or in milliseconds, by ``latency_table`` (a
@@ -308,44 +445,26 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
             architecture at ``input_size``). Units are added in the same order as for a
             params or MACs target; only the cost that stops the chain differs.
     """
-    given = {k: v for k, v in (('keep_ratio', keep_ratio), ('params', params),
-                               ('flops', flops), ('latency', latency),
-                               ('latency_ms', latency_ms)) if v is not None}
-    if len(given) != 1:
-        raise ValueError('give exactly one budget: keep_ratio, params, flops, latency or '
-                         f'latency_ms (got {sorted(given) or "none"})')
-    if (latency_table is not None) != bool(set(given) & {'latency', 'latency_ms'}):
-        raise ValueError('latency_table goes with a latency or latency_ms budget, and they '
-                         'need one' + ('' if latency_table is None else
-                                       f' (got {sorted(given)} with a table)'))
-    if granularity not in GRANULARITIES:
-        raise ValueError(f'granularity: expected one of {GRANULARITIES}, got {granularity!r}')
+    kind, value, macs_count = _budget(keep_ratio, params, macs, flops, latency, latency_ms,
+                                      macs_count)
+    policy, granularity = resolve_head_widths(head_widths, granularity, equal_heads, layout)
+    layout = 'padded' if policy == 'padded' else 'grouped'
+    macs_count = macs_count or ('executed' if layout == 'padded' else 'kept')
     if not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f'round_to: expected an integer >= 1, got {round_to!r}')
-    if macs not in MACS_COUNTS:
-        raise ValueError(f'macs: expected one of {MACS_COUNTS}, got {macs!r}')
-    if layout not in LAYOUTS:
-        raise ValueError(f'layout: expected one of {LAYOUTS}, got {layout!r}')
     if min_heads < 1 or min_mlp < 1:
         raise ValueError('min_heads and min_mlp must be >= 1: a layer is never emptied')
     input_size = tuple(input_size or backbone.img_size)
-    kind, value = next(iter(given.items()))
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f'{kind}: expected a finite number, got {value!r}')
+    table = _latency_table(latency_table, kind, backbone, input_size)
     check_masks_finite(backbone, where=' checkpoint')
     scores = scores if scores is not None else UnitScores.from_masks(backbone)
-    sel = _Selector(backbone, scores, granularity, round_to, min_heads, min_mlp,
+    sel = _Selector(backbone, scores, 'head_uniform' if policy == 'uniform' else granularity,
+                    round_to, min_heads, min_mlp,
                     min_embed if min_embed is not None else max(round_to, backbone.num_heads),
-                    equal_heads=equal_heads)
+                    equal_heads=policy == 'equal')
     dense = backbone_complexity(backbone, input_size)
     sizes = {k: len(u) for k, u in sel.kinds.items()}
-
-    table = None
-    if latency_table is not None:
-        from .latency import LatencyTable, load_latency_table
-        table = (latency_table if isinstance(latency_table, LatencyTable)
-                 else load_latency_table(str(latency_table)))
-        table.check_model(backbone, input_size)
+    ratio = value if kind == 'latency' else None
     if kind == 'latency':
         if not 0 < value <= 1:
             raise ValueError(f'latency: expected a fraction of the dense latency in (0, 1], '
@@ -355,62 +474,47 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         if not 0 < value <= 1:
             raise ValueError(f'keep_ratio: expected a value in (0, 1], got {value}')
         subnet = sel.build({k: round(value * n) for k, n in sizes.items()})
-        cost = _cost(backbone, subnet, input_size, layout)
+        cost = subnet_cost(backbone, subnet, input_size, layout, table)
     else:
-        def measure(subnet):
-            c = _cost(backbone, subnet, input_size, layout)
-            if kind == 'latency_ms':
-                return c, table.predict(subnet)
-            return c, c[0 if kind == 'params' else (2 if macs == 'executed' else 1)]
-
-        dense_value = {'params': dense.params, 'flops': dense.macs,
+        dense_value = {'params': dense.params, 'macs': dense.macs,
                        'latency_ms': table.predict(None) if table else None}[kind]
         if not value > 0:
             raise ValueError(f'{kind}: expected a positive target, got {value}')
         if value > dense_value:
             raise ValueError(f'{kind}={value:,} is above the dense model ({dense_value:,}); '
                              'nothing would be pruned')
-        # The chain: the t-th event gives one more unit to the kind whose ratio is lowest.
-        events = sorted(((j + 1) / n, k) for k, n in sizes.items() for j in range(n))
 
-        def at(t):
-            counts = dict.fromkeys(sizes, 0)
-            for _, k in events[:t]:
-                counts[k] += 1
-            return counts
-
-        lo_subnet = sel.build(at(0))
-        lo_cost, lo_value = measure(lo_subnet)
-        if lo_value > value:
-            raise ValueError(f'{kind}={value:,} is below the smallest subnet the per-layer '
-                             f'minimums allow ({lo_value:,})')
-        lo, hi = 0, len(events)
-        best = (lo_subnet, lo_cost, lo_value)
-        while lo < hi:  # largest t with cost(t) <= value
-            mid = (lo + hi + 1) // 2
-            s = sel.build(at(mid))
-            c, v = measure(s)
-            if v <= value:
-                lo, best = mid, (s, c, v)
-            else:
-                hi = mid - 1
-        subnet, cost, _ = best
-    subnet.budget = dict(kind=kind, value=value, granularity=granularity, round_to=round_to,
-                         min_heads=min_heads, min_mlp=min_mlp, input_size=list(input_size),
-                         macs=macs, layout=layout, equal_heads=equal_heads,
-                         criterion=scores.name)
-    subnet.stats = dict(params_before=dense.params, params_after=cost[0],
-                        macs_before=dense.macs, macs_after=cost[1],
-                        macs_executed_before=dense.macs_executed, macs_executed_after=cost[2],
-                        layout=layout, input_size=list(input_size))
-    if table is not None:
-        subnet.stats.update(latency_ms_before=round(table.predict(None), 4),
-                            latency_ms_after=round(table.predict(subnet), 4))
-        subnet.budget.update(latency_table=dict(path=table.path, digest=table.digest(),
-                                                key=table.key))
-        if given.get('latency') is not None:
-            subnet.budget['value'], subnet.budget['kind'] = given['latency'], 'latency'
-            subnet.budget['latency_ms'] = value
+        def measure(s):
+            c = subnet_cost(backbone, s, input_size, layout, table)
+            return c, c.of(kind, macs_count)
+        subnet, cost = _largest_within(sel, sizes, measure, kind, value)
+    _record(subnet, kind, value, ratio, policy, granularity, layout, macs_count, round_to,
+            min_heads, min_mlp, input_size, scores.name, dense, cost, table)
     subnet.source = dict(source or {})
     return subnet
 
+
+def _record(subnet, kind, value, ratio, policy, granularity, layout, macs_count, round_to,
+            min_heads, min_mlp, input_size, criterion, dense, cost, table) -> None:
+    """What the subnet file says about its selection (``budget``) and its cost (``stats``).
+
+    ``granularity``, ``equal_heads`` and ``layout`` are recorded beside ``head_widths`` in
+    their older spelling, which the readers of earlier subnet files use.
+    """
+    subnet.budget = dict(kind=kind, value=value,
+                         granularity='head_uniform' if policy == 'uniform' else granularity,
+                         head_widths=policy, round_to=round_to, min_heads=min_heads,
+                         min_mlp=min_mlp, input_size=list(input_size), macs=macs_count,
+                         layout=layout, equal_heads=policy == 'equal', criterion=criterion)
+    subnet.stats = dict(params_before=dense.params, params_after=cost.params,
+                        macs_before=dense.macs, macs_after=cost.macs,
+                        macs_executed_before=dense.macs_executed,
+                        macs_executed_after=cost.macs_executed,
+                        layout=layout, input_size=list(input_size))
+    if table is not None:
+        subnet.stats.update(latency_ms_before=round(table.predict(None), 4),
+                            latency_ms_after=round(cost.latency_ms, 4))
+        subnet.budget.update(latency_table=dict(path=table.path, digest=table.digest(),
+                                                key=table.key))
+        if ratio is not None:
+            subnet.budget.update(kind='latency', value=ratio, latency_ms=value)

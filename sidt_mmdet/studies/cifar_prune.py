@@ -2,10 +2,10 @@
 
 :func:`cifar_prune_benchmark` runs the toy chain of ``make demo-cifar`` (dense -> search ->
 export -> retrain -> test, through the stage runner) with a budget that removes ``prune`` of
-the backbone's parameters (``budget='params'``), of its MACs per 32x32 image (``'flops'``) or
-of the searched dims (``'dims'``, a keep ratio; with rounding to 8 the parameter cut is
-smaller than the dim cut), and writes every figure as JSON. A benchmark, not a test: it
-trains for minutes; one seed per run.
+the backbone's parameters (``budget='params'``), of its MACs per 32x32 image (``'macs'``;
+``'flops'`` is its older name) or of the searched dims (``'dims'``, a keep ratio; with
+rounding to 8 the parameter cut is smaller than the dim cut), and writes every figure as
+JSON. A benchmark, not a test: it trains for minutes; one seed per run.
 """
 from __future__ import annotations
 
@@ -22,13 +22,15 @@ from ..apis.demo import (
 )
 from ..utils.fileio import write_json_atomic
 
-__all__ = ['BUDGETS', 'export_flags', 'cifar_prune_benchmark']
+__all__ = ['BUDGETS', 'OLD_BUDGETS', 'export_flags', 'cifar_prune_benchmark']
 
-BUDGETS = ('params', 'flops', 'dims')
+BUDGETS = ('params', 'macs', 'dims')
+OLD_BUDGETS = {'flops': 'macs'}
 
 
 def export_flags(budget: str, prune: float) -> list[str]:
     """The export flags for the budget; absolute targets come from the dense toy backbone."""
+    budget = OLD_BUDGETS.get(budget, budget)
     if budget == 'dims':
         return ['--keep-ratio', f'{1 - prune:g}']
     from ..models.complexity import backbone_complexity

@@ -388,7 +388,7 @@ class Stages:
             bb = model.backbone
             scores = scores_fn(model)
             dense = backbone_complexity(bb, bb.img_size)
-            subnet = select_subnet(bb, flops=int(macs_ratio * dense.macs), scores=scores,
+            subnet = select_subnet(bb, macs=int(macs_ratio * dense.macs), scores=scores,
                                    granularity=granularity,
                                    source=dict(config=config, checkpoint=checkpoint))
             subnet_path = osp.join(run_dir, 'subnet.json')

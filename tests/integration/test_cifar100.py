@@ -309,7 +309,7 @@ def test_chain_pruned_checkpoint_is_the_retrain_model(chain):
                            start['backbone.blocks.0.mlp.fc1.weight'])
 
 
-@pytest.mark.parametrize('budget', ['params', 'flops'])
+@pytest.mark.parametrize('budget', ['params', 'macs'])
 @pytest.mark.slow
 def test_export_budget_kinds_for_the_classifier(chain, export_tool, budget, tmp_path):
     before = Subnet.load(chain['export'] / 'subnet.json').stats

@@ -5,7 +5,7 @@ the real tools and the stage runner; ``sidt_mmdet.studies.cifar_prune``) with a 
 prunes ``--prune`` (default 0.4) of the backbone:
 
     --budget params   keep (1 - prune) of the dense backbone's parameters   (default)
-    --budget flops    keep (1 - prune) of its MACs per 32x32 image
+    --budget macs     keep (1 - prune) of its MACs per 32x32 image (flops: its older name)
     --budget dims     keep (1 - prune) of the searched dims (--keep-ratio; with rounding to 8
                       the parameter cut is smaller than the dim cut)
 
@@ -16,7 +16,7 @@ WORK_DIR/benchmark.json). A benchmark, not a test: it trains for minutes; one se
 """
 import sys
 
-from sidt_mmdet.studies.cifar_prune import BUDGETS, cifar_prune_benchmark
+from sidt_mmdet.studies.cifar_prune import BUDGETS, OLD_BUDGETS, cifar_prune_benchmark
 from sidt_mmdet.utils.cli import doc_parser, open_ratio, positive_int, run_tool
 
 
@@ -24,7 +24,7 @@ def parse_args(argv=None):
     parser = doc_parser(__doc__)
     parser.add_argument('--prune', type=open_ratio, default=0.4,
                         help='fraction of the budget to remove (default: %(default)s)')
-    parser.add_argument('--budget', choices=BUDGETS, default='params',
+    parser.add_argument('--budget', choices=BUDGETS + tuple(OLD_BUDGETS), default='params',
                         help='what --prune is a fraction of (default: %(default)s)')
     parser.add_argument('--work-dir', default='work_dirs/cifar-prune-benchmark')
     parser.add_argument('--data-root', default='data/toy_cifar100',

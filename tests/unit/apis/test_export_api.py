@@ -177,6 +177,7 @@ def test_export_result_repr_is_one_short_line(search_ckpt, tmp_path):
     ('--keep-ratio', '-0.2', r'expected a value in \(0, 1\], got -0.2'),
     ('--params', '0', 'expected a positive target'),
     ('--flops', '-5G', 'expected a positive target'),
+    ('--macs', '-5G', 'expected a positive target'),
     ('--params', 'lots', 'expected a count such as'),
 ])
 def test_bad_budget_is_refused_before_any_work(search_ckpt, tmp_path, capsys, flag, value,
@@ -193,7 +194,8 @@ def test_bad_budget_is_refused_before_any_work(search_ckpt, tmp_path, capsys, fl
 
 @pytest.mark.parametrize('flag, value, message', [
     ('--params', '10M', r'params=10,000,000 is above the dense model \(256,832\)'),
-    ('--flops', '1G', r'flops=1,000,000,000 is above the dense model'),
+    ('--flops', '1G', r'macs=1,000,000,000 is above the dense model'),  # the older name
+    ('--macs', '1G', r'macs=1,000,000,000 is above the dense model'),
 ])
 def test_budget_above_the_dense_model(search_ckpt, tmp_path, capsys, flag, value, message):
     out = tmp_path / 'out'
@@ -288,3 +290,27 @@ def test_failure_while_writing_leaves_nothing(search_ckpt, tmp_path, capsys, mon
     assert _export(search_ckpt, out, '--keep-ratio', '0.6') == 1
     assert 'No space left on device' in capsys.readouterr().err
     assert not (tmp_path / 'deep').exists()  # the parent it created is gone too
+
+
+def test_older_macs_flags_still_export_with_a_warning(search_ckpt, tmp_path, capsys):
+    """``--flops N --macs executed`` (the older spelling) selects what ``--macs N`` selects
+    and says so once each; ``--macs`` with another budget, or no budget, is refused."""
+    target = '2.5e6'  # of 4,096,000 dense MACs at 64 x 64
+    assert _export(search_ckpt, tmp_path / 'new', '--macs', target, '--input-size', '64',
+                   '64') == 0
+    assert 'deprecated' not in capsys.readouterr().err
+    assert _export(search_ckpt, tmp_path / 'old', '--flops', target, '--macs', 'executed',
+                   '--input-size', '64', '64') == 0
+    err = capsys.readouterr().err
+    assert '--macs executed is deprecated' in err and '--flops is deprecated' in err
+    new = Subnet.load(tmp_path / 'new' / 'subnet.json')
+    old = Subnet.load(tmp_path / 'old' / 'subnet.json')
+    assert new.blocks == old.blocks and new.budget['kind'] == old.budget['kind'] == 'macs'
+    assert new.budget['head_widths'] == 'free' and old.budget['macs'] == 'executed'
+    for argv, message in ((('--macs', target, '--params', '1M'),
+                           'argument --macs: not allowed with argument --params'),
+                          ((), 'one of the arguments --keep-ratio --params --macs')):
+        with pytest.raises(SystemExit):
+            _export(search_ckpt, tmp_path / 'bad', *argv)
+        assert message in capsys.readouterr().err
+    _assert_nothing_written(tmp_path / 'bad')

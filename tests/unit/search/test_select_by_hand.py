@@ -137,21 +137,29 @@ def test_defaults_are_recorded_in_the_budget():
     """Catches a changed default of select_subnet (export configs that leave a setting out
     rely on it) or a budget record that does not say what was used."""
     sub = select_subnet(_backbone(), keep_ratio=0.25, scores=_scores())
-    assert sub.budget == dict(kind='keep_ratio', value=0.25, granularity='dim', round_to=8,
+    assert sub.budget == dict(kind='keep_ratio', value=0.25, granularity='dim',
+                              head_widths='free', round_to=8,
                               min_heads=1, min_mlp=8, input_size=[32, 32], macs='kept',
                               layout='grouped', equal_heads=False, criterion='mask')
     assert sub.stats['input_size'] == [32, 32] and sub.stats['layout'] == 'grouped'
 
 
 @pytest.mark.parametrize('kw,message', [
-    (dict(), 'give exactly one budget: keep_ratio, params, flops, latency or latency_ms '
+    (dict(), 'give exactly one budget: keep_ratio, params, macs, latency or latency_ms '
              '(got none)'),
-    (dict(keep_ratio=0.5, params=10), "give exactly one budget: keep_ratio, params, flops, "
+    (dict(keep_ratio=0.5, params=10), "give exactly one budget: keep_ratio, params, macs, "
                                       "latency or latency_ms (got ['keep_ratio', 'params'])"),
+    (dict(macs=10, flops=10), 'give macs or its older name flops, not both'),
+    (dict(keep_ratio=0.5, head_widths='wide'),
+     "head_widths: expected one of ('free', 'uniform', 'equal', 'padded'), got 'wide'"),
+    (dict(keep_ratio=0.5, head_widths='free', equal_heads=True),
+     "head_widths='free' conflicts with the older spelling of ['equal'] (granularity / "
+     "equal_heads / layout): give one"),
     (dict(keep_ratio=0.5, granularity='row'),
      "granularity: expected one of ('dim', 'head_uniform', 'head'), got 'row'"),
     (dict(keep_ratio=0.5, round_to=0), 'round_to: expected an integer >= 1, got 0'),
-    (dict(keep_ratio=0.5, macs='all'), "macs: expected one of ('kept', 'executed'), got 'all'"),
+    (dict(keep_ratio=0.5, macs='all'),
+     "macs_count: expected one of ('kept', 'executed'), got 'all'"),
     (dict(keep_ratio=0.5, min_mlp=0),
      'min_heads and min_mlp must be >= 1: a layer is never emptied'),
     (dict(keep_ratio=True), 'keep_ratio: expected a finite number, got True'),
