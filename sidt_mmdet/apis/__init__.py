@@ -5,6 +5,7 @@ registered components): ``from sidt_mmdet.apis import export_subnet``.
 """
 from .export import ExportError, ExportResult, export_subnet
 from .lowrank import LowRankError, LowRankResult, lowrank_export
+from .runtime import build_model
 
 __all__ = ['ExportError', 'ExportResult', 'export_subnet', 'LowRankError', 'LowRankResult',
-           'lowrank_export']
+           'lowrank_export', 'build_model']

@@ -47,31 +47,19 @@ class ModelSpec:
 
 def build_detector(spec: ModelSpec, cfg_options: dict | None = None, device: str = 'cpu'):
     """(config, model in eval mode on ``device``) for ``spec``; the checkpoint is loaded
-    strictly through the safe loader."""
-    from mmengine.registry import MODELS, init_default_scope
-
-    import sidt_mmdet  # noqa: F401  (registers SIDTViT / SIDTModel)
-
-    from ..utils import load_checkpoint_safe
-    from ..utils.config import runner_model_cfg, with_pruned_backbone
+    strictly through the safe loader (:func:`~sidt_mmdet.apis.runtime.build_model`)."""
+    from .runtime import build_model
     cfg = load_config(spec.config, cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = runner_model_cfg(cfg)
-    if spec.subnet is not None:
-        if not os.path.isfile(spec.subnet):
-            raise ToolError(f'subnet file {spec.subnet}: no such file')
-        model_cfg = with_pruned_backbone(model_cfg, spec.subnet, where=spec.config)
-    model = MODELS.build(model_cfg)
-    if spec.checkpoint is not None:
-        ckpt = load_checkpoint_safe(spec.checkpoint)
-        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ToolError(f'checkpoint {spec.checkpoint} does not fit {spec.config}'
-                            f'{" with subnet " + spec.subnet if spec.subnet else ""}: '
-                            f'{len(missing)} missing keys (first: {missing[:3]}), '
-                            f'{len(unexpected)} unexpected (first: {unexpected[:3]})')
-    return cfg, model.to(device).eval()
+    if spec.subnet is not None and not os.path.isfile(spec.subnet):
+        raise ToolError(f'subnet file {spec.subnet}: no such file')
+    try:
+        model = build_model(cfg, spec.checkpoint, spec.subnet, device=device)
+    except ValueError as e:
+        if not str(e).startswith(f'checkpoint {spec.checkpoint} does not fit'):
+            raise
+        raise ToolError(str(e).replace(f'does not fit {cfg.filename}',
+                                       f'does not fit {spec.config}', 1)) from None
+    return cfg, model
 
 
 def config_test_size(cfg) -> tuple[int, int]:

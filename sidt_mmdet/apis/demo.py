@@ -45,22 +45,10 @@ def _log(tag: str):
 
 
 def build_model(config: str, subnet: str | None = None, checkpoint: str | None = None):
-    """The model ``config`` describes (as a Runner builds it), in eval mode."""
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-
-    import sidt_mmdet  # noqa: F401  (registers SIDTViT/SIDTModel)
-
-    from ..utils import load_checkpoint_safe
-    from ..utils.config import runner_model_cfg
-    cfg = Config.fromfile(osp.join(REPO, config))
-    if subnet is not None:
-        cfg.merge_from_dict({'model.backbone.subnet': subnet})
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(runner_model_cfg(cfg))
-    if checkpoint is not None:
-        model.load_state_dict(load_checkpoint_safe(checkpoint)['state_dict'])
-    return model.eval()
+    """The model of ``config`` (relative to the repository), in eval mode
+    (:func:`~sidt_mmdet.apis.runtime.build_model`)."""
+    from .runtime import build_model as build
+    return build(osp.join(REPO, config), checkpoint=checkpoint, subnet=subnet)
 
 
 # ----------------------------------------------------------------------------- detection

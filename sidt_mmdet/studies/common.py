@@ -359,17 +359,9 @@ class Stages:
 
     # ----------------------------------------------------------------- export
     def _model(self, config: str, checkpoint: str | None, options: dict | None = None):
-        from mmengine.registry import MODELS, init_default_scope
-
-        from ..utils import load_checkpoint_safe
-        from ..utils.config import runner_model_cfg
-        cfg = self.config(config, options)
-        init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-        model = MODELS.build(runner_model_cfg(cfg))
-        if checkpoint is not None:
-            state = load_checkpoint_safe(checkpoint, map_location='cpu')['state_dict']
-            model.load_state_dict(state, strict=True)
-        return model
+        from ..apis.runtime import build_model
+        return build_model(self.config(config, options), checkpoint,
+                           scope='mmpretrain').train()
 
     def export(self, name: str, spec: dict, source: str, checkpoint: str,
                scores_fn: Callable, macs_ratio: float, granularity: str) -> dict:

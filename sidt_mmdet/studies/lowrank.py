@@ -36,13 +36,13 @@ from .. import __version__
 from ..apis.chain import REPO, ChainSpec, ensure_data, run_chain
 from ..apis.demo import CLASSIFICATION_CONFIGS
 from ..apis.lowrank import LowRankError, lowrank_export
+from ..apis.runtime import build_model
 from ..export import prune_model_state_dict
 from ..export.lowrank import ALL_METHODS, CALIBRATED_METHODS
 from ..models import Subnet
 from ..models.complexity import backbone_complexity
 from ..search.select import select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
-from ..utils.config import runner_model_cfg
 from ..utils.fileio import write_json_atomic, write_text_atomic
 from .common import binomial_se, load_config
 
@@ -124,10 +124,7 @@ def load_model(cfg: Config, checkpoint: Path):
     """The model a Runner of ``cfg`` builds (top-level data_preprocessor merged in, as the
     Runner does), with ``checkpoint`` loaded strictly. Not the Runner's own model: train()
     re-initialises it before loading ``load_from``."""
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(runner_model_cfg(cfg))
-    model.load_state_dict(load_checkpoint_safe(checkpoint)['state_dict'], strict=True)
-    return model
+    return build_model(cfg, checkpoint).train()
 
 
 def finetune(args, data_root: str, subnet: Path, checkpoint: Path, work: Path, loader) -> dict:

@@ -110,7 +110,7 @@ CASES = [
     Case('params-above-dense', 'budget', 'export', 'params above the dense model',
          ('params=', 'above the dense model')),
     Case('macs-above-dense', 'budget', 'export', 'MACs above the dense model',
-         ('flops=', 'above the dense model')),
+         ('macs=', 'above the dense model')),
     Case('params-below-minimum', 'budget', 'export', 'params below the minimum widths',
          ('params=', 'below the smallest subnet the per-layer minimums allow')),
     Case('lowrank-energy', 'budget', 'lowrank', 'low-rank energy 1.5',
@@ -254,7 +254,7 @@ def _export_case(case, w, tmp, capsys):
     elif cid == 'params-above-dense':
         args = ['--params', '1G']
     elif cid == 'macs-above-dense':
-        args = ['--flops', '1T']
+        args = ['--macs', '1T']
     elif cid == 'params-below-minimum':
         args = ['--params', '1000']
     elif cid.startswith('ckpt-'):

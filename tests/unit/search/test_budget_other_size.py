@@ -24,10 +24,10 @@ def test_subnet_reported_at_another_input_size_than_selected(tmp_path):
     dense = backbone_complexity(model.backbone, selected_at)
     budget = dense.macs // 2
     ckpt = write_search_checkpoint(tmp_path / 'search.pth', model=model)
-    first = export_subnet(str(SEARCH_CFG), str(ckpt), dict(flops=budget), str(tmp_path / 'a'),
+    first = export_subnet(str(SEARCH_CFG), str(ckpt), dict(macs=budget), str(tmp_path / 'a'),
                           input_size=selected_at, round_to=1)
     chosen = Subnet.load(tmp_path / 'a' / 'subnet.json')
-    assert chosen.budget['kind'] == 'flops' and chosen.budget['value'] == budget
+    assert chosen.budget['kind'] == 'macs' and chosen.budget['value'] == budget
     assert chosen.budget['input_size'] == list(selected_at)
     assert chosen.stats['input_size'] == list(selected_at)
     assert chosen.stats['macs_after'] <= budget == first.subnet.budget['value']
