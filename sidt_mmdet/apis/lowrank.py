@@ -174,17 +174,14 @@ def select_mlp_subnet(backbone: SIDTViT, keep_ratio: float, round_to: int = 8,
     """Hybrid: keep ``keep_ratio`` of the MLP units (by searched mask magnitude, pooled over
     blocks, so widths differ per block) and every attention dim.
 
-    ``select_subnet`` runs on an MLP-only search view of ``backbone`` (same weights and
-    masks, attention masks left out), so attention stays whole however it was searched.
+    ``select_subnet(kinds=('mlp',))`` selects the MLP units alone, so attention (and the
+    embedding) stays whole however it was searched.
     """
     if backbone.mode != 'search' or 'mlp' not in backbone.search_dims:
         raise LowRankError('--mlp-keep-ratio needs a searched model: CONFIG\'s backbone '
                                f'must be mode="search" with "mlp" in search_dims (got '
                                f'mode={backbone.mode!r}, search_dims={backbone.search_dims})')
-    view = backbone.to_search(dims=('mlp',))
-    view.load_state_dict({k: v for k, v in backbone.state_dict().items()
-                          if k in view.state_dict()}, strict=True)
-    return select_subnet(view, keep_ratio=keep_ratio, round_to=round_to,
+    return select_subnet(backbone, keep_ratio=keep_ratio, round_to=round_to, kinds=('mlp',),
                          source=dict(source or {}, mlp_keep_ratio=keep_ratio))
 
 

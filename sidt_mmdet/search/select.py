@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,12 +40,13 @@ from ..models.complexity import (
 from ..models.subnet import Subnet
 from .checks import check_masks_finite
 
-__all__ = ['select_subnet', 'GRANULARITIES', 'HEAD_WIDTHS', 'MACS_COUNTS', 'SubnetCost',
+__all__ = ['select_subnet', 'GRANULARITIES', 'HEAD_WIDTHS', 'KINDS', 'MACS_COUNTS', 'SubnetCost',
            'UnitScores', 'resolve_head_widths', 'subnet_cost']
 
 GRANULARITIES = ('dim', 'head_uniform', 'head')  # 'head_uniform': head_widths='uniform'
 HEAD_WIDTHS = ('free', 'uniform', 'equal', 'padded')
 MACS_COUNTS = ('kept', 'executed')
+KINDS = ('attn', 'mlp', 'embed')
 
 
 @dataclass
@@ -80,6 +82,17 @@ class UnitScores:
                              'load the searched checkpoint (mask parameters *_mask), or pass '
                              'scores= (sidt_mmdet.search.criteria)')
         return cls(qk=qk, v=v, mlp=mlp, embed=embed)
+
+    def only(self, kinds: Sequence[str]) -> UnitScores:
+        """These scores for ``kinds`` (of ``'attn'``, ``'mlp'``, ``'embed'``) alone: the
+        other kinds' units are then not selected, so their layers stay whole."""
+        unknown = sorted(set(kinds) - set(KINDS))
+        if unknown:
+            raise ValueError(f'kinds: unknown {unknown}; expected a subset of {KINDS}')
+        attn = 'attn' in kinds
+        return UnitScores(qk=self.qk if attn else [], v=self.v if attn else [],
+                          mlp=self.mlp if 'mlp' in kinds else [],
+                          embed=self.embed if 'embed' in kinds else None, name=self.name)
 
     def check(self, backbone) -> None:
         """Raise ``ValueError`` naming the field whose shape does not fit ``backbone``."""
@@ -412,8 +425,8 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
                   macs_count: str | None = None, scores: UnitScores | None = None,
                   source: dict | None = None, latency: float | None = None,
                   latency_ms: float | None = None, latency_table=None,
-                  flops: int | None = None, layout: str = 'grouped',
-                  equal_heads: bool = False) -> Subnet:
+                  kinds: Sequence[str] | None = None, flops: int | None = None,
+                  layout: str = 'grouped', equal_heads: bool = False) -> Subnet:
     """Choose the widths to keep for exactly one budget.
 
     Args:
@@ -439,6 +452,9 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
             ``'executed'`` by the layout; by default what runs (they differ only with
             ``head_widths='padded'``).
         scores: rank units by these instead of the masks' |m| (baseline criteria).
+        kinds: select only these of ``'attn'``, ``'mlp'``, ``'embed'`` (default: every kind
+            scored); the others are kept whole, e.g. ``kinds=('mlp',)`` prunes the MLPs alone
+            whatever was searched.
         latency / latency_ms: a budget in predicted backbone latency, as a fraction of the
             dense backbone's or in milliseconds, by ``latency_table`` (a
             :class:`~sidt_mmdet.search.latency.LatencyTable` or its JSON path, built for this
@@ -458,6 +474,8 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
     table = _latency_table(latency_table, kind, backbone, input_size)
     check_masks_finite(backbone, where=' checkpoint')
     scores = scores if scores is not None else UnitScores.from_masks(backbone)
+    if kinds is not None:
+        scores = scores.only(kinds)
     sel = _Selector(backbone, scores, 'head_uniform' if policy == 'uniform' else granularity,
                     round_to, min_heads, min_mlp,
                     min_embed if min_embed is not None else max(round_to, backbone.num_heads),

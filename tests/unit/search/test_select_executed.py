@@ -125,3 +125,27 @@ def test_equal_heads(split):
         select_subnet(model, keep_ratio=0.5, macs_count='padded')
     with pytest.raises(ValueError, match="macs_count: expected one of"):  # the older name
         select_subnet(model, keep_ratio=0.5, macs='padded')
+
+
+def test_kinds_select_the_mlp_alone_as_an_mlp_only_search_would():
+    """``kinds=('mlp',)`` gives the subnet an MLP-only search backbone with the same weights
+    and MLP masks selects (what the low-rank hybrid built before), attention and embedding
+    kept whole."""
+    torch.manual_seed(0)
+    model = SIDTViT(arch=TINY, img_size=64, mode='search', search_dims=('attn', 'mlp', 'embed'))
+    with torch.no_grad():
+        for m in model.mask_parameters().values():
+            m.uniform_(0, 1)
+    view = model.to_search(dims=('mlp',))
+    view.load_state_dict({k: v for k, v in model.state_dict().items()
+                          if k in view.state_dict()}, strict=True)
+    for budget in (dict(keep_ratio=0.4), dict(macs=int(0.8 * backbone_complexity(
+            model, (64, 64)).macs))):
+        got = select_subnet(model, kinds=('mlp',), round_to=1, **budget)
+        want = select_subnet(view, round_to=1, **budget)
+        assert got.blocks == want.blocks and got.embed is None and got.stats == want.stats
+        assert all(len(q) == D // H for b in got.blocks for q in b['qk'] + b['v'])
+        assert sum(len(b['mlp']) for b in got.blocks) < 3 * 4 * D
+    with pytest.raises(ValueError, match=r"kinds: unknown \['heads'\]; expected a subset of "
+                                         r"\('attn', 'mlp', 'embed'\)"):
+        select_subnet(model, keep_ratio=0.5, kinds=('heads',))
