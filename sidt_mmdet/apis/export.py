@@ -27,7 +27,6 @@ import os
 import os.path as osp
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -42,6 +41,7 @@ from ..search.select import GRANULARITIES, HEAD_WIDTHS, MACS_COUNTS, select_subn
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.cli import ToolError, count, int_at_least, ratio, run_tool
 from ..utils.config import backbone_cfg, with_pruned_backbone
+from ..utils.deprecation import warn_once
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_text_atomic
 from ..utils.state_dict import (
     compare_state_dicts,
@@ -295,20 +295,12 @@ def plot_widths(subnet: Subnet, backbone, path: str, title: str) -> None:
 
 
 # ------------------------------------------------------------------------------- export
-_WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _WARNED:
-        _WARNED.add(message)
-        warnings.warn(f'export_subnet: {message}', FutureWarning, stacklevel=3)
-
-
 def _budget_kind(budget: dict) -> str:
     if 'flops' in budget:  # the older name of the MACs budget
         if budget.get('macs') is not None:
             raise ExportError('budget: give macs or its older name flops, not both')
-        _warn_once('the flops budget is deprecated, use macs (the budget was always in MACs)')
+        warn_once('export_subnet: the flops budget is deprecated, use macs (the budget was '
+                  'always in MACs)', stacklevel=4)
         budget['macs'] = budget.pop('flops')
     given = [k for k in BUDGET_KINDS if budget.get(k) is not None]
     unknown = sorted(set(budget) - set(BUDGET_KINDS))

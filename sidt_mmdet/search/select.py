@@ -24,7 +24,6 @@ next-best dims, never padding), so a layer runs as one attention call.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +37,7 @@ from ..models.complexity import (
     count_complexity,
 )
 from ..models.subnet import Subnet
+from ..utils.deprecation import warn_once
 from .checks import check_masks_finite
 
 __all__ = ['select_subnet', 'GRANULARITIES', 'HEAD_WIDTHS', 'KINDS', 'MACS_COUNTS', 'SubnetCost',
@@ -314,15 +314,8 @@ def subnet_cost(backbone, subnet: Subnet, input_size, layout: str,
                       table.predict(subnet) if table is not None else None)
 
 
-_WARNED: set[str] = set()
-
-
 def _renamed(old: str, new: str, why: str = '') -> None:
-    """Warn once per process that ``old`` is now ``new``."""
-    if old not in _WARNED:
-        _WARNED.add(old)
-        warnings.warn(f'select_subnet: {old} is deprecated, use {new}{why}', FutureWarning,
-                      stacklevel=4)
+    warn_once(f'select_subnet: {old} is deprecated, use {new}{why}', stacklevel=5)
 
 
 def resolve_head_widths(head_widths: str | None = None, granularity: str = 'dim',

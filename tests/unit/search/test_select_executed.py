@@ -1,4 +1,6 @@
 """Budgets on executed MACs (padding counted) and kept MACs; equalised head widths."""
+import warnings
+
 import pytest
 import torch
 from helpers import perturb_
@@ -149,3 +151,17 @@ def test_kinds_select_the_mlp_alone_as_an_mlp_only_search_would():
     with pytest.raises(ValueError, match=r"kinds: unknown \['heads'\]; expected a subset of "
                                          r"\('attn', 'mlp', 'embed'\)"):
         select_subnet(model, keep_ratio=0.5, kinds=('heads',))
+
+
+def test_older_names_warn_once_and_select_the_same(monkeypatch):
+    from sidt_mmdet.utils import deprecation
+    monkeypatch.setattr(deprecation, '_WARNED', set())
+    model = searched()
+    target = int(0.6 * backbone_complexity(model, (64, 64)).macs)
+    with pytest.warns(FutureWarning, match='select_subnet: flops= is deprecated, use macs='):
+        old = select_subnet(model, flops=target, round_to=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # the second use is silent
+        again = select_subnet(model, flops=target, round_to=1)
+        new = select_subnet(model, macs=target, round_to=1)
+    assert old.blocks == again.blocks == new.blocks and new.budget['kind'] == 'macs'
