@@ -48,17 +48,15 @@ class ModelSpec:
 def build_detector(spec: ModelSpec, cfg_options: dict | None = None, device: str = 'cpu'):
     """(config, model in eval mode on ``device``) for ``spec``; the checkpoint is loaded
     strictly through the safe loader (:func:`~sidt_mmdet.apis.runtime.build_model`)."""
-    from .runtime import build_model
+    from .runtime import ModelLoadError, build_model
     cfg = load_config(spec.config, cfg_options)
     if spec.subnet is not None and not os.path.isfile(spec.subnet):
         raise ToolError(f'subnet file {spec.subnet}: no such file')
     try:
-        model = build_model(cfg, spec.checkpoint, spec.subnet, device=device)
-    except ValueError as e:
-        if not str(e).startswith(f'checkpoint {spec.checkpoint} does not fit'):
-            raise
-        raise ToolError(str(e).replace(f'does not fit {cfg.filename}',
-                                       f'does not fit {spec.config}', 1)) from None
+        model = build_model(cfg, spec.checkpoint, spec.subnet, device=device,
+                            where=spec.config)
+    except ModelLoadError as e:
+        raise ToolError(str(e)) from None
     return cfg, model
 
 

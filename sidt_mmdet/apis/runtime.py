@@ -11,11 +11,16 @@ from __future__ import annotations
 import os
 import os.path as osp
 
-__all__ = ['build_model']
+__all__ = ['ModelLoadError', 'build_model']
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint with missing or unexpected keys for the model its config builds."""
 
 
 def build_model(cfg, checkpoint: str | os.PathLike | None = None, subnet=None,
-                strict: bool = True, device=None, *, scope: str = 'mmdet'):
+                strict: bool = True, device=None, *, scope: str = 'mmdet',
+                where: str | None = None):
     """The model ``cfg`` describes, in eval mode on ``device``.
 
     Args:
@@ -27,6 +32,10 @@ def build_model(cfg, checkpoint: str | os.PathLike | None = None, subnet=None,
             first keys of each (the backbone refuses tensors of other shapes by itself).
         device: where to put the model (default: where it was built, the CPU).
         scope: the default scope of a config that names none.
+        where: the config's name in messages (default: its path).
+
+    Raises:
+        ModelLoadError: ``strict`` and the checkpoint lacks keys or has others.
     """
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
@@ -38,6 +47,7 @@ def build_model(cfg, checkpoint: str | os.PathLike | None = None, subnet=None,
     from ..utils.config import runner_model_cfg, with_pruned_backbone
     name = cfg.filename if isinstance(cfg, Config) else os.fspath(cfg)
     cfg = cfg if isinstance(cfg, Config) else load_config(name)
+    name = where or name
     init_default_scope(cfg.get('default_scope', scope))
     model_cfg = runner_model_cfg(cfg)
     if subnet is not None:
@@ -52,7 +62,7 @@ def build_model(cfg, checkpoint: str | os.PathLike | None = None, subnet=None,
         if strict and (missing or unexpected):
             with_subnet = f' with subnet {subnet}' if isinstance(subnet, (str, os.PathLike)) \
                 else (' with its subnet' if subnet is not None else '')
-            raise ValueError(f'checkpoint {os.fspath(checkpoint)} does not fit {name}'
+            raise ModelLoadError(f'checkpoint {os.fspath(checkpoint)} does not fit {name}'
                              f'{with_subnet}: {len(missing)} missing keys (first: '
                              f'{missing[:3]}), {len(unexpected)} unexpected (first: '
                              f'{unexpected[:3]})')

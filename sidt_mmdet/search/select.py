@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.backbones.vit_spec import SEARCH_DIMS
 from ..models.complexity import (
     LAYOUTS,
     BlockWidths,
@@ -46,7 +47,7 @@ __all__ = ['select_subnet', 'GRANULARITIES', 'HEAD_WIDTHS', 'KINDS', 'MACS_COUNT
 GRANULARITIES = ('dim', 'head_uniform', 'head')  # 'head_uniform': head_widths='uniform'
 HEAD_WIDTHS = ('free', 'uniform', 'equal', 'padded')
 MACS_COUNTS = ('kept', 'executed')
-KINDS = ('attn', 'mlp', 'embed')
+KINDS = SEARCH_DIMS  # the kinds a search masks: 'attn', 'mlp', 'embed'
 
 
 @dataclass

@@ -6,7 +6,7 @@ in one spelling: ViTDet's names (``embed_dim``, ``depth``, ``window_block_indexe
 pairs, the global blocks an explicit tuple and a pruned backbone's subnet a
 :class:`~sidt_mmdet.models.subnet.Subnet` with the file it came from. Every check of the
 arguments happens here, so the backbone's constructor only builds layers, and a backbone
-of the same architecture in another mode is ``SIDTViT(**spec.replace(...).kwargs())``
+of the same architecture in another mode is built from :meth:`ViTSpec.kwargs`
 (:meth:`SIDTViT.to_dense`, :meth:`SIDTViT.to_search`, :meth:`SIDTViT.to_pruned`).
 """
 from __future__ import annotations
@@ -218,6 +218,7 @@ class ViTSpec:
         out_type = settings.get('out_type', 'featmap')
         if out_type not in OUT_TYPES:
             raise ValueError(f'out_type: expected one of {OUT_TYPES}, got {out_type!r}')
+        # (an unknown pruned_layout is refused by the attention layers, which run it)
         patch_size = _check_size('patch_size', patch_size)
         img_size = _check_size('img_size', img_size)
         pretrain_img_size = _check_size('pretrain_img_size', pretrain_img_size)
@@ -228,7 +229,7 @@ class ViTSpec:
             raise ValueError(f'img_size {size} / pretrain_img_size {pos}: expected at least '
                              f'one patch of {patch_size} per side')
         with_cls = settings.get('with_cls_token', False)
-        if settings.get('out_type') == 'cls_token' and not with_cls:
+        if out_type == 'cls_token' and not with_cls:
             raise ValueError("out_type='cls_token' needs with_cls_token=True")
         n = a['num_layers']
         global_idx = _resolve_global(n, window_size, global_attn_indexes, window_block_indexes)
@@ -250,8 +251,6 @@ class ViTSpec:
 
     @staticmethod
     def _resolve_subnet(arch: dict, mode: str, subnet, pruned_layout):
-        if pruned_layout is not None and pruned_layout not in LAYOUTS:
-            raise ValueError(f'layout: expected one of {LAYOUTS}, got {pruned_layout!r}')
         name = os.fspath(subnet) if isinstance(subnet, (str, os.PathLike)) else 'subnet'
         if mode != 'pruned':
             if subnet is not None:
@@ -277,10 +276,6 @@ class ViTSpec:
                    global_attn_indexes=list(self.global_attn_indexes),
                    search_dims=self.search_dims or ('attn', 'mlp'))
         return out
-
-    def replace(self, **changes) -> ViTSpec:
-        """This spec with ``changes`` (constructor arguments), resolved and checked again."""
-        return ViTSpec.resolve(**{**self.kwargs(), **changes})
 
     def settings(self) -> dict:
         """The settings that add or remove backbone tensors, for explaining a checkpoint's

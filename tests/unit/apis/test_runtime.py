@@ -7,6 +7,7 @@ import torch
 from helpers import REPO
 
 from sidt_mmdet.apis import build_model
+from sidt_mmdet.apis.runtime import ModelLoadError
 from sidt_mmdet.models import Subnet
 from sidt_mmdet.utils import save_checkpoint_atomic
 
@@ -28,7 +29,7 @@ def test_weights_load_in_full_and_a_partial_checkpoint_is_refused(tmp_path):
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in state.items())
     partial = {k: v for k, v in state.items() if not k.startswith('roi_head.')}
     save_checkpoint_atomic({'state_dict': partial}, tmp_path / 'b.pth')
-    with pytest.raises(ValueError, match=rf'checkpoint {tmp_path / "b.pth"} does not fit '
+    with pytest.raises(ModelLoadError, match=rf'checkpoint {tmp_path / "b.pth"} does not fit '
                                          rf'{DET}: \d+ missing keys \(first: \[\'roi_head'):
         build_model(str(DET), checkpoint=tmp_path / 'b.pth')
     build_model(str(DET), checkpoint=tmp_path / 'b.pth', strict=False)
