@@ -4,22 +4,11 @@ from __future__ import annotations
 import torch
 
 from ..models.backbones.sidt_vit import SIDTViT
+from ..models.kinds import channel_readers
 from ..models.slicing import slice_vit_state_dict
 from ..models.subnet import Subnet
 
 __all__ = ['prune_backbone', 'prune_model_state_dict']
-
-# Layers outside the backbone that read its output map, and which weight axis
-# holds the backbone's channels (ConvTranspose2d weights are (in, out, k, k)).
-_READERS = {
-    'neck.fpn1.0.weight': 0,  # SIDTSimpleFPN deconv, stride 4
-    'neck.fpn2.0.weight': 0,  # SIDTSimpleFPN deconv, stride 8
-    'neck.lateral_convs.2.conv.weight': 1,  # SIDTSimpleFPN stride 16
-    'neck.lateral_convs.3.conv.weight': 1,  # SIDTSimpleFPN stride 32
-    'head.fc.weight': 1,  # mmpretrain LinearClsHead
-    'head.layers.head.weight': 1,  # mmpretrain VisionTransformerClsHead
-}
-
 
 def prune_backbone(backbone: SIDTViT, subnet: Subnet | dict | str) -> SIDTViT:
     """A ``mode='pruned'`` SIDTViT with the backbone's weights sliced to ``subnet``.
@@ -39,7 +28,8 @@ def prune_backbone(backbone: SIDTViT, subnet: Subnet | dict | str) -> SIDTViT:
 def prune_model_state_dict(state: dict[str, torch.Tensor], subnet: Subnet,
                            backbone_prefix: str = 'backbone.') -> dict[str, torch.Tensor]:
     """Slice a whole model's state dict: the backbone, and when the embedding is
-    pruned, the layers that read the backbone map (see ``_READERS``)."""
+    pruned, the layers that declare they read the backbone map
+    (:func:`~sidt_mmdet.models.kinds.reads_backbone_channels`)."""
     inner = {k[len(backbone_prefix):]: v for k, v in state.items()
              if k.startswith(backbone_prefix)}
     if not inner:
@@ -49,7 +39,7 @@ def prune_model_state_dict(state: dict[str, torch.Tensor], subnet: Subnet,
     out.update({backbone_prefix + k: v for k, v in slice_vit_state_dict(inner, subnet).items()})
     if subnet.embed is not None:
         kept = torch.as_tensor(subnet.kept_embed, dtype=torch.long)
-        for key, axis in _READERS.items():
+        for key, axis in channel_readers().items():
             if key in out and out[key].shape[axis] == subnet.embed_dims:
                 out[key] = out[key].index_select(axis, kept.to(out[key].device)).contiguous()
     return out

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .kinds import KINDS, token_geometry
 from .layers.head_layout import LAYOUTS, head_groups
 from .layers.lowrank import lowrank_ranks
 
@@ -207,39 +208,13 @@ def backbone_complexity(backbone, input_size: tuple[int, int],
 def mask_costs(backbone, input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
     """MACs that one entry of each search mask costs, shaped like the mask.
 
-    Used to weight the sparsity loss by resource (FLOPs-aware search): removing a
-    shared q/k/v dim saves its q, k and v projections, its share of q k^T,
-    attn @ v and the output projection; an MLP unit saves 2*N*D; an embedding
-    channel saves everything that is linear in D.
+    Used to weight the sparsity loss by resource (FLOPs-aware search); each searchable
+    kind (:mod:`.kinds`) gives its own: removing a shared q/k/v dim saves its q, k and v
+    projections, its share of q k^T, attn @ v and the output projection; an MLP unit
+    saves 2*N*D; an embedding channel saves everything that is linear in D.
     """
-    s = backbone_structure(backbone)
-    D = backbone.embed_dims
-    h = math.ceil(input_size[0] / backbone.patch_size)
-    w = math.ceil(input_size[1] / backbone.patch_size)
-    N = h * w + backbone.num_prefix_tokens
+    geometry = token_geometry(backbone, tuple(input_size))
     costs = {}
-    embed_cost = h * w * s['in_channels'] * backbone.patch_size ** 2
-    for i, blk in enumerate(backbone.blocks):
-        ws = blk.window_size
-        if ws > 0:
-            groups, n, kh, kw = math.ceil(h / ws) * math.ceil(w / ws), ws * ws, ws, ws
-        else:
-            groups, n, kh, kw = 1, N, h, w
-        T = groups * n
-        rel = T * (kh + kw) if backbone.use_rel_pos else 0
-        qk_cost = 2 * T * D + groups * n * n + rel
-        v_cost = 2 * T * D + groups * n * n
-        attn = blk.attn
-        qk_m, v_m = attn.masks()
-        p = f'blocks.{i}.'
-        if attn.mask_kind == 'shared':
-            costs[p + 'attn.dim_mask'] = torch.full_like(qk_m, float(qk_cost + v_cost))
-        elif attn.mask_kind == 'split':
-            costs[p + 'attn.qk_mask'] = torch.full_like(qk_m, float(qk_cost))
-            costs[p + 'attn.v_mask'] = torch.full_like(v_m, float(v_cost))
-        if blk.mlp.hidden_mask is not None:
-            costs[p + 'mlp.hidden_mask'] = torch.full_like(blk.mlp.hidden_mask, float(2 * N * D))
-        embed_cost += T * (3 * D + D) + 2 * N * blk.mlp.hidden_features
-    if backbone.embed_mask is not None:
-        costs['embed_mask'] = torch.full_like(backbone.embed_mask, float(embed_cost))
+    for kind in KINDS.values():
+        costs.update(kind.mask_costs(backbone, geometry))
     return costs

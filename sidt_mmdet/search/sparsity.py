@@ -8,21 +8,17 @@ from mmengine.logging import print_log
 from torch import nn
 
 from ..models.complexity import mask_costs
+from ..models.kinds import KINDS, kind_of
 from .checks import check_masks_finite
 
 __all__ = ['SparsityLoss']
 
 
-def _kind(name: str) -> str:
-    if name.endswith('hidden_mask'):
-        return 'mlp'
-    if name == 'embed_mask':
-        return 'embed'
-    return 'attn'
-
-
 class SparsityLoss(nn.Module):
     """``lambda_attn*sum|m_attn| + lambda_mlp*sum|m_mlp| + lambda_embed*|m_embed|``.
+
+    ``lambdas`` gives the lambda of a kind registered beyond these three
+    (:func:`~sidt_mmdet.models.kinds.register_kind`); a kind without one costs nothing.
 
     With ``macs_weighted=True`` each entry's |m| is weighted by the MACs it costs
     at ``input_size`` (normalised to mean 1 per kind, so the lambdas keep their
@@ -49,7 +45,8 @@ class SparsityLoss(nn.Module):
     def __init__(self, lambda_attn: float = 1e-4, lambda_mlp: float = 1e-4,
                  lambda_embed: float = 0., macs_weighted: bool = False,
                  input_size: tuple[int, int] | None = None, keep_threshold: float = 0.05,
-                 keep_ratio: float | None = None, allow_zero: bool = False):
+                 keep_ratio: float | None = None, allow_zero: bool = False,
+                 lambdas: dict[str, float] | None = None):
         super().__init__()
         if not isinstance(allow_zero, bool):
             raise ValueError(f'allow_zero: expected True or False, got {allow_zero!r}')
@@ -61,11 +58,14 @@ class SparsityLoss(nn.Module):
         if not (isinstance(keep_threshold, (int, float)) and keep_threshold >= 0):
             raise ValueError(f'keep_threshold: expected a number >= 0, got {keep_threshold!r}')
         self.keep_ratio = keep_ratio
-        for name, value in (('lambda_attn', lambda_attn), ('lambda_mlp', lambda_mlp),
-                            ('lambda_embed', lambda_embed)):
+        unknown = sorted(set(lambdas or {}) - set(KINDS))
+        if unknown:
+            raise ValueError(f'lambdas: unknown kinds {unknown}; registered: {sorted(KINDS)}')
+        self.lambdas = dict(attn=lambda_attn, mlp=lambda_mlp, embed=lambda_embed,
+                            **(lambdas or {}))
+        for name, value in self.lambdas.items():
             if value < 0:
-                raise ValueError(f'{name}: expected >= 0, got {value}')
-        self.lambdas = dict(attn=lambda_attn, mlp=lambda_mlp, embed=lambda_embed)
+                raise ValueError(f'lambda_{name}: expected >= 0, got {value}')
         self.macs_weighted = macs_weighted
         self.input_size = tuple(input_size) if input_size else None
         self.keep_threshold = keep_threshold
@@ -75,8 +75,8 @@ class SparsityLoss(nn.Module):
         if self._weights is None:
             costs = mask_costs(backbone, self.input_size or backbone.img_size)
             weights = {}
-            for kind in ('attn', 'mlp', 'embed'):
-                names = [n for n in costs if _kind(n) == kind]
+            for kind in KINDS:
+                names = [n for n in costs if kind_of(n) == kind]
                 if names:
                     mean = torch.cat([costs[n].flatten() for n in names]).mean()
                     weights.update({n: costs[n] / mean for n in names})
@@ -89,16 +89,16 @@ class SparsityLoss(nn.Module):
             raise ValueError('SparsityLoss: the backbone has no search masks '
                              "(build it with mode='search')")
         if not self._lambdas_checked:
-            self._check_lambdas(sorted({_kind(n) for n in masks}))
+            self._check_lambdas(sorted({kind_of(n) for n in masks}))
         weights = self._mask_weights(backbone) if self.macs_weighted else {}
         total = None
         stats: dict[str, list[torch.Tensor]] = {}
         for name, m in masks.items():
-            kind = _kind(name)
+            kind = kind_of(name)
             a = m.abs()
             w = weights.get(name)
             term = (a * w.to(a)).sum() if w is not None else a.sum()
-            term = self.lambdas[kind] * term
+            term = self.lambdas.get(kind, 0.) * term
             total = term if total is None else total + term
             stats.setdefault(kind, []).append(a.detach().flatten())
         check_masks_finite(backbone)
@@ -108,10 +108,10 @@ class SparsityLoss(nn.Module):
         return out
 
     def _check_lambdas(self, kinds: list[str]) -> None:
-        if any(self.lambdas[k] for k in kinds):
+        if any(self.lambdas.get(k, 0.) for k in kinds):
             self._lambdas_checked = True
             return
-        said = ', '.join(f'lambda_{k}={self.lambdas[k]:g}' for k in kinds)
+        said = ', '.join(f'lambda_{k}={self.lambdas.get(k, 0.):g}' for k in kinds)
         what = (f'model.sparsity has {said} for every kind of search mask the backbone has '
                 f'({", ".join(kinds)}): no sparsity loss, the masks move by the task gradient '
                 'only')

@@ -137,8 +137,6 @@ LONG_FUNCTIONS = {
                                                          'one interleaved loop',
     'sidt_mmdet/models/layers/attention.py::__init__': 'checks and packs the three layouts of '
                                                        'one attention (dense, grouped, padded)',
-    'sidt_mmdet/models/slicing.py::slice_vit_state_dict': 'folds and slices every searchable '
-                                                          'kind by key name, one after another',
     'sidt_mmdet/search/latency.py::_build': 'times every block kind on its grid in one pass',
     'sidt_mmdet/studies/lowrank.py::compare_lowrank': 'the low-rank study, not yet on the '
                                                       "studies' stage runner",

@@ -19,6 +19,7 @@ from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import nn
 
+from ..kinds import reads_backbone_channels
 from ..stride_check import check_pyramid_strides
 
 __all__ = ['SIDTSimpleFPN', 'SIDTLN2d']
@@ -49,6 +50,9 @@ class SIDTLN2d(nn.Module):
 
 
 @MODELS.register_module()
+@reads_backbone_channels('neck', {'fpn1.0.weight': 0, 'fpn2.0.weight': 0,  # deconvs, (in, out)
+                                  'lateral_convs.2.conv.weight': 1,  # stride 16
+                                  'lateral_convs.3.conv.weight': 1})  # stride 32
 class SIDTSimpleFPN(BaseModule):
     """Simple feature pyramid (ViTDet).
 
