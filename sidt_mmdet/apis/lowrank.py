@@ -46,7 +46,9 @@ from .result import SUBNET_FILE, ExportedDir
 __all__ = ['RULES', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_MD', 'TABLE_CSV', 'REPORT_JSON',
            'LowRankError', 'LowRankResult', 'lowrank_export', 'load_source_model',
            'prepare_subnet', 'build_pruned_model', 'select_mlp_subnet', 'check_rebuild',
-           'choose_rule', 'factorize', 'calibration_covariances', 'table_rows', 'write_outputs',
+           'RankRule', 'Energy', 'ParamsBudget', 'BackboneRatio', 'Rank', 'RanksFrom',
+           'LowRankOptions', 'choose_rule', 'factorize', 'calibration_covariances',
+           'table_rows', 'write_outputs',
            'build_parser', 'main']
 
 RULES = ('energy', 'params_budget', 'backbone_ratio', 'rank', 'ranks_from')
@@ -252,58 +254,129 @@ def _layer_params(layers: dict[str, nn.Linear]) -> int:
     return sum(p.numel() for m in layers.values() for p in m.parameters())
 
 
-def choose_rule(args, backbone: SIDTViT, dense_params: int) -> tuple[dict, dict]:
-    """(keyword arguments for ``lowrank_model``, the rule as recorded in the outputs)."""
-    targets = tuple(dict.fromkeys(args.targets))
-    layers = _targeted(backbone, targets)
-    if not layers and args.ranks_from is None:
-        raise LowRankError(f'--targets {" ".join(targets)}: no such Linear in the backbone')
-    if args.energy is not None:
-        return dict(energy=args.energy, targets=targets), dict(energy=args.energy)
-    if args.params_budget is not None:
-        return (dict(params_budget=args.params_budget, targets=targets),
-                dict(params_budget=args.params_budget))
-    if args.rank is not None:
+@dataclass(frozen=True)
+class RankRule:
+    """One rank rule of a factorization (see ``docs/method.md``), typed: a subclass per rule,
+    each with its ``value``; :meth:`of` picks one from the keyword form."""
+
+    name: ClassVar[str] = ''
+    value: float | int | str
+
+    @property
+    def flag(self) -> str:
+        return '--' + self.name.replace('_', '-')
+
+    @staticmethod
+    def of(**given) -> RankRule:
+        """The one rule given as ``energy=``, ``params_budget=``, ``backbone_ratio=``,
+        ``rank=`` or ``ranks_from=`` (the others ``None``)."""
+        unknown = sorted(set(given) - set(RULES))
+        if unknown:
+            raise LowRankError(f'unknown rank rule {unknown}; expected one of {", ".join(RULES)}')
+        named = [r for r in RULES if given.get(r) is not None]
+        if len(named) != 1:
+            raise LowRankError(f'give exactly one rank rule of {", ".join(RULES)}, got '
+                               f'{", ".join(named) or "none"}')
+        return _RULE_TYPES[named[0]](given[named[0]])
+
+    def resolve(self, backbone: SIDTViT, layers: dict[str, nn.Linear], targets: tuple,
+                dense_params: int) -> tuple[dict, dict]:
+        """(keyword arguments for ``lowrank_model``, the rule as the outputs record it)."""
+        raise NotImplementedError
+
+
+class Energy(RankRule):
+    """Per layer, the smallest rank keeping this fraction of sum sigma^2."""
+
+    name = 'energy'
+
+    def resolve(self, backbone, layers, targets, dense_params):
+        return dict(energy=self.value, targets=targets), dict(energy=self.value)
+
+
+class ParamsBudget(RankRule):
+    """Parameters of the targeted layers after factorization, ranks chosen globally."""
+
+    name = 'params_budget'
+
+    def resolve(self, backbone, layers, targets, dense_params):
+        return dict(params_budget=self.value, targets=targets), dict(params_budget=self.value)
+
+
+class Rank(RankRule):
+    """The same rank for every targeted layer (< min(in, out) of each)."""
+
+    name = 'rank'
+
+    def resolve(self, backbone, layers, targets, dense_params):
         too_big = [f'{n} ({m.out_features}x{m.in_features})' for n, m in layers.items()
-                   if args.rank >= min(m.in_features, m.out_features)]
+                   if self.value >= min(m.in_features, m.out_features)]
         if too_big:
             raise LowRankError(
-                f'--rank {args.rank}: must be < min(in, out) of every targeted layer; too big '
+                f'--rank {self.value}: must be < min(in, out) of every targeted layer; too big '
                 f'for {", ".join(too_big[:6])}' + (' ...' if len(too_big) > 6 else ''))
-        return dict(ranks={n: args.rank for n in layers}), dict(rank=args.rank)
-    if args.ranks_from is not None:
+        return dict(ranks={n: self.value for n in layers}), dict(rank=self.value)
+
+
+class RanksFrom(RankRule):
+    """The ranks recorded in another subnet file (methods compared at equal params)."""
+
+    name = 'ranks_from'
+
+    def resolve(self, backbone, layers, targets, dense_params):
         try:
-            other = Subnet.load(args.ranks_from)
+            other = Subnet.load(self.value)
         except (OSError, ValueError) as e:
             raise LowRankError(f'--ranks-from: {e}') from None
         if not other.lowrank or not other.lowrank.get('ranks'):
-            raise LowRankError(f'--ranks-from {args.ranks_from}: records no low-rank layers '
-                                   '(lowrank.ranks is empty)')
+            raise LowRankError(f'--ranks-from {self.value}: records no low-rank layers '
+                               '(lowrank.ranks is empty)')
         ranks = dict(other.lowrank['ranks'])
         modules = dict(backbone.named_modules())
         bad = [n for n, r in ranks.items() if not isinstance(modules.get(n), nn.Linear)
                or r >= min(modules[n].in_features, modules[n].out_features)]
         if bad:
-            raise LowRankError(f'--ranks-from {args.ranks_from}: does not fit this backbone '
-                                   f'(no such Linear, or rank >= min(in, out)): {bad[:6]}')
-        return dict(ranks=ranks), dict(ranks_from=osp.abspath(args.ranks_from))
-    # --backbone-ratio: what pruning left outside the targeted layers is fixed.
-    target = args.backbone_ratio * dense_params
-    current = sum(p.numel() for p in backbone.parameters())
-    fixed = current - _layer_params(layers)
-    budget = math.floor(target - fixed)
-    if current <= target:
-        raise LowRankError(
-            f'--backbone-ratio {args.backbone_ratio}: the backbone already has {current:,} '
-            f'params <= {target:,.0f} ({args.backbone_ratio} x {dense_params:,} dense); '
-            'nothing to factorize')
-    if budget <= 0:
-        raise LowRankError(
-            f'--backbone-ratio {args.backbone_ratio}: the layers outside --targets alone have '
-            f'{fixed:,} params > the target {target:,.0f}; prune more (--mlp-keep-ratio) or '
-            'target more layers')
-    return (dict(params_budget=budget, targets=targets),
-            dict(backbone_ratio=args.backbone_ratio, params_budget=budget))
+            raise LowRankError(f'--ranks-from {self.value}: does not fit this backbone '
+                               f'(no such Linear, or rank >= min(in, out)): {bad[:6]}')
+        return dict(ranks=ranks), dict(ranks_from=osp.abspath(self.value))
+
+
+class BackboneRatio(RankRule):
+    """The whole backbone ends at this fraction of its dense architecture's params: what
+    pruning left outside the targeted layers is fixed, the targeted layers get the rest."""
+
+    name = 'backbone_ratio'
+
+    def resolve(self, backbone, layers, targets, dense_params):
+        target = self.value * dense_params
+        current = sum(p.numel() for p in backbone.parameters())
+        fixed = current - _layer_params(layers)
+        budget = math.floor(target - fixed)
+        if current <= target:
+            raise LowRankError(
+                f'--backbone-ratio {self.value}: the backbone already has {current:,} '
+                f'params <= {target:,.0f} ({self.value} x {dense_params:,} dense); '
+                'nothing to factorize')
+        if budget <= 0:
+            raise LowRankError(
+                f'--backbone-ratio {self.value}: the layers outside --targets alone have '
+                f'{fixed:,} params > the target {target:,.0f}; prune more (--mlp-keep-ratio) '
+                'or target more layers')
+        return (dict(params_budget=budget, targets=targets),
+                dict(backbone_ratio=self.value, params_budget=budget))
+
+
+_RULE_TYPES = {c.name: c for c in (Energy, ParamsBudget, BackboneRatio, Rank, RanksFrom)}
+
+
+def choose_rule(rule: RankRule, backbone: SIDTViT, dense_params: int,
+                targets=TARGETS) -> tuple[dict, dict]:
+    """(keyword arguments for ``lowrank_model``, the rule as recorded in the outputs)."""
+    targets = tuple(dict.fromkeys(targets))
+    layers = _targeted(backbone, targets)
+    if not layers and not isinstance(rule, RanksFrom):
+        raise LowRankError(f'--targets {" ".join(targets)}: no such Linear in the backbone')
+    return rule.resolve(backbone, layers, targets, dense_params)
 
 
 def factorize(backbone: SIDTViT, method: str, rule_kwargs: dict, rule: dict,
@@ -407,14 +480,35 @@ def _rule_text(rule: dict) -> str:
     return ', '.join(f'{k.replace("_", " ")} {v}' for k, v in rule.items())
 
 
-def _check_files(args) -> None:
+@dataclass(frozen=True)
+class LowRankOptions:
+    """Everything one :func:`lowrank_export` does, typed (see its docstring)."""
+
+    config: str
+    checkpoint: str
+    out_dir: str
+    method: str
+    rule: RankRule
+    targets: tuple[str, ...] = TARGETS
+    subnet: str | None = None
+    mlp_keep_ratio: float | None = None
+    round_to: int = 8
+    device: str = 'cpu'
+    seed: int = 0
+    overwrite: bool = False
+    cfg_options: dict | None = None
+    calibration_batches: int = 8
+
+
+def _check_files(args: LowRankOptions) -> None:
+    ranks_from = args.rule.value if isinstance(args.rule, RanksFrom) else None
     for flag, path in (('CONFIG', args.config), ('CHECKPOINT', args.checkpoint),
-                       ('--subnet', args.subnet), ('--ranks-from', args.ranks_from)):
+                       ('--subnet', args.subnet), ('--ranks-from', ranks_from)):
         if path is not None and not osp.isfile(path):
             raise LowRankError(f'{flag}: file not found: {path}')
 
 
-def _run(args: argparse.Namespace) -> LowRankResult:
+def _run(args: LowRankOptions) -> LowRankResult:
     _check_files(args)
     out_dir = check_output_dir(args.out_dir, args.overwrite)  # refuse early, before work
     torch.manual_seed(args.seed)
@@ -445,7 +539,7 @@ def _run(args: argparse.Namespace) -> LowRankResult:
     backbone = model.backbone
     input_size = tuple(subnet.stats.get('input_size') or backbone.img_size)
     before = backbone_complexity(backbone, input_size)
-    rule_kwargs, rule = choose_rule(args, backbone, dense_params)
+    rule_kwargs, rule = choose_rule(args.rule, backbone, dense_params, args.targets)
     layer_names = list(rule_kwargs.get('ranks') or _targeted(backbone, rule_kwargs['targets']))
     n_layers = len(layer_names)
     input_covs = None
@@ -500,14 +594,16 @@ def lowrank_export(config: str, checkpoint: str, out_dir: str, *, method: str,
                    ranks_from: str | None = None, targets=TARGETS, subnet: str | None = None,
                    mlp_keep_ratio: float | None = None, round_to: int = 8, device: str = 'cpu',
                    seed: int = 0, overwrite: bool = False,
-                   cfg_options: dict | None = None,
-                   calibration_batches: int = 8) -> LowRankResult:
+                   cfg_options: dict | None = None, calibration_batches: int = 8,
+                   rule: RankRule | None = None) -> LowRankResult:
     """Factorize the backbone of ``config`` + ``checkpoint`` and write ``out_dir``.
 
     One rank rule: ``energy`` (per layer, kept fraction of sum sigma^2), ``params_budget``
     (parameters of the targeted layers after factorization), ``backbone_ratio`` (the whole
     backbone ends at this fraction of its dense architecture's params), ``rank`` (every
-    targeted layer) or ``ranks_from`` (the ranks recorded in another subnet file). A
+    targeted layer) or ``ranks_from`` (the ranks recorded in another subnet file), or the
+    same as a typed ``rule`` (:class:`Energy`, :class:`ParamsBudget`, :class:`BackboneRatio`,
+    :class:`Rank`, :class:`RanksFrom`; ``RankRule.of(energy=0.9)``). A
     searched model is first pruned to ``subnet`` or, with ``mlp_keep_ratio``, to an
     MLP-only subnet (the hybrid); a pruned model keeps its subnet. ``svd_whitened`` draws
     ``calibration_batches`` batches of the config's ``train_dataloader``
@@ -516,11 +612,14 @@ def lowrank_export(config: str, checkpoint: str, out_dir: str, *, method: str,
     Raises:
         LowRankError: the inputs do not fit; the message names the flag or file.
     """
-    given = [r for r, v in zip(RULES, (energy, params_budget, backbone_ratio, rank, ranks_from))
-             if v is not None]
-    if len(given) != 1:
-        raise LowRankError(f'give exactly one rank rule of {", ".join(RULES)}, got '
-                           f'{", ".join(given) or "none"}')
+    keyword = dict(energy=energy, params_budget=params_budget, backbone_ratio=backbone_ratio,
+                   rank=rank, ranks_from=ranks_from)
+    if rule is not None and any(v is not None for v in keyword.values()):
+        raise LowRankError('give the rank rule as rule= or as its keyword, not both')
+    rule = rule if rule is not None else RankRule.of(**keyword)
+    if not isinstance(rule, RankRule):
+        raise LowRankError(f'rule: expected a RankRule (Energy, ParamsBudget, BackboneRatio, '
+                           f'Rank or RanksFrom), got {rule!r}')
     if method not in ALL_METHODS:
         raise LowRankError(f'method must be one of {", ".join(ALL_METHODS)}, got {method!r}')
     if method in CALIBRATED_METHODS and (isinstance(calibration_batches, bool) or not
@@ -530,13 +629,11 @@ def lowrank_export(config: str, checkpoint: str, out_dir: str, *, method: str,
                            f'one batch of the train set), got {calibration_batches!r}')
     if subnet is not None and mlp_keep_ratio is not None:
         raise LowRankError('subnet and mlp_keep_ratio exclude each other')
-    options = argparse.Namespace(
-        config=config, checkpoint=checkpoint, out_dir=out_dir, method=method, energy=energy,
-        params_budget=params_budget, backbone_ratio=backbone_ratio, rank=rank,
-        ranks_from=ranks_from, targets=list(targets), subnet=subnet,
-        mlp_keep_ratio=mlp_keep_ratio, round_to=round_to, device=device, seed=seed,
-        overwrite=overwrite, cfg_options=cfg_options, calibration_batches=calibration_batches)
-    return _run(options)
+    return _run(LowRankOptions(
+        config=config, checkpoint=checkpoint, out_dir=out_dir, method=method, rule=rule,
+        targets=tuple(targets), subnet=subnet, mlp_keep_ratio=mlp_keep_ratio,
+        round_to=round_to, device=device, seed=seed, overwrite=overwrite,
+        cfg_options=cfg_options, calibration_batches=calibration_batches))
 
 
 def main(argv=None, prog: str = 'lowrank.py') -> int:

@@ -316,6 +316,32 @@ def test_refuses_to_factorize_twice(tool, dense_classifier, tmp_path, capsys):
     assert a == b and set(a.values()) == {8}
 
 
+def test_a_typed_rule_is_the_keyword_rule(dense_classifier, tmp_path):
+    """The library takes a typed rank rule: ``rule=BackboneRatio(0.7)`` writes what
+    ``backbone_ratio=0.7`` writes (same subnet and summary); giving both, none, an unknown
+    name or another type is refused by name."""
+    _, ckpt = dense_classifier
+    a = lowrank.lowrank_export(str(CLS_DENSE), str(ckpt), str(tmp_path / 'kw'), method='svd',
+                               backbone_ratio=0.7, targets=('attn.qkv', 'mlp.fc1'))
+    b = lowrank.lowrank_export(str(CLS_DENSE), str(ckpt), str(tmp_path / 'typed'),
+                               method='svd', rule=lowrank.BackboneRatio(0.7),
+                               targets=('attn.qkv', 'mlp.fc1'))
+    assert a.subnet.lowrank == b.subnet.lowrank and a.subnet.lowrank['ranks']
+    assert a.summary['rule'] == b.summary['rule']
+    assert a.summary['rule']['backbone_ratio'] == 0.7 and a.summary['params_after'] > 0
+    assert lowrank.RankRule.of(energy=0.9) == lowrank.Energy(0.9)
+    assert lowrank.Rank(4).flag == '--rank'
+    for kwargs, text in ((dict(rule=lowrank.Rank(4), energy=0.9), 'not both'),
+                         (dict(), 'exactly one rank rule'),
+                         (dict(rule=dict(rank=4)), 'expected a RankRule')):
+        with pytest.raises(lowrank.LowRankError, match=text):
+            lowrank.lowrank_export(str(CLS_DENSE), str(ckpt), str(tmp_path / 'bad'),
+                                   method='svd', **kwargs)
+    with pytest.raises(lowrank.LowRankError, match="unknown rank rule \\['ranks'\\]"):
+        lowrank.RankRule.of(ranks=3)
+    assert not (tmp_path / 'bad').exists()
+
+
 # ---------------------------------------------------- SIDTViT rebuilds from the subnet
 def test_backbone_rebuilds_factorized_structure_from_subnet():
     kw = dict(arch=TINY, img_size=64, window_size=4, global_attn_indexes=[1], use_rel_pos=True)
