@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.registry import init_default_scope
 from torch import nn
 
 from .. import __version__
@@ -38,10 +38,11 @@ from ..models.complexity import backbone_complexity
 from ..search.select import select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.cli import ToolError, count, positive_int, ratio, run_tool
-from ..utils.config import backbone_cfg, runner_model_cfg, with_pruned_backbone
+from ..utils.config import backbone_cfg, runner_model_cfg
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
 from ..utils.state_dict import cpu_state_dict, load_state_dict_strict, state_dict_of
 from .result import SUBNET_FILE, ExportedDir
+from .runtime import build_model
 
 __all__ = ['RULES', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_MD', 'TABLE_CSV', 'REPORT_JSON',
            'LowRankError', 'LowRankResult', 'lowrank_export', 'load_source_model',
@@ -138,11 +139,6 @@ def build_parser(prog: str = 'lowrank.py') -> argparse.ArgumentParser:
     return parser
 
 
-def _build(cfg: Config, model_cfg: dict) -> nn.Module:
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    return MODELS.build(model_cfg)
-
-
 def _state_dict_of(ckpt, where: str) -> dict[str, torch.Tensor]:
     try:
         return state_dict_of(ckpt, where)
@@ -159,12 +155,11 @@ def _load_strict(model: nn.Module, state: dict, where: str, what: str) -> None:
 
 def load_source_model(cfg: Config, checkpoint: str) -> tuple[nn.Module, dict]:
     """The model as CONFIG describes it, with CHECKPOINT loaded strictly; and the checkpoint."""
-    model_cfg = runner_model_cfg(cfg)
     try:
-        backbone_cfg(model_cfg, cfg.filename or 'config')['init_cfg'] = None
+        backbone_cfg(runner_model_cfg(cfg), cfg.filename or 'config')  # a SIDTViT, or refused
     except ValueError as e:
         raise LowRankError(str(e)) from None
-    model = _build(cfg, model_cfg)
+    model = build_model(cfg, where=cfg.filename or 'config')
     ckpt = load_checkpoint_safe(checkpoint)
     _load_strict(model, _state_dict_of(ckpt, checkpoint), checkpoint,
                  f'the model of {cfg.filename}')
@@ -228,8 +223,7 @@ def prepare_subnet(model: nn.Module, subnet_path: str | None, mlp_keep_ratio: fl
 
 def build_pruned_model(cfg: Config, subnet: Subnet, state: dict, where: str) -> nn.Module:
     """The retrain-style model on ``subnet`` with ``state`` loaded strictly."""
-    model = _build(cfg, with_pruned_backbone(runner_model_cfg(cfg), subnet,
-                                             cfg.filename or 'config'))
+    model = build_model(cfg, subnet=subnet, where=cfg.filename or 'config')
     _load_strict(model, state, where, 'the pruned model')
     return model.eval()
 

@@ -29,7 +29,7 @@ from types import SimpleNamespace
 
 import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from .. import __version__
@@ -42,7 +42,7 @@ from ..export.lowrank import ALL_METHODS, CALIBRATED_METHODS
 from ..models import Subnet
 from ..models.complexity import backbone_complexity
 from ..search.select import select_subnet
-from ..utils import load_checkpoint_safe, save_checkpoint_atomic
+from ..utils import save_checkpoint_atomic
 from ..utils.fileio import write_json_atomic, write_text_atomic
 from .common import binomial_se, load_config
 
@@ -70,11 +70,7 @@ def data_options(root: str) -> dict:
 
 
 def build_search_model(ckpt: Path):
-    cfg = load_config(str(SEARCH_CFG))
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
-    model.load_state_dict(load_checkpoint_safe(ckpt)['state_dict'], strict=True)
-    return model.eval()
+    return build_model(str(SEARCH_CFG), ckpt)
 
 
 def prune_only(search_model, ratio: float, out: Path) -> dict:

@@ -31,7 +31,7 @@ import shutil
 import torch
 
 from ..utils.fileio import atomic_file, replace_marked_block, write_json_atomic
-from .common import REPO, load_config
+from .common import REPO
 
 __all__ = ['BEGIN', 'END', 'README_PAGE', 'PRESET_ORDER', 'find_results', 'results_rows',
            'detection_rows',
@@ -158,14 +158,8 @@ def _published(value, key: str, src_json: str, workspace: str, dest: str):
 
 
 def _build(config: str, subnet: str | None, scope: str = 'mmpretrain'):
-    from mmengine.registry import MODELS, init_default_scope
-
-    import sidt_mmdet  # noqa: F401  (registers SIDTViT/SIDTModel)
-    cfg = load_config(config)
-    if subnet is not None:
-        cfg.merge_from_dict({'model.backbone.subnet': subnet})
-    init_default_scope(cfg.get('default_scope', scope))
-    return MODELS.build(cfg.model).backbone.eval()
+    from ..apis.runtime import build_model
+    return build_model(config, subnet=subnet, scope=scope).backbone
 
 
 def latency_ratios(dense_config: str, retrain_config: str, subnets: list[str],
@@ -182,7 +176,7 @@ def latency_ratios(dense_config: str, retrain_config: str, subnets: list[str],
     one table, not across tables.
     """
     from ..models import Subnet
-    from .latency import median_latency
+    from ..utils.timing import median_latency
 
     def structure(path: str) -> str:  # paths in the committed JSON are relative to the checkout
         return Subnet.load(path if osp.isabs(path) else osp.join(REPO, path)).digest()
