@@ -1,7 +1,7 @@
 """Latency study: pruned SIDTViT vs its dense model, beside Torch-Pruning and timm.
 
 Writes OUT_DIR/latency.json, latency.md and latency.png in one run (models of a group
-timed interleaved, median per model; see sidt_mmdet/studies/latency.py). No dataset.
+timed interleaved, median per model; see sidt_mmdet/studies/latency/). No dataset.
 
     # the README's figures (10-20 min on 2 idle CPU cores, estimate), README table updated
     python tools/analysis/benchmark_latency.py --preset readme --out-dir docs/benchmarks \\

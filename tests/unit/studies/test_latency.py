@@ -53,7 +53,7 @@ def test_tiny_study_writes_json_markdown_png(tiny_study, tmp_path):
 
 
 def test_missing_torch_pruning_is_a_note(monkeypatch):
-    monkeypatch.setattr(latency.importlib.util, 'find_spec', lambda name: None)
+    monkeypatch.setattr(latency.zoo.importlib.util, 'find_spec', lambda name: None)
     study = run_latency_study('tiny', iters=1, search_cost=False, log=lambda m: None)
     assert any('Torch-Pruning is not installed' in n for n in study['meta']['notes'])
     assert study['meta']['torch_pruning'] is None
