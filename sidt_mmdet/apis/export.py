@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import MODELS, init_default_scope
 
 from ..export import prune_model_state_dict
 from ..models import Subnet
@@ -40,7 +39,7 @@ from ..models.slicing import MASK_SUFFIXES, is_mask_key
 from ..search.select import GRANULARITIES, HEAD_WIDTHS, MACS_COUNTS, select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.cli import ToolError, count, int_at_least, ratio, run_tool
-from ..utils.config import backbone_cfg, with_pruned_backbone
+from ..utils.config import backbone_cfg
 from ..utils.deprecation import warn_once
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_text_atomic
 from ..utils.state_dict import (
@@ -50,6 +49,7 @@ from ..utils.state_dict import (
     state_dict_of,
 )
 from .result import SUBNET_FILE, ExportedDir
+from .runtime import build_model
 
 __all__ = ['BUDGET_KINDS', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_COLUMNS', 'ExportError',
            'ExportResult', 'export_subnet', 'load_search_state', 'width_rows', 'markdown_table',
@@ -342,54 +342,31 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
     """
     kind = _budget_kind(budget)
     out_dir = check_output_dir(out_dir, overwrite)
-    if isinstance(cfg, Config):
-        config_path, config_name = osp.abspath(cfg.filename), cfg.filename
-    else:
-        config_path, config_name = osp.abspath(cfg), cfg
-        if not osp.isfile(config_path):
-            raise ExportError(f'config not found: {cfg}')
-    ckpt_path = osp.abspath(checkpoint)
-    if not osp.isfile(ckpt_path):
-        raise ExportError(f'checkpoint not found: {checkpoint}')
+    config_path, config_name, ckpt_path = _input_paths(cfg, checkpoint)
     if (kind in ('latency', 'latency_ms')) != (latency_table is not None):
         raise ExportError('a latency budget needs --latency-table (and the table goes with a '
                           f'latency budget; got {kind})')
-    given_subnet = None
     if latency_table is not None:  # validated before the model is built
         from ..search.latency import load_latency_table
         latency_table = load_latency_table(latency_table)
-    if kind == 'subnet':  # validated before the model is built
-        given_subnet = Subnet.load(budget['subnet'])
+    # validated before the model is built
+    given_subnet = Subnet.load(budget['subnet']) if kind == 'subnet' else None
 
     log(f'building the model of {config_name}')
-    if not isinstance(cfg, Config):
-        cfg = Config.fromfile(config_path)
+    cfg = cfg if isinstance(cfg, Config) else Config.fromfile(config_path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = _search_model_cfg(cfg, config_name)
-    model = MODELS.build(model_cfg).to(device).eval()
-    backbone = model.backbone
-
+    _search_model_cfg(cfg, config_name)
+    model = build_model(cfg, device=device, where=config_name)
     log(f'loading {checkpoint}')
     loaded = load_search_state(ckpt_path, model)
     log(f'{len(loaded["masks"])} mask tensors loaded')
 
+    backbone = model.backbone
     input_size = tuple(input_size) if input_size else tuple(backbone.img_size)
     source = dict(config=config_path, checkpoint=ckpt_path)
     if given_subnet is not None:
-        given_subnet.check_arch(backbone.embed_dims_dense, backbone.num_layers,
-                                backbone.num_heads, backbone.mlp_hidden, where=budget['subnet'])
-        if given_subnet.embed is not None and backbone.embed_mask is None:
-            raise ExportError(
-                f'{budget["subnet"]} prunes the embedding ({len(given_subnet.embed)} of '
-                f'{backbone.embed_dims_dense} channels kept) but {checkpoint} was searched '
-                f'without the embedding mask (search_dims={list(backbone.search_dims)}): '
-                "nothing ranked those channels; search with 'embed' in search_dims, or use a "
-                'subnet whose "embed" is null')
-        subnet = given_subnet
-        subnet.source = dict(source, subnet=osp.abspath(budget['subnet']))
-        log(f'using the subnet of {budget["subnet"]}')
+        subnet = _given_subnet(given_subnet, backbone, budget['subnet'], checkpoint, source)
     else:
         log(f'selecting a subnet: {kind}={budget[kind]}, granularity={granularity}, '
             f'round_to={round_to}, input size {input_size[0]}x{input_size[1]}')
@@ -399,19 +376,75 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
                                round_to=round_to, min_heads=min_heads, min_mlp=min_mlp,
                                equal_heads=equal_heads, macs_count=macs_count, source=source,
                                latency_table=latency_table, **legacy)
+    retrain = _rebuild(cfg, model, subnet, config_name)
+    before, after = _log_cost(backbone, retrain.backbone, subnet, input_size,
+                              given=given_subnet is not None)
+    title = (f'{osp.basename(config_name)}: params {after.params / before.params:.1%}, '
+             f'MACs {after.macs / before.macs:.1%} of dense, '
+             f'embed {retrain.backbone.embed_dims}/{backbone.embed_dims_dense}')
+    rows = width_rows(before, after, backbone, retrain.backbone)
+    table = markdown_table(rows, title)
+    print(table, flush=True)
+    replaced = _previous_export(out_dir) if overwrite else None
+    meta = _checkpoint_meta(config_path, ckpt_path, subnet, loaded['meta'])
+    _write_export(out_dir, overwrite, subnet, retrain, meta, table, rows, backbone, title)
+    if replaced is not None:
+        log(_replaced_message(replaced, subnet, out_dir))
+    return ExportResult(out_dir=out_dir, subnet=subnet, before=before, after=after, rows=rows,
+                        replaced=replaced)
 
+
+def _input_paths(cfg: str | Config, checkpoint: str) -> tuple[str, str, str]:
+    """(the config's absolute path, its name in messages, the checkpoint's absolute path),
+    each refused when the file is missing."""
+    if isinstance(cfg, Config):
+        config_path, config_name = osp.abspath(cfg.filename), cfg.filename
+    else:
+        config_path, config_name = osp.abspath(cfg), cfg
+        if not osp.isfile(config_path):
+            raise ExportError(f'config not found: {cfg}')
+    ckpt_path = osp.abspath(checkpoint)
+    if not osp.isfile(ckpt_path):
+        raise ExportError(f'checkpoint not found: {checkpoint}')
+    return config_path, config_name, ckpt_path
+
+
+def _given_subnet(subnet: Subnet, backbone, path: str, checkpoint: str, source: dict) -> Subnet:
+    """A subnet file to prune to, checked against the searched backbone."""
+    subnet.check_arch(backbone.embed_dims_dense, backbone.num_layers, backbone.num_heads,
+                      backbone.mlp_hidden, where=path)
+    if subnet.embed is not None and backbone.embed_mask is None:
+        raise ExportError(
+            f'{path} prunes the embedding ({len(subnet.embed)} of '
+            f'{backbone.embed_dims_dense} channels kept) but {checkpoint} was searched '
+            f'without the embedding mask (search_dims={list(backbone.search_dims)}): '
+            "nothing ranked those channels; search with 'embed' in search_dims, or use a "
+            'subnet whose "embed" is null')
+    subnet.source = dict(source, subnet=osp.abspath(path))
+    log(f'using the subnet of {path}')
+    return subnet
+
+
+def _rebuild(cfg: Config, model, subnet: Subnet, config_name: str):
+    """The retrain model built from config + subnet, with the sliced weights loaded strictly."""
     log('pruning the model state dict and rebuilding the pruned model from config + subnet')
     pruned_state = prune_model_state_dict(model.state_dict(), subnet)
-    retrain = MODELS.build(with_pruned_backbone(model_cfg, subnet.to_dict(), config_name))
+    retrain = build_model(cfg, subnet=subnet.to_dict(), where=config_name)
     mismatch = compare_state_dicts(retrain.state_dict(), pruned_state)
     if mismatch:
         raise ExportError(f'the pruned state dict does not fit the pruned model; '
                           f'{mismatch.describe()}')
     retrain.load_state_dict(pruned_state, strict=True)
+    return retrain
+
+
+def _log_cost(backbone, pruned, subnet: Subnet, input_size, given: bool):
+    """Dense and pruned complexity, logged; a given subnet file (or one without figures)
+    gets its ``stats`` filled."""
     before = backbone_complexity(backbone, input_size)
-    after = backbone_complexity(retrain.backbone, input_size)
-    real_params = sum(p.numel() for p in retrain.backbone.parameters())
-    if given_subnet is not None or not subnet.stats:
+    after = backbone_complexity(pruned, input_size)
+    real_params = sum(p.numel() for p in pruned.parameters())
+    if given or not subnet.stats:
         subnet.stats = dict(params_before=before.params, params_after=after.params,
                             macs_before=before.macs, macs_after=after.macs,
                             input_size=list(input_size))
@@ -421,21 +454,21 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
         f'({after.macs / before.macs:.1%})')
     if real_params != after.params:
         log(f'warning: analytic params {after.params:,} differ from the model\'s {real_params:,}')
+    return before, after
 
-    title = (f'{osp.basename(config_name)}: params {after.params / before.params:.1%}, '
-             f'MACs {after.macs / before.macs:.1%} of dense, '
-             f'embed {retrain.backbone.embed_dims}/{backbone.embed_dims_dense}')
-    rows = width_rows(before, after, backbone, retrain.backbone)
-    table = markdown_table(rows, title)
+
+def _checkpoint_meta(config_path: str, ckpt_path: str, subnet: Subnet, source_meta: dict) -> dict:
     meta = dict(sidt_export=dict(config=config_path, checkpoint=ckpt_path, subnet=SUBNET_FILE,
                                  budget=_plain(subnet.budget), stats=_plain(subnet.stats)))
     for key in ('dataset_meta', 'mmengine_version', 'seed', 'experiment_name'):
-        value = _plain(loaded['meta'].get(key))
+        value = _plain(source_meta.get(key))
         if value is not None:
             meta[key] = value
+    return meta
 
-    print(table, flush=True)
-    replaced = _previous_export(out_dir) if overwrite else None
+
+def _write_export(out_dir, overwrite, subnet, retrain, meta, table, rows, backbone, title):
+    """subnet.json, pruned.pth and the width tables and plot, all or none."""
     with atomic_output_dir(out_dir, overwrite) as tmp:
         log(f'writing {out_dir}')
         subnet.save(osp.join(tmp, SUBNET_FILE))
@@ -448,10 +481,6 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
         plot_widths(subnet, backbone, osp.join(tmp, 'widths.png'), title)
     log(f'done: {out_dir}/{{{SUBNET_FILE}, {CHECKPOINT_FILE}, widths.md, widths.csv, '
         'widths.png}')
-    if replaced is not None:
-        log(_replaced_message(replaced, subnet, out_dir))
-    return ExportResult(out_dir=out_dir, subnet=subnet, before=before, after=after, rows=rows,
-                        replaced=replaced)
 
 
 # ------------------------------------------------------------------------ command line
