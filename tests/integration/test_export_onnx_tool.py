@@ -15,12 +15,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from sidt_mmdet.export import prune_model_state_dict
-from sidt_mmdet.export.onnx import (
-    README_BEGIN,
-    README_END,
-    export_onnx_from_config,
-    update_latency_readme,
-)
+from sidt_mmdet.export.onnx import export_onnx_from_config
+from sidt_mmdet.export.onnx_bench import README_BEGIN, README_END, update_latency_readme
 from sidt_mmdet.search.select import select_subnet
 from sidt_mmdet.utils.cli import run_tool
 from sidt_mmdet.utils.config import backbone_cfg

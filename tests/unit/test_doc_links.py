@@ -103,12 +103,13 @@ def test_generated_blocks_live_where_their_tools_write():
     """Each generated block is on exactly one page: the one its tool writes by default, or,
     for a tool whose target is a flag without a default, the one its commands name."""
     from sidt_mmdet.apis import demo
-    from sidt_mmdet.export import onnx
+    from sidt_mmdet.export import onnx_bench
     from sidt_mmdet.studies import latency, results
 
     blocks = {
         'results': (results.BEGIN, results.END, results.README_PAGE),
-        'onnx-latency': (onnx.README_BEGIN, onnx.README_END, onnx.README_PAGE),
+        'onnx-latency': (onnx_bench.README_BEGIN, onnx_bench.README_END,
+                         onnx_bench.README_PAGE),
         # --readme README.md in the commands of docs/benchmarks.md
         'latency-study': (latency.README_BEGIN, latency.README_END, 'README.md'),
         # --readme docs/cifar100.md, in the block's own first line

@@ -8,7 +8,7 @@ The JSON is what `tools/deploy/export_onnx.py ... --benchmark` writes; the block
 """
 import sys
 
-from sidt_mmdet.export.onnx import README_PAGE, update_latency_readme
+from sidt_mmdet.export.onnx_bench import README_PAGE, update_latency_readme
 from sidt_mmdet.utils.cli import doc_parser, run_tool
 
 
