@@ -142,15 +142,21 @@ def schedule_options(config: str, length: int) -> list[str]:
     return options
 
 
-def data_options(task: str, data_root: str) -> list[str]:
-    """``--cfg-options`` pointing a toy config's loaders (and COCO evaluators) at data_root."""
+def data_root_options(task: str, data_root: str) -> dict[str, str]:
+    """The config options pointing a toy config's loaders (and, for detection, its COCO
+    evaluators) at ``data_root``: what the chain, the studies and the demos all merge."""
     root = data_root.rstrip('/') + '/'
-    opts = [f'{loader}.dataset.data_root={root}'
-            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    opts = {f'{loader}.dataset.data_root': root
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
     if task == 'detection':
         ann = f'{root}annotations/instances_val2017.json'
-        opts += [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+        opts.update({'val_evaluator.ann_file': ann, 'test_evaluator.ann_file': ann})
     return opts
+
+
+def data_options(task: str, data_root: str) -> list[str]:
+    """:func:`data_root_options` as ``--cfg-options`` arguments."""
+    return [f'{k}={v}' for k, v in data_root_options(task, data_root).items()]
 
 
 def _generated_coco_sizes(data_root: str) -> dict[str, int] | None:

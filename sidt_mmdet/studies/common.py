@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..apis.chain import data_root_options
 from ..utils.fileio import atomic_file, write_json_atomic, write_text_atomic
 
 __all__ = ['REPO', 'StageSettings', 'Stages', 'write_json_atomic', 'write_text_atomic', 'log',
@@ -156,10 +157,6 @@ class StageSettings:
         return asdict(self)
 
 
-def _data_options(root: str) -> dict:
-    return {f'{k}.dataset.data_root': root
-            for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
-
 
 def iteration_schedule(cfg, iters: int, warmup: int = 0) -> None:
     """Train ``cfg`` for ``iters`` iterations: linear warmup, cosine to the end, one final
@@ -254,7 +251,7 @@ class Stages:
     # ---------------------------------------------------------------- configs
     def data_options(self, root: str) -> dict:
         """The config options that point every reader of the data at ``root``."""
-        return _data_options(root)
+        return data_root_options('classification', root)
 
     def config(self, path: str, options: dict | None = None):
         cfg = load_config(path)

@@ -14,6 +14,7 @@ import os.path as osp
 
 import torch
 
+from ..apis.chain import data_root_options
 from .coco_matches import coco_matches, save_matches
 from .common import REPO, Stages, log
 
@@ -53,10 +54,7 @@ class DetectionStages(Stages):
         return dict(super().data_spec(), img_size=IMG_SIZE)
 
     def data_options(self, root: str) -> dict:
-        root = root.rstrip('/') + '/'
-        return {**{f'{k}.dataset.data_root': root
-                   for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')},
-                **{f'{k}.ann_file': root + ANN_FILE for k in ('val_evaluator', 'test_evaluator')}}
+        return data_root_options('detection', root)
 
     def predict(self, model):
         raise NotImplementedError('a detector has no per-image label: see evaluate()')

@@ -33,7 +33,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from .. import __version__
-from ..apis.chain import REPO, ChainSpec, ensure_data, run_chain
+from ..apis.chain import REPO, ChainSpec, data_root_options, ensure_data, run_chain
 from ..apis.demo import CLASSIFICATION_CONFIGS
 from ..apis.lowrank import LowRankError, lowrank_export
 from ..apis.runtime import build_model
@@ -64,9 +64,7 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------ stages
 def data_options(root: str) -> dict:
-    return {'train_dataloader.dataset.data_root': root,
-            'val_dataloader.dataset.data_root': root,
-            'test_dataloader.dataset.data_root': root}
+    return data_root_options('classification', root)
 
 
 def build_search_model(ckpt: Path):
