@@ -28,3 +28,6 @@ param_scheduler = [
 train_cfg = dict(max_epochs=max_epochs, val_interval=10)
 # stop at once, naming the layer, if a mask goes NaN/Inf (before a checkpoint is saved)
 custom_hooks = [dict(type='mmdet.SIDTMaskCheckHook')]
+# The selection this search is for: tools/export_subnet.py CONFIG CKPT -o OUT exports at it
+# (a budget flag replaces the budget, any other flag its setting).
+sidt_export = dict(keep_ratio=0.6)

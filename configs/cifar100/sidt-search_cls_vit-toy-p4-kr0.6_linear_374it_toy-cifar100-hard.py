@@ -21,3 +21,6 @@ param_scheduler = [
 ]
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=search_iters))
 log_processor = dict(by_epoch=False)
+# The selection this search is for: tools/export_subnet.py CONFIG CKPT -o OUT exports at it
+# (a budget flag replaces the budget, any other flag its setting).
+sidt_export = dict(keep_ratio=0.6)

@@ -20,3 +20,6 @@ model = dict(
 optim_wrapper = dict(paramwise_cfg=dict(mask_lr=1e-2))
 # stop at once, naming the layer, if a mask goes NaN/Inf (before a checkpoint is saved)
 custom_hooks = [dict(type='SIDTMaskCheckHook')]
+# The selection this search is for: tools/export_subnet.py CONFIG CKPT -o OUT exports at it
+# (a budget flag replaces the budget, any other flag its setting).
+sidt_export = dict(keep_ratio=0.6)

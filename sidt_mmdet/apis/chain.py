@@ -54,8 +54,9 @@ class StageError(ToolError):
 class ChainSpec:
     """What a chain runs.
 
-    ``export`` are the budget flags of ``tools/export_subnet.py`` (``['--keep-ratio',
-    '0.6']``); ``lengths`` overrides the ``dense``/``search``/``retrain`` schedule lengths
+    ``export`` are flags of ``tools/export_subnet.py`` that replace the search config's
+    own selection (its ``sidt_export`` section; empty, the default: that selection);
+    ``lengths`` overrides the ``dense``/``search``/``retrain`` schedule lengths
     (iterations or epochs, whatever the config counts); ``extra_options`` are added to
     every train/test ``--cfg-options``; ``skip`` leaves test stages out (``pruned_test``
     evaluates the exported model before retraining); ``stop_after`` ends the chain early
@@ -67,7 +68,7 @@ class ChainSpec:
     search_cfg: str
     retrain_cfg: str
     data_root: str
-    export: list[str] = field(default_factory=lambda: ['--keep-ratio', '0.6'])
+    export: list[str] = field(default_factory=list)
     lengths: dict[str, int] = field(default_factory=dict)
     extra_options: list[str] = field(default_factory=list)
     skip: tuple[str, ...] = ()
@@ -326,7 +327,8 @@ def run_chain(spec: ChainSpec, work_dir: str, *, fresh: bool = False,
         result.search_ckpt = train('search', spec.search_cfg, [f'load_from={result.dense_ckpt}'])
     if 'export' in names:
         export = dirs['export']
-        run('export', f'export: select ({" ".join(spec.export)}), slice, fold masks',
+        how = ' '.join(spec.export) or "the search config's sidt_export"
+        run('export', f'export: select ({how}), slice, fold masks',
             [py, 'tools/export_subnet.py', spec.search_cfg, result.search_ckpt, *spec.export,
              '-o', export, '--overwrite'], lambda: dict(export_dir=export))
         result.subnet = osp.join(export, 'subnet.json')

@@ -5,6 +5,13 @@
     python tools/export_subnet.py CONFIG CHECKPOINT --macs 150G --input-size 1024 1024 -o OUT_DIR
 
 CONFIG is the search config the CHECKPOINT was trained with (backbone ``mode='search'``).
+Its ``sidt_export`` section, when present, holds the selection it was searched for
+(``sidt_export = dict(keep_ratio=0.6, round_to=8)``: a budget and any of the selection
+settings below); a budget flag replaces the section's budget, any other flag its setting, so
+
+    python tools/export_subnet.py CONFIG CHECKPOINT -o OUT_DIR
+
+exports at the config's own budget.
 OUT_DIR receives, all or nothing (built in a hidden directory beside it, then renamed):
 
     subnet.json   kept dims per block, budget, params/MACs before and after, source files
@@ -53,7 +60,7 @@ from .runtime import build_model
 
 __all__ = ['BUDGET_KINDS', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_COLUMNS', 'ExportError',
            'ExportResult', 'export_subnet', 'load_search_state', 'width_rows', 'markdown_table',
-           'plot_widths', 'build_parser', 'main']
+           'plot_widths', 'config_selection', 'SELECTION_DEFAULTS', 'build_parser', 'main']
 
 BUDGET_KINDS = ('keep_ratio', 'params', 'macs', 'latency', 'latency_ms', 'subnet')
 CHECKPOINT_FILE = ExportedDir.CHECKPOINT_FILE
@@ -310,13 +317,13 @@ def _budget_kind(budget: dict) -> str:
     return given[0]
 
 
-def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str, *,
-                  granularity: str = 'dim', round_to: int = 8, min_heads: int = 1,
-                  min_mlp: int = 8, head_widths: str | None = None,
-                  macs_count: str | None = None, equal_heads: bool = False,
-                  macs: str | None = None, input_size: tuple[int, int] | None = None,
-                  device: str = 'cpu', overwrite: bool = False,
-                  cfg_options: dict | None = None,
+def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_dir: str, *,
+                  granularity: str | None = None, round_to: int | None = None,
+                  min_heads: int | None = None, min_mlp: int | None = None,
+                  head_widths: str | None = None, macs_count: str | None = None,
+                  equal_heads: bool = False, macs: str | None = None,
+                  input_size: tuple[int, int] | None = None, device: str = 'cpu',
+                  overwrite: bool = False, cfg_options: dict | None = None,
                   latency_table: str | None = None) -> ExportResult:
     """Select a subnet of the searched model ``cfg`` + ``checkpoint`` and write it.
 
@@ -329,20 +336,35 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
             (predicted backbone latency, a fraction of the dense one or milliseconds, by
             ``latency_table``: the JSON that ``tools/analysis/latency_table.py`` writes for
             this model at ``input_size``) or
-            ``subnet`` (a subnet file to prune to instead of selecting).
+            ``subnet`` (a subnet file to prune to instead of selecting); empty or ``None``:
+            the budget of the config's ``sidt_export`` section.
         out_dir: created with all the files or none (see the module doc).
         granularity, head_widths, round_to, min_heads, min_mlp, macs_count: passed to
             ``select_subnet`` (``head_widths``: ``'free'``, ``'uniform'``, ``'equal'`` or
             ``'padded'``; ``equal_heads=True`` and ``macs='kept'``/``'executed'`` are the
             older spellings of ``head_widths='equal'`` and ``macs_count``).
         input_size: image size for MACs (default: the backbone's ``img_size``).
+        A setting left ``None`` takes the config's ``sidt_export`` value, else the default
+        (``granularity='dim'``, ``round_to=8``, ``min_heads=1``, ``min_mlp=8``).
 
     Raises:
         ExportError: the inputs do not fit; ``OSError``/``SubnetError`` from the files.
     """
-    kind = _budget_kind(budget)
+    budget = dict(budget or {})
+    if budget:
+        _budget_kind(dict(budget))  # a bad budget is refused before any file is read
     out_dir = check_output_dir(out_dir, overwrite)
     config_path, config_name, ckpt_path = _input_paths(cfg, checkpoint)
+    cfg = cfg if isinstance(cfg, Config) else Config.fromfile(config_path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    budget, settings = config_selection(cfg, config_name, budget, dict(
+        granularity=granularity, round_to=round_to, min_heads=min_heads, min_mlp=min_mlp,
+        head_widths=head_widths, macs_count=macs_count, input_size=input_size,
+        latency_table=latency_table))
+    granularity, round_to, min_heads, min_mlp, head_widths, macs_count, input_size, \
+        latency_table = settings.values()
+    kind = _budget_kind(budget)
     if (kind in ('latency', 'latency_ms')) != (latency_table is not None):
         raise ExportError('a latency budget needs --latency-table (and the table goes with a '
                           f'latency budget; got {kind})')
@@ -353,9 +375,6 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
     given_subnet = Subnet.load(budget['subnet']) if kind == 'subnet' else None
 
     log(f'building the model of {config_name}')
-    cfg = cfg if isinstance(cfg, Config) else Config.fromfile(config_path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
     _search_model_cfg(cfg, config_name)
     model = build_model(cfg, device=device, where=config_name)
     log(f'loading {checkpoint}')
@@ -392,6 +411,40 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict, out_dir: str
         log(_replaced_message(replaced, subnet, out_dir))
     return ExportResult(out_dir=out_dir, subnet=subnet, before=before, after=after, rows=rows,
                         replaced=replaced)
+
+
+SELECTION_DEFAULTS = dict(granularity='dim', round_to=8, min_heads=1, min_mlp=8,
+                          head_widths=None, macs_count=None, input_size=None,
+                          latency_table=None)
+
+
+def config_selection(cfg: Config, config_name: str, budget: dict, given: dict
+                     ) -> tuple[dict, dict]:
+    """The budget and selection settings of an export: ``budget`` and the ``given``
+    settings that are not ``None``, else the config's ``sidt_export`` section, else
+    :data:`SELECTION_DEFAULTS`. Returns ``(budget, settings)``, settings in ``given``'s
+    order. An unknown key of the section is refused by name."""
+    section = cfg.get('sidt_export') or {}
+    if not isinstance(section, dict):
+        raise ExportError(f'{config_name}: sidt_export must be a dict (a budget such as '
+                          f'keep_ratio=0.6 and selection settings), got {section!r}')
+    known = set(BUDGET_KINDS) | set(SELECTION_DEFAULTS)
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ExportError(f'{config_name}: sidt_export.{unknown[0]} is not an export setting; '
+                          f'expected a budget ({", ".join(BUDGET_KINDS)}) or one of '
+                          f'{", ".join(SELECTION_DEFAULTS)}')
+    if not budget:
+        budget = {k: section[k] for k in BUDGET_KINDS if section.get(k) is not None}
+        if not budget:
+            raise ExportError(f'no budget: give one (--keep-ratio, --params, --macs, --latency, '
+                              f'--latency-ms or --subnet), or set sidt_export = dict('
+                              f'keep_ratio=...) in {config_name}')
+    settings = {k: v if v is not None else section.get(k, SELECTION_DEFAULTS[k])
+                for k, v in given.items()}
+    if settings['input_size'] is not None:
+        settings['input_size'] = tuple(settings['input_size'])
+    return budget, settings
 
 
 def _input_paths(cfg: str | Config, checkpoint: str) -> tuple[str, str, str]:
@@ -516,22 +569,25 @@ def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
                              '--latency-table)')
     budget.add_argument('--subnet', help='prune to this subnet file instead of selecting one')
     parser.add_argument('-o', '--out-dir', required=True, help='directory to create')
-    parser.add_argument('--granularity', choices=GRANULARITIES, default='dim',
+    parser.add_argument('--granularity', choices=GRANULARITIES,
                         help="single dims or whole heads ('head_uniform' is the older "
-                             "spelling of --head-widths uniform; default: %(default)s)")
+                             "spelling of --head-widths uniform; default: the config's "
+                             "sidt_export, else dim)")
     parser.add_argument('--head-widths', choices=HEAD_WIDTHS,
                         help='how the heads of a layer relate: free widths run grouped by '
                              "width, 'uniform' one width chosen per layer, 'equal' every head "
                              "at the widest one's width, 'padded' free widths run as one "
                              'call padded to the widest (the MACs budget then counts the '
                              'padding); recorded in the subnet file (default: free)')
-    parser.add_argument('--round-to', type=int_at_least(1), default=8,
-                        help='round kept widths up to a multiple of this; 1: off '
-                             '(default: %(default)s)')
+    parser.add_argument('--round-to', type=int_at_least(1),
+                        help="round kept widths up to a multiple of this; 1: off (default: "
+                             "the config's sidt_export, else 8)")
     parser.add_argument('--equal-heads', action='store_true',
                         help='the older spelling of --head-widths equal')
-    parser.add_argument('--min-heads', type=int, default=1, help='heads kept per block, at least')
-    parser.add_argument('--min-mlp', type=int, default=8, help='MLP units kept per block, at least')
+    parser.add_argument('--min-heads', type=int,
+                        help="heads kept per block, at least (default: 1)")
+    parser.add_argument('--min-mlp', type=int,
+                        help="MLP units kept per block, at least (default: 8)")
     parser.add_argument('--input-size', type=int_at_least(1), nargs=2, metavar=('H', 'W'),
                         help='image size for MACs (default: the backbone img_size)')
     parser.add_argument('--latency-table', metavar='JSON',
@@ -570,8 +626,5 @@ def main(argv=None, prog: str = 'export_subnet.py', doc: str | None = None) -> i
     if 'macs' in budget and len(budget) > 1:
         other = next(k for k in budget if k != 'macs')
         parser.error(f'argument --macs: not allowed with argument --{other.replace("_", "-")}')
-    if not budget:
-        parser.error('one of the arguments --keep-ratio --params --macs --latency --latency-ms '
-                     '--subnet is required')
     return run_tool(prog, export_subnet, args.pop('config'), args.pop('checkpoint'), budget,
                     args.pop('out_dir'), **args)

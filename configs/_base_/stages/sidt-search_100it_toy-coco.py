@@ -11,3 +11,6 @@ sidt_search = dict(
 # Not in the dense bases, so a plain key: stop at once, naming the layer, if a mask goes
 # NaN/Inf (runs before the CheckpointHook, so no checkpoint of it is saved).
 custom_hooks = [dict(type='SIDTMaskCheckHook')]
+# The selection this search is for: tools/export_subnet.py CONFIG CKPT -o OUT exports at it
+# (a budget flag replaces the budget, any other flag its setting).
+sidt_export = dict(keep_ratio=0.6)

@@ -307,10 +307,39 @@ def test_older_macs_flags_still_export_with_a_warning(search_ckpt, tmp_path, cap
     old = Subnet.load(tmp_path / 'old' / 'subnet.json')
     assert new.blocks == old.blocks and new.budget['kind'] == old.budget['kind'] == 'macs'
     assert new.budget['head_widths'] == 'free' and old.budget['macs'] == 'executed'
-    for argv, message in ((('--macs', target, '--params', '1M'),
-                           'argument --macs: not allowed with argument --params'),
-                          ((), 'one of the arguments --keep-ratio --params --macs')):
-        with pytest.raises(SystemExit):
-            _export(search_ckpt, tmp_path / 'bad', *argv)
-        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _export(search_ckpt, tmp_path / 'bad', '--macs', target, '--params', '1M')
+    assert 'argument --macs: not allowed with argument --params' in capsys.readouterr().err
+    # no budget flag and none in the config (its sidt_export section cleared)
+    assert _export(search_ckpt, tmp_path / 'bad', '--cfg-options', 'sidt_export=None') == 1
+    assert 'no budget: give one (--keep-ratio' in capsys.readouterr().err
+    _assert_nothing_written(tmp_path / 'bad')
+
+
+def test_the_config_sidt_export_section_is_the_default_selection(search_ckpt, tmp_path,
+                                                                 capsys):
+    """Selection settings live in the search config, as mmdet's tools read theirs: with no
+    flag the export uses the config's ``sidt_export`` (here keep_ratio 0.6) and selects what
+    ``--keep-ratio 0.6`` selects; a setting of the section applies, a flag replaces it; an
+    unknown key is refused by name."""
+    assert _export(search_ckpt, tmp_path / 'cfg') == 0
+    assert _export(search_ckpt, tmp_path / 'flag', '--keep-ratio', '0.6') == 0
+    from_cfg = Subnet.load(tmp_path / 'cfg' / 'subnet.json')
+    from_flag = Subnet.load(tmp_path / 'flag' / 'subnet.json')
+    assert from_cfg.blocks == from_flag.blocks and from_cfg.budget == from_flag.budget
+    assert from_cfg.budget['kind'] == 'keep_ratio' and from_cfg.budget['value'] == 0.6
+    assert _export(search_ckpt, tmp_path / 'r16', '--cfg-options', 'sidt_export.round_to=16',
+                   'sidt_export.keep_ratio=0.5') == 0
+    r16 = Subnet.load(tmp_path / 'r16' / 'subnet.json')
+    assert r16.budget['round_to'] == 16 and r16.budget['value'] == 0.5
+    assert all(len(b['mlp']) % 16 == 0 for b in r16.blocks)
+    assert _export(search_ckpt, tmp_path / 'r4', '--round-to', '4', '--params', '150000',
+                   '--cfg-options', 'sidt_export.round_to=16') == 0
+    r4 = Subnet.load(tmp_path / 'r4' / 'subnet.json')
+    assert r4.budget['round_to'] == 4 and r4.budget['kind'] == 'params'
+    capsys.readouterr()
+    assert _export(search_ckpt, tmp_path / 'bad', '--cfg-options',
+                   'sidt_export.roundto=16') == 1
+    err = capsys.readouterr().err
+    assert 'sidt_export.roundto is not an export setting' in err and 'round_to' in err
     _assert_nothing_written(tmp_path / 'bad')
