@@ -492,19 +492,32 @@ class Stages:
         return {'top1': top1, name: path}
 
     def finetune(self, name: str, subnet: str, checkpoint: str, seed: int,
-                 iters: int | None = None) -> dict:
-        """Top-1 of the pruned model right after export and after the same fine-tune."""
+                 iters: int | None = None, *, config: str | None = None,
+                 options: dict | None = None, warmup: int | None = None,
+                 key: dict | None = None) -> dict:
+        """Top-1 of the pruned model right after export and after the same fine-tune.
+
+        ``config`` (default: the retrain config), ``options`` (merged into it, e.g. a
+        learning rate) and ``warmup`` (default: the settings') change the fine-tune;
+        ``key`` adds what else identifies the run to its cache key (e.g. a digest of a
+        checkpoint rewritten at the same path)."""
         iters = self.s.finetune_iters if iters is None else iters
-        spec = dict(stage='finetune', config=self.s.retrain_config, subnet=subnet,
-                    checkpoint=checkpoint, iters=iters, warmup=self.s.finetune_warmup,
+        config = config or self.s.retrain_config
+        warmup = self.s.finetune_warmup if warmup is None else warmup
+        spec = dict(stage='finetune', config=config, subnet=subnet,
+                    checkpoint=checkpoint, iters=iters, warmup=warmup,
                     seed=seed, batch=self.s.batch_size, data=self.data_spec())
+        if options:
+            spec['options'] = dict(options)
+        if key:
+            spec['key'] = dict(key)
 
         def run(run_dir):
-            options = {'model.backbone.subnet': subnet}
-            pruned = self.evaluate(self._model(self.s.retrain_config, checkpoint, options),
+            opts = {**(options or {}), 'model.backbone.subnet': subnet}
+            pruned = self.evaluate(self._model(config, checkpoint, opts),
                                    run_dir, 'predictions_pruned')
-            model, _ = self._train(self.config(self.s.retrain_config, options), run_dir, iters,
-                                   self.s.finetune_warmup, seed, checkpoint)
+            model, _ = self._train(self.config(config, opts), run_dir, iters, warmup, seed,
+                                   checkpoint)
             after = self.evaluate(model, run_dir)
             m = self.metrics[0]
             log(f'  {name}: {self.metric_label} {pruned[m]:.2f} after pruning -> '
@@ -512,7 +525,8 @@ class Stages:
             return dict(**{f'{k}_pruned': pruned[k] for k in self.metrics},
                         **{f'{k}_finetuned': after[k] for k in self.metrics},
                         predictions_pruned=pruned['predictions_pruned'],
-                        predictions=after['predictions'], finetune_iters=iters)
+                        predictions=after['predictions'], finetune_iters=iters,
+                        backbone_params=sum(p.numel() for p in model.backbone.parameters()))
         return self.cached(f'{name}-it{iters}', spec, run)
 
 

@@ -3,8 +3,9 @@ classifier (``tools/analysis/compare_lowrank.py`` runs :func:`compare_lowrank`).
 
 Steps (each a real stage of the pipeline, on CPU in minutes):
 
-1. dense + search through the stage runner (``sidt_mmdet.apis.chain``): the dense toy
-   classifier, then its SiDT search from it, unless ``search_checkpoint`` is given;
+1. dense + search as the other studies run them (``sidt_mmdet.studies.common.Stages``, in
+   process and cached): the dense toy classifier, then its SiDT search from it, unless
+   ``search_checkpoint`` is given;
 2. methods at equal params: ``lowrank_export(method='svd', backbone_ratio=R)`` on the
    searched model (masks folded, every dim kept), then every other method with
    ``ranks_from`` the SVD run, so all of them have exactly the same ranks and params;
@@ -14,26 +15,24 @@ Steps (each a real stage of the pipeline, on CPU in minutes):
 4. every variant, and the uncompressed searched model as the reference, is evaluated (top-1 on
    the test split) right after compression and after the same short fine-tune through the
    retrain config configs/lowrank/sidt-lowrank-retrain_cls_vit-toy-p4_linear_4e_toy-cifar100.py
-   (mmengine Runner, ``finetune_iters`` iterations).
+   (``Stages.finetune``: ``finetune_iters`` iterations, cosine, no warm-up, ``finetune_lr``).
 
 Writes WORK/compare_lowrank.md and WORK/compare_lowrank.json. The hybrid's measure is the
 relative increase of the top-1 error over the reference: ``(err - err_ref) / err_ref``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os.path as osp
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmengine.runner import Runner
 
 from .. import __version__
-from ..apis.chain import REPO, ChainSpec, data_root_options, ensure_data, run_chain
+from ..apis.chain import REPO, data_root_options
 from ..apis.demo import CLASSIFICATION_CONFIGS
 from ..apis.lowrank import LowRankError, lowrank_export
 from ..apis.runtime import build_model
@@ -44,7 +43,7 @@ from ..models.complexity import backbone_complexity
 from ..search.select import select_subnet
 from ..utils import save_checkpoint_atomic
 from ..utils.fileio import write_json_atomic, write_text_atomic
-from .common import binomial_se, load_config
+from .common import Stages, StageSettings, binomial_se
 
 __all__ = ['METHODS', 'PRESETS', 'compare_lowrank', 'run_lowrank_study', 'lowrank_goals',
            'rel_error_increase', 'markdown']
@@ -101,51 +100,6 @@ def widths(subnet, bb) -> dict:
     mlp = sum(len(b['mlp']) for b in subnet.blocks)
     return dict(attn_kept=attn / (bb.num_layers * bb.embed_dims_dense),
                 mlp_kept=mlp / (bb.num_layers * bb.mlp_hidden))
-
-
-def evaluate(model, loader) -> float:
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for data in loader:
-            for sample in model.val_step(data):
-                correct += int(sample.pred_label.item() == sample.gt_label.item())
-                total += 1
-    return 100.0 * correct / total
-
-
-def load_model(cfg: Config, checkpoint: Path):
-    """The model a Runner of ``cfg`` builds (top-level data_preprocessor merged in, as the
-    Runner does), with ``checkpoint`` loaded strictly. Not the Runner's own model: train()
-    re-initialises it before loading ``load_from``."""
-    return build_model(cfg, checkpoint).train()
-
-
-def finetune(args, data_root: str, subnet: Path, checkpoint: Path, work: Path, loader) -> dict:
-    """Top-1 right after loading and after ``--finetune-iters`` of the retrain config."""
-    cfg = load_config(str(RETRAIN_CFG))
-    cfg.merge_from_dict({**data_options(data_root), 'model.backbone.subnet': str(subnet),
-                         'optim_wrapper.optimizer.lr': args.finetune_lr})
-    cfg.load_from = str(checkpoint)
-    iters = args.finetune_iters
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
-    cfg.param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=iters,
-                                eta_min=1e-5)]
-    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    cfg.test_cfg = cfg.test_dataloader = cfg.test_evaluator = None
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=iters)
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=50)
-    cfg.log_processor = dict(by_epoch=False)
-    cfg.work_dir = str(work)
-    cfg.randomness = dict(seed=args.seed)
-    cfg.log_level = 'WARNING'
-    before = evaluate(load_model(cfg, checkpoint), loader)
-    t = time.time()
-    model = Runner.from_cfg(cfg).train()
-    after = evaluate(model, loader)
-    params = sum(p.numel() for p in model.backbone.parameters())
-    return dict(top1_before_ft=before, top1_after_ft=after, backbone_params=params,
-                finetune_seconds=round(time.time() - t, 1))
 
 
 def rel_error_increase(top1: float, ref_top1: float) -> float:
@@ -207,46 +161,46 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
                     dense_epochs: int = 6, search_epochs: int = 2, ratio: float = 0.5,
                     mlp_keep_ratios=(0.5, 0.6), methods=METHODS, finetune_iters: int = 150,
                     finetune_lr: float = 5e-4, seed: int = 0, threads: int = 1,
-                    calibration_batches: int = 8, source_note: str | None = None) -> dict:
+                    calibration_batches: int = 8, source_note: str | None = None,
+                    stages: Stages | None = None) -> dict:
     """Run the comparison (see the module doc); returns what compare_lowrank.json holds.
 
     ``ratio``: backbone params after compression, as a fraction of the dense backbone;
     ``mlp_keep_ratios``: the hybrid's MLP keep ratios to try (attention takes the rest by
     low rank); ``calibration_batches``: training batches whose layer inputs calibrate
     the calibrated methods (``svd_whitened``); ``source_note`` describes a given
-    ``search_checkpoint`` in the report.
+    ``search_checkpoint`` in the report. ``stages``: the study's stages (data, fine-tune,
+    evaluation; default: the easy toy set at ``data_root``, whose dense and search runs
+    of ``dense_epochs`` / ``search_epochs`` give the searched model).
     """
-    args = SimpleNamespace(
-        work_dir=work_dir, data_root=data_root, search_checkpoint=search_checkpoint,
-        dense_epochs=dense_epochs, search_epochs=search_epochs, ratio=ratio,
-        mlp_keep_ratios=list(mlp_keep_ratios), methods=list(methods),
-        finetune_iters=finetune_iters, finetune_lr=finetune_lr, seed=seed, threads=threads)
-    torch.set_num_threads(args.threads)
+    settings = dict(work_dir=work_dir, data_root=data_root,
+                    search_checkpoint=search_checkpoint, dense_epochs=dense_epochs,
+                    search_epochs=search_epochs, ratio=ratio,
+                    mlp_keep_ratios=list(mlp_keep_ratios), methods=list(methods),
+                    finetune_iters=finetune_iters, finetune_lr=finetune_lr, seed=seed,
+                    threads=threads)
     t0 = time.time()
-    work = Path(args.work_dir).resolve()
+    work = Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    data_root = osp.abspath(args.data_root)
-    ensure_data('classification', data_root, seed=args.seed)
-    if args.search_checkpoint:
-        ckpt = Path(args.search_checkpoint)
+    if stages is None:
+        stages = _easy_stages(work, data_root, dense_epochs, finetune_iters, threads)
+    torch.set_num_threads(threads)
+    data_root = stages.ensure_data()
+    if search_checkpoint:
+        ckpt = Path(search_checkpoint)
     else:
-        spec = ChainSpec(task='classification', dense_cfg=str(DENSE_CFG),
-                         search_cfg=str(SEARCH_CFG), retrain_cfg=str(RETRAIN_CFG),
-                         data_root=data_root, skip=('dense_test',), stop_after='search',
-                         lengths=dict(dense=args.dense_epochs, search=args.search_epochs),
-                         extra_options=[f'randomness.seed={args.seed}', 'log_level=WARNING'])
-        ckpt = Path(run_chain(spec, str(work / 'chain'), log=log).search_ckpt)
+        per_epoch = _iters_per_epoch(stages)
+        dense = stages.dense(seed)
+        ckpt = Path(stages.search(dense['checkpoint'], search_epochs * per_epoch,
+                                  seed)['checkpoint'])
     search_model = build_search_model(ckpt)
-    val_cfg = load_config(str(SEARCH_CFG))
-    val_cfg.merge_from_dict(data_options(data_root))
-    init_default_scope(val_cfg.get('default_scope', 'mmdet'))
-    loader = Runner.build_dataloader(val_cfg.test_dataloader)
+    loader = stages.test_loader()
 
     def lowrank(name, **rule):
         out = work / 'compressed' / name
         calib = (dict(calibration_batches=calibration_batches)
                  if rule.get('method') in CALIBRATED_METHODS else {})
-        lowrank_export(str(SEARCH_CFG), str(ckpt), str(out), overwrite=True, seed=args.seed,
+        lowrank_export(str(SEARCH_CFG), str(ckpt), str(out), overwrite=True, seed=seed,
                        cfg_options=data_options(data_root), **calib, **rule)
         report = json.loads((out / 'lowrank_report.json').read_text())
         return out, report
@@ -256,9 +210,14 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
     def ft(name, subnet, checkpoint):
         if checkpoint in done:  # the same compressed model in both tables
             return dict(done[checkpoint])
-        log(f'fine-tuning {name} ({args.finetune_iters} iterations)')
-        r = finetune(args, data_root, subnet, checkpoint, work / 'finetune' / name, loader)
-        log(f'  {name}: top-1 {r["top1_before_ft"]:.1f} -> {r["top1_after_ft"]:.1f}')
+        log(f'fine-tuning {name} ({finetune_iters} iterations)')
+        r = stages.finetune(
+            osp.relpath(work / 'finetune' / name, stages.work_dir), str(subnet),
+            str(checkpoint), seed, finetune_iters, config=str(RETRAIN_CFG),
+            options={'optim_wrapper.optimizer.lr': finetune_lr}, warmup=0,
+            key=dict(checkpoint_sha256=_digest(checkpoint)))
+        r = dict(top1_before_ft=r['top1_pruned'], top1_after_ft=r['top1_finetuned'],
+                 backbone_params=r['backbone_params'], finetune_seconds=r['seconds'])
         done[checkpoint] = dict(r)
         return r
 
@@ -266,17 +225,17 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
     reference = dense_reference(search_model, work / 'compressed' / 'reference')
     ref = ft('reference', reference['subnet_path'], reference['checkpoint'])
     ref['backbone_params'] = reference['params']
-    results = dict(settings=dict(vars(args), data_root=data_root, search_checkpoint=str(ckpt),
+    results = dict(settings=dict(settings, data_root=data_root, search_checkpoint=str(ckpt),
                                  source_note=source_note),
                    reference=ref, methods=[], budget=[])
 
     svd_dir = None
-    for method in ['svd'] + [m for m in args.methods if m != 'svd']:
-        rule = (dict(backbone_ratio=args.ratio) if method == 'svd'
+    for method in ['svd'] + [m for m in methods if m != 'svd']:
+        rule = (dict(backbone_ratio=ratio) if method == 'svd'
                 else dict(ranks_from=str(svd_dir / 'subnet.json')))
         out, report = lowrank(f'lowrank-{method}', method=method, **rule)
         svd_dir = svd_dir or out
-        if method not in args.methods:
+        if method not in methods:
             continue
         errors = [row['rel_error'] for row in report['layers'] if row['replaced']]
         r = ft(f'lowrank-{method}', out / 'subnet.json', out / 'lowrank.pth')
@@ -290,20 +249,20 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
 
     bb = search_model.backbone
     variants = []
-    pruned = prune_only(search_model, args.ratio, work / 'compressed' / 'prune-only')
+    pruned = prune_only(search_model, ratio, work / 'compressed' / 'prune-only')
     variants.append(('pruning only', work / 'compressed' / 'prune-only' / 'subnet.json',
                      pruned['checkpoint'], pruned['subnet'], 0))
-    if 'svd' in args.methods:
+    if 'svd' in methods:
         sub = json.loads((svd_dir / 'subnet.json').read_text())
         variants.append(('low rank only (SVD, all four)', svd_dir / 'subnet.json',
                          svd_dir / 'lowrank.pth', _subnet(svd_dir), len(sub['lowrank']['ranks'])))
-    for keep in args.mlp_keep_ratios:
+    for keep in mlp_keep_ratios:
         name = f'hybrid (MLP keep {keep:g} + SVD attention)'
         try:
             out, _ = lowrank(f'hybrid-mlp{keep:g}', method='svd', mlp_keep_ratio=keep,
-                             targets=('attn.qkv', 'attn.proj'), backbone_ratio=args.ratio)
+                             targets=('attn.qkv', 'attn.proj'), backbone_ratio=ratio)
         except LowRankError as e:
-            log(f'  skipped {name}: infeasible at --ratio {args.ratio}: {e}')
+            log(f'  skipped {name}: infeasible at --ratio {ratio}: {e}')
             continue
         sub = _subnet(out)
         variants.append((name, out / 'subnet.json', out / 'lowrank.pth', sub,
@@ -326,6 +285,35 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
         f'({results["seconds"]:.0f}s)')
     print(markdown(results))
     return results
+
+
+def _digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _iters_per_epoch(stages: Stages) -> int:
+    from ..datasets.generation.toy_cifar100 import PRESETS as DATA_PRESETS
+    num_train = stages.s.num_train or DATA_PRESETS[stages.s.data_preset]['num_train']
+    return math.ceil(num_train / stages.s.batch_size)
+
+
+def _easy_stages(work: Path, data_root: str, dense_epochs: int, finetune_iters: int,
+                 threads: int) -> Stages:
+    """The stages of the standalone comparison: the easy toy set at ``data_root``, the toy
+    classifier's dense, search and low-rank retrain configs, ``dense_epochs`` of dense
+    training (one of them warm-up)."""
+    settings = StageSettings(
+        data_root=osp.abspath(data_root), data_preset='easy', dense_config=str(DENSE_CFG),
+        search_config=str(SEARCH_CFG), retrain_config=str(RETRAIN_CFG),
+        finetune_iters=finetune_iters, finetune_warmup=0, batch_size=64, threads=threads)
+    stages = Stages(str(work), settings)
+    per_epoch = _iters_per_epoch(stages)
+    settings.dense_iters, settings.dense_warmup = dense_epochs * per_epoch, per_epoch
+    return stages
 
 
 def _subnet(out: Path) -> Subnet:
@@ -363,7 +351,6 @@ def run_lowrank_study(preset: str = 'short', work_dir: str = 'work_dirs/studies'
     the goals (``svd_whitened`` ahead of SVD right after factorization; SVD > QR variants >
     LU after fine-tune). ``data_root`` is the hard set's root (default: inside the
     workspace, as the selection study's); give the selection study's to share its runs."""
-    from .common import Stages, StageSettings
     from .selection import PRESETS as SELECTION_PRESETS
     if preset not in PRESETS:
         raise ValueError(f'preset: expected one of {sorted(PRESETS)}, got {preset!r}')
@@ -377,6 +364,7 @@ def run_lowrank_study(preset: str = 'short', work_dir: str = 'work_dirs/studies'
     search = stages.search(dense['checkpoint'], iters, seed)
     res = compare_lowrank(
         work_dir=osp.join(work, f'lowrank-{preset}'), data_root=stages.ensure_data(),
+        stages=stages,
         search_checkpoint=search['checkpoint'], ratio=ratio,
         mlp_keep_ratios=p.get('mlp_keep_ratios', (0.5, 0.6)), methods=methods,
         finetune_iters=p['finetune_iters'], seed=seed, threads=stages.s.threads,

@@ -3,8 +3,9 @@
     python tools/analysis/compare_lowrank.py --work-dir work_dirs/compare_lowrank
 
 Runs ``sidt_mmdet.studies.lowrank.compare_lowrank`` (its doc lists the steps): dense + search
-through the stage runner, the six factorizations at equal params, pruning alone vs the hybrid
-at equal compression, each evaluated before and after the same short fine-tune. Writes
+as the other studies run them (in process, cached), the six factorizations at equal params,
+pruning alone vs the hybrid at equal compression, each evaluated before and after the same
+short fine-tune. Writes
 WORK/compare_lowrank.md and WORK/compare_lowrank.json.
 
     python tools/analysis/compare_lowrank.py --preset short   # the hard toy set, ~25 min
