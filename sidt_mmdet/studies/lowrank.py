@@ -229,7 +229,32 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
                                  source_note=source_note),
                    reference=ref, methods=[], budget=[])
 
-    svd_dir = None
+    results['methods'], svd_dir = _equal_params_rows(lowrank, ft, methods, ratio, ref)
+    results['budget'] = _equal_compression_rows(search_model, lowrank, ft, methods, ratio,
+                                                mlp_keep_ratios, svd_dir, ref, work)
+
+    results['num_test'] = len(loader.dataset)
+    results['seconds'] = round(time.time() - t0, 1)
+    results['sidt_mmdet_version'] = __version__
+    write_json_atomic(work / 'compare_lowrank.json', _plain(results))
+    write_text_atomic(work / 'compare_lowrank.md', markdown(results))
+    log(f'wrote {work / "compare_lowrank.md"} and compare_lowrank.json '
+        f'({results["seconds"]:.0f}s)')
+    print(markdown(results))
+    return results
+
+
+def _increase(r: dict, ref: dict) -> dict:
+    return dict(rel_err_increase_before_ft=rel_error_increase(r['top1_before_ft'],
+                                                              ref['top1_before_ft']),
+                rel_err_increase_after_ft=rel_error_increase(r['top1_after_ft'],
+                                                             ref['top1_after_ft']))
+
+
+def _equal_params_rows(lowrank, ft, methods, ratio: float, ref: dict):
+    """Every method at the SVD run's ranks (equal params): its rows, and the SVD run's
+    directory (run even when SVD is not among ``methods``: the others take its ranks)."""
+    rows, svd_dir = [], None
     for method in ['svd'] + [m for m in methods if m != 'svd']:
         rule = (dict(backbone_ratio=ratio) if method == 'svd'
                 else dict(ranks_from=str(svd_dir / 'subnet.json')))
@@ -240,13 +265,14 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
         errors = [row['rel_error'] for row in report['layers'] if row['replaced']]
         r = ft(f'lowrank-{method}', out / 'subnet.json', out / 'lowrank.pth')
         r.update(name=method, mean_rel_error=sum(errors) / len(errors),
-                 max_rel_error=max(errors), layers=len(errors),
-                 rel_err_increase_before_ft=rel_error_increase(r['top1_before_ft'],
-                                                               ref['top1_before_ft']),
-                 rel_err_increase_after_ft=rel_error_increase(r['top1_after_ft'],
-                                                              ref['top1_after_ft']))
-        results['methods'].append(r)
+                 max_rel_error=max(errors), layers=len(errors), **_increase(r, ref))
+        rows.append(r)
+    return rows, svd_dir
 
+
+def _equal_compression_rows(search_model, lowrank, ft, methods, ratio: float,
+                            mlp_keep_ratios, svd_dir: Path, ref: dict, work: Path) -> list:
+    """Pruning alone, low rank alone and the hybrid at ``ratio`` of the backbone params."""
     bb = search_model.backbone
     variants = []
     pruned = prune_only(search_model, ratio, work / 'compressed' / 'prune-only')
@@ -267,24 +293,12 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
         sub = _subnet(out)
         variants.append((name, out / 'subnet.json', out / 'lowrank.pth', sub,
                          len(sub.lowrank['ranks'])))
+    rows = []
     for name, subnet_path, checkpoint, subnet, n_lowrank in variants:
         r = ft(Path(checkpoint).parent.name, subnet_path, checkpoint)
-        r.update(name=name, lowrank_layers=n_lowrank, **widths(subnet, bb),
-                 rel_err_increase_before_ft=rel_error_increase(r['top1_before_ft'],
-                                                               ref['top1_before_ft']),
-                 rel_err_increase_after_ft=rel_error_increase(r['top1_after_ft'],
-                                                              ref['top1_after_ft']))
-        results['budget'].append(r)
-
-    results['num_test'] = len(loader.dataset)
-    results['seconds'] = round(time.time() - t0, 1)
-    results['sidt_mmdet_version'] = __version__
-    write_json_atomic(work / 'compare_lowrank.json', _plain(results))
-    write_text_atomic(work / 'compare_lowrank.md', markdown(results))
-    log(f'wrote {work / "compare_lowrank.md"} and compare_lowrank.json '
-        f'({results["seconds"]:.0f}s)')
-    print(markdown(results))
-    return results
+        r.update(name=name, lowrank_layers=n_lowrank, **widths(subnet, bb), **_increase(r, ref))
+        rows.append(r)
+    return rows
 
 
 def _digest(path) -> str:

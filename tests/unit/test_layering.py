@@ -136,8 +136,6 @@ LONG_FUNCTIONS = {
     'sidt_mmdet/models/layers/attention.py::__init__': 'checks and packs the three layouts of '
                                                        'one attention (dense, grouped, padded)',
     'sidt_mmdet/search/latency.py::_build': 'times every block kind on its grid in one pass',
-    'sidt_mmdet/studies/lowrank.py::compare_lowrank': 'the low-rank study, not yet on the '
-                                                      "studies' stage runner",
     'sidt_mmdet/studies/selection.py::selection_markdown': 'renders the table and its goals',
 }
 
