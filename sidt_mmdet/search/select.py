@@ -42,11 +42,12 @@ from ..utils.deprecation import warn_once
 from .checks import check_masks_finite
 
 __all__ = ['select_subnet', 'GRANULARITIES', 'HEAD_WIDTHS', 'KINDS', 'MACS_COUNTS', 'SubnetCost',
-           'UnitScores', 'resolve_head_widths', 'subnet_cost']
+           'UnitScores', 'UNIT_ORDERS', 'resolve_head_widths', 'subnet_cost', 'unit_costs_ms']
 
 GRANULARITIES = ('dim', 'head_uniform', 'head')  # 'head_uniform': head_widths='uniform'
 HEAD_WIDTHS = ('free', 'uniform', 'equal', 'padded')
 MACS_COUNTS = ('kept', 'executed')
+UNIT_ORDERS = ('score', 'score_per_ms')  # how units of one kind queue for the budget
 KINDS = SEARCH_DIMS  # the kinds a search masks: 'attn', 'mlp', 'embed'
 
 
@@ -140,16 +141,40 @@ def _vector_units(mask: torch.Tensor, block: int | None) -> list[_Unit]:
     return [_Unit(block, None, [j], float(m[j])) for j in range(m.numel())]
 
 
-def _sorted(units: list[_Unit]) -> list[_Unit]:
-    # Stable: ties keep the lower block/head/dim first, so selection is reproducible.
-    return sorted(units, key=lambda u: -u.score)
+def _sorted(units: list[_Unit], costs: Sequence[float] | None = None) -> list[_Unit]:
+    """Best first: by score, or with ``costs`` (what one dim of the kind costs in each
+    block) by score per cost, a unit costing its dims' sum. Stable: ties keep the lower
+    block/head/dim first, so selection is reproducible."""
+    if costs is None:
+        return sorted(units, key=lambda u: -u.score)
+    return sorted(units, key=lambda u: -u.score / (costs[u.block] * len(u.dims)))
+
+
+def unit_costs_ms(table, backbone) -> dict[str, list[float]]:
+    """Milliseconds one dim of each kind (``qk``, ``v``, shared ``attn``, ``mlp``) costs in
+    each block, by the latency table: the block's predicted saving from halving that kind's
+    widths, per dim removed (never below a microsecond's millionth, so a free dim ranks
+    first rather than dividing by zero)."""
+    H, d, hidden = backbone.num_heads, backbone.head_dim, backbone.mlp_hidden
+    D = backbone.embed_dims_dense
+    full, half = [d] * H, [max(1, d // 2)] * H
+    per_dim, per_unit = H * (d - half[0]) or 1, (hidden - hidden // 2) or 1
+    costs: dict[str, list[float]] = {'qk': [], 'v': [], 'attn': [], 'mlp': []}
+    for kind in table.blocks:
+        dense = table.block_ms(kind, D, full, full, hidden)
+        for name, qk, v, h, n in (('qk', half, full, hidden, per_dim),
+                                  ('v', full, half, hidden, per_dim),
+                                  ('attn', half, half, hidden, per_dim),
+                                  ('mlp', full, full, hidden // 2, per_unit)):
+            costs[name].append(max(1e-12, (dense - table.block_ms(kind, D, qk, v, h)) / n))
+    return costs
 
 
 class _Selector:
     """Turns "keep the first k units of each kind" into a Subnet."""
 
     def __init__(self, backbone, scores, granularity, round_to, min_heads, min_mlp, min_embed,
-                 equal_heads):
+                 equal_heads, unit_costs: dict[str, list[float]] | None = None):
         self.equal_heads = equal_heads
         self.H, self.d = backbone.num_heads, backbone.head_dim
         self.L, self.hidden = backbone.num_layers, backbone.mlp_hidden
@@ -182,7 +207,8 @@ class _Selector:
             self.kinds['embed'] = _vector_units(self.embed_scores, None)
         if not self.kinds:
             raise ValueError('scores: no unit to select (no attention, MLP or embedding scores)')
-        self.kinds = {k: _sorted(v) for k, v in self.kinds.items()}
+        unit_costs = unit_costs or {}
+        self.kinds = {k: _sorted(v, unit_costs.get(k)) for k, v in self.kinds.items()}
 
     # ------------------------------------------------------------ building
     def _best_dims(self, scores: torch.Tensor, count: int) -> list[int]:
@@ -420,7 +446,8 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
                   source: dict | None = None, latency: float | None = None,
                   latency_ms: float | None = None, latency_table=None,
                   kinds: Sequence[str] | None = None, flops: int | None = None,
-                  layout: str = 'grouped', equal_heads: bool = False) -> Subnet:
+                  layout: str = 'grouped', equal_heads: bool = False,
+                  unit_order: str | None = None) -> Subnet:
     """Choose the widths to keep for exactly one budget.
 
     Args:
@@ -452,8 +479,12 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         latency / latency_ms: a budget in predicted backbone latency, as a fraction of the
             dense backbone's or in milliseconds, by ``latency_table`` (a
             :class:`~sidt_mmdet.search.latency.LatencyTable` or its JSON path, built for this
-            architecture at ``input_size``). Units are added in the same order as for a
-            params or MACs target; only the cost that stops the chain differs.
+            architecture at ``input_size``).
+        unit_order: how the units of one kind queue: ``'score'`` (best |m| first, the
+            order of every budget but latency) or ``'score_per_ms'`` (best score per
+            predicted millisecond first, the default of a latency budget: a dim of a block
+            that the table says is slow must score higher to stay, as HALP ranks). The kinds
+            still interleave by kept ratio; rounding and the minimums are the same.
     """
     kind, value, macs_count = _budget(keep_ratio, params, macs, flops, latency, latency_ms,
                                       macs_count)
@@ -466,6 +497,12 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         raise ValueError('min_heads and min_mlp must be >= 1: a layer is never emptied')
     input_size = tuple(input_size or backbone.img_size)
     table = _latency_table(latency_table, kind, backbone, input_size)
+    unit_order = unit_order or ('score_per_ms' if table is not None else 'score')
+    if unit_order not in UNIT_ORDERS:
+        raise ValueError(f'unit_order: expected one of {UNIT_ORDERS}, got {unit_order!r}')
+    if unit_order == 'score_per_ms' and table is None:
+        raise ValueError("unit_order='score_per_ms' ranks by predicted milliseconds: it "
+                         'needs a latency budget and its latency_table')
     check_masks_finite(backbone, where=' checkpoint')
     scores = scores if scores is not None else UnitScores.from_masks(backbone)
     if kinds is not None:
@@ -473,7 +510,9 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
     sel = _Selector(backbone, scores, 'head_uniform' if policy == 'uniform' else granularity,
                     round_to, min_heads, min_mlp,
                     min_embed if min_embed is not None else max(round_to, backbone.num_heads),
-                    equal_heads=policy == 'equal')
+                    equal_heads=policy == 'equal',
+                    unit_costs=unit_costs_ms(table, backbone) if unit_order == 'score_per_ms'
+                    else None)
     dense = backbone_complexity(backbone, input_size)
     sizes = {k: len(u) for k, u in sel.kinds.items()}
     ratio = value if kind == 'latency' else None
@@ -502,6 +541,8 @@ def select_subnet(backbone, keep_ratio: float | None = None, params: int | None 
         subnet, cost = _largest_within(sel, sizes, measure, kind, value)
     _record(subnet, kind, value, ratio, policy, granularity, layout, macs_count, round_to,
             min_heads, min_mlp, input_size, scores.name, dense, cost, table)
+    if table is not None:
+        subnet.budget['unit_order'] = unit_order
     subnet.source = dict(source or {})
     return subnet
 

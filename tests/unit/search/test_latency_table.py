@@ -200,3 +200,46 @@ def test_a_latency_fraction_outside_zero_one_is_refused(built):
             select_subnet(backbone, latency=value, latency_table=table)
         assert str(err.value) == ('latency: expected a fraction of the dense latency in (0, 1], '
                                   f'got {value}')
+
+
+def _two_kind_table(backbone) -> LatencyTable:
+    """Block 0 ('cheap') costs 1 ms per kept MLP unit, block 1 ('dear') 3 ms; attention and
+    the stem are free."""
+    def kind(ms):
+        return dict(width=[1, 4], hidden=[1, 16], attn=[[[16.0 * ms] * 2] * 2],
+                    mlp=[[ms, 16.0 * ms]], base=[16.0 * ms], group=[0.0])
+    return LatencyTable(key=latency_key(backbone, (16, 16), 1), embed=[8], stem=[0.0],
+                        kinds={'cheap': kind(1.0), 'dear': kind(3.0)}, blocks=['cheap', 'dear'])
+
+
+def test_latency_budget_ranks_units_by_score_per_millisecond():
+    """Catches a latency budget that queues units by score alone: with the same scores in
+    both blocks, a unit of the block that costs 3 ms must score 3x higher to stay, so the
+    cheap block keeps more units and the subnet keeps more of them in all within the same
+    milliseconds; the order is recorded. Where every block costs the same, the two orders
+    pick the same subnet."""
+    backbone = SIDTViT(mode='search', search_dims=('mlp',), **MLP_ARCH)
+    with torch.no_grad():
+        for blk in backbone.blocks:
+            blk.mlp.hidden_mask.copy_(torch.linspace(0.1, 1.0, 16))
+    table = _two_kind_table(backbone)
+    kw = dict(latency_ms=32, latency_table=table, round_to=1, min_mlp=1)
+    per_ms = select_subnet(backbone, **kw)
+    by_score = select_subnet(backbone, unit_order='score', **kw)
+    n_ms = [len(b['mlp']) for b in per_ms.blocks]
+    n_score = [len(b['mlp']) for b in by_score.blocks]
+    assert n_score == [8, 8]  # alternating: 8 x 1 ms + 8 x 3 ms
+    assert n_ms[0] > n_ms[1] and sum(n_ms) > sum(n_score)
+    assert n_ms[0] + 3 * n_ms[1] <= 32 and per_ms.stats['latency_ms_after'] <= 32
+    assert per_ms.budget['unit_order'] == 'score_per_ms'
+    assert by_score.budget['unit_order'] == 'score'
+    # kept units of the dear block are its best ones (a prefix of its ranking)
+    assert per_ms.blocks[1]['mlp'] == list(range(16 - n_ms[1], 16))
+    flat = _mlp_only_table(backbone)
+    same = [select_subnet(backbone, latency_ms=20, latency_table=flat, round_to=1, min_mlp=1,
+                          unit_order=order).blocks for order in ('score', 'score_per_ms')]
+    assert same[0] == same[1]
+    with pytest.raises(ValueError, match='needs a latency budget'):
+        select_subnet(backbone, keep_ratio=0.5, unit_order='score_per_ms')
+    with pytest.raises(ValueError, match='unit_order: expected one of'):
+        select_subnet(backbone, unit_order='fastest', **kw)
