@@ -116,6 +116,6 @@ def main() -> None:
 
 if __name__ == '__main__':
     torch.set_num_threads(1)
-    from sidt_mmdet.apis import export as TOOL  # noqa: N812  (what tools/export_subnet.py runs)
+    from sidt_mmdet.cli import export_subnet as TOOL  # noqa: N812  (what tools/export_subnet.py runs)
     from sidt_mmdet.utils import fileio as TOOL_FILEIO  # noqa: N812
     main()

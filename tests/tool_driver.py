@@ -3,7 +3,7 @@ table of Runner cases pays the interpreter and import start-up once.
 
 Run by the integration tests as ``python tests/tool_driver.py CASES_JSON OUT_JSON`` where
 CASES_JSON is a list of ``[tool, argv]`` (tool ``train`` or ``test``). Each case calls what
-the tool calls, ``sidt_mmdet.apis.runner_tools.train_main`` / ``test_main`` with its argv
+the tool calls, ``sidt_mmdet.cli.runner_tools.train_main`` / ``test_main`` with its argv
 (no script is loaded: tests/unit/test_tools_are_thin.py), and records what the process would
 have shown: its exit status (1 for an uncaught exception, argparse's 2 for a wrong command
 line) and the traceback Python would have printed last on stderr. The results go to
@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def run_case(tool: str, argv: list[str]) -> dict:
-    from sidt_mmdet.apis.runner_tools import test_main, train_main
+    from sidt_mmdet.cli.runner_tools import test_main, train_main
 
     main = {'train': train_main, 'test': test_main}[tool]
     try:

@@ -7,7 +7,7 @@ The flags, the budgets and what OUT_DIR receives: ``--help`` (the library call i
 """
 import sys
 
-from sidt_mmdet.apis.export import main
+from sidt_mmdet.cli.export_subnet import main
 
 if __name__ == '__main__':
     sys.exit(main(prog='export_subnet.py'))

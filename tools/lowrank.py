@@ -31,7 +31,7 @@ plus ``lowrank_report.json``. A retrain config rebuilds the model from the subne
 """
 import sys
 
-from sidt_mmdet.apis.lowrank import main
+from sidt_mmdet.cli.lowrank import main
 
 if __name__ == '__main__':
     sys.exit(main(sys.argv[1:], prog='lowrank.py'))

@@ -1,4 +1,5 @@
-"""The pipeline as functions that return result objects (what ``tools/`` call).
+"""The pipeline as functions that return result objects, with typed arguments (what the
+command lines of ``sidt_mmdet.cli``, and so ``tools/``, call; no argparse here).
 
 Not imported by ``import sidt_mmdet`` (a config's ``custom_imports`` needs only the
 registered components): ``from sidt_mmdet.apis import export_subnet``.

@@ -24,11 +24,11 @@ import random
 
 import torch
 
-from ..utils.cli import doc_parser, int_at_least, load_config, positive_int, run_tool
+from ..utils.cli import load_config
 from ..utils.fileio import write_json_atomic
 from ..utils.timing import torch_threads
 
-__all__ = ['held_out_subnets', 'latency_table_from_config', 'build_parser', 'main']
+__all__ = ['held_out_subnets', 'latency_table_from_config']
 
 
 def _backbone(config: str, cfg_options: dict | None):
@@ -132,35 +132,3 @@ def check_budgets(backbone, table, budgets, seed: int = 0, round_to: int = 8,
     worst = max((abs(r['measured_ratio'] / r['target'] - 1) for r in rows
                  if 'measured_ratio' in r), default=None)
     return dict(rows=rows, max_abs_error_vs_target=None if worst is None else round(worst, 4))
-
-
-def build_parser(prog: str = 'latency_table.py', doc: str | None = None):
-    from mmengine.config import DictAction
-    parser = doc_parser(doc or __doc__, prog)
-    parser.add_argument('config', help='a config with a SIDTViT backbone (any mode)')
-    parser.add_argument('--out', required=True, help='the table JSON (reused if it fits)')
-    parser.add_argument('--input-size', type=int_at_least(1), nargs=2, metavar=('H', 'W'),
-                        help='image size (default: the backbone img_size)')
-    parser.add_argument('--batch', type=positive_int, default=1)
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--dtype', default='float32', choices=('float32', 'float16',
-                                                                'bfloat16'))
-    parser.add_argument('--threads', type=positive_int, default=None,
-                        help='CPU threads (default: torch\'s)')
-    parser.add_argument('--round-to', type=positive_int, default=8,
-                        help='grid widths are multiples of this (the selection rounding)')
-    parser.add_argument('--iters', type=positive_int, default=5, help='timed calls per point')
-    parser.add_argument('--check', type=int_at_least(0), default=0,
-                        help='held-out random subnets to check the table on')
-    parser.add_argument('--budgets', type=float, nargs='+', default=(), metavar='RATIO',
-                        help='select at these latency budgets (fractions of dense) on random '
-                             'masks and measure each against the dense backbone')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    return parser
-
-
-def main(argv=None, prog: str = 'latency_table.py', doc: str | None = None) -> int:
-    args = vars(build_parser(prog, doc).parse_args(argv))
-    return run_tool(prog, latency_table_from_config, args.pop('config'), args.pop('out'),
-                    **args)

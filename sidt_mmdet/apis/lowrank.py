@@ -9,7 +9,6 @@ model from the subnet alone and loads ``lowrank.pth`` with no missing or unexpec
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import math
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import nn
 
@@ -37,7 +36,7 @@ from ..models import SIDTViT, Subnet
 from ..models.complexity import backbone_complexity
 from ..search.select import select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
-from ..utils.cli import ToolError, count, positive_int, ratio, run_tool
+from ..utils.cli import ToolError
 from ..utils.config import backbone_cfg, runner_model_cfg
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
 from ..utils.state_dict import cpu_state_dict, load_state_dict_strict, state_dict_of
@@ -49,8 +48,7 @@ __all__ = ['RULES', 'SUBNET_FILE', 'CHECKPOINT_FILE', 'TABLE_MD', 'TABLE_CSV', '
            'prepare_subnet', 'build_pruned_model', 'select_mlp_subnet', 'check_rebuild',
            'RankRule', 'Energy', 'ParamsBudget', 'BackboneRatio', 'Rank', 'RanksFrom',
            'LowRankOptions', 'choose_rule', 'factorize', 'calibration_covariances',
-           'table_rows', 'write_outputs',
-           'build_parser', 'main']
+           'table_rows', 'write_outputs']
 
 RULES = ('energy', 'params_budget', 'backbone_ratio', 'rank', 'ranks_from')
 CHECKPOINT_FILE = 'lowrank.pth'
@@ -78,65 +76,6 @@ class LowRankResult(ExportedDir):
 
 def _log(msg: str) -> None:
     print(f'[lowrank] {msg}', flush=True)
-
-
-# ------------------------------------------------------------------------ arguments
-def build_parser(prog: str = 'lowrank.py') -> argparse.ArgumentParser:
-    """The flags of ``tools/lowrank.py``."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description='Factorize the Linear layers of a SIDTViT backbone into low-rank pairs '
-                    'and write subnet.json + a checkpoint a retrain config loads.',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='The hybrid (low-rank attention, lighter MLP pruning, 50% of the params):'
-               '\n  tools/lowrank.py SEARCH_CFG SEARCH_CKPT --mlp-keep-ratio 0.5 --targets '
-               'attn.qkv attn.proj --backbone-ratio 0.5 --method svd -o OUT_DIR')
-    parser.add_argument('config', help='config of the trained model (dense, search or pruned)')
-    parser.add_argument('checkpoint', help='its checkpoint (loaded with weights_only=True)')
-    parser.add_argument('-o', '--out-dir', required=True,
-                        help='output directory (created; all files or none)')
-    parser.add_argument('--method', required=True, choices=ALL_METHODS,
-                        help='factorization (SVD is the Frobenius-optimal one on the weight; '
-                             'svd_whitened the optimal one on the layer outputs over '
-                             'calibration batches)')
-    parser.add_argument('--calibration-batches', type=positive_int, default=8,
-                        help='svd_whitened: batches of the config\'s train_dataloader whose '
-                             'inputs give each layer\'s input covariance (default 8)')
-    rule = parser.add_mutually_exclusive_group(required=True)
-    rule.add_argument('--energy', type=ratio,
-                      help='per layer: smallest rank keeping this fraction of sum sigma^2')
-    rule.add_argument('--params-budget', type=count,
-                      help='parameters (weights + biases) of the targeted layers after '
-                           'factorization; ranks chosen globally by SVD spectra')
-    rule.add_argument('--backbone-ratio', type=ratio,
-                      help='the whole backbone ends at this fraction of the params of its '
-                           'dense architecture (pruning included); the targeted layers get '
-                           'the remaining budget')
-    rule.add_argument('--rank', type=positive_int,
-                      help='the same rank for every targeted layer (< min(in, out) of each)')
-    rule.add_argument('--ranks-from', metavar='SUBNET_JSON',
-                      help='use the lowrank.ranks recorded in another subnet file (compare '
-                           'methods at equal params); --targets is ignored')
-    parser.add_argument('--targets', nargs='+', choices=TARGETS, default=list(TARGETS),
-                        help='Linear layers to factorize, by name suffix (default: all four)')
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument('--subnet', metavar='SUBNET_JSON',
-                        help='prune a dense/searched model to this subnet before factorizing')
-    source.add_argument('--mlp-keep-ratio', type=ratio,
-                        help='hybrid: from a searched model (mode="search" with MLP masks), '
-                             'keep this fraction of MLP units by mask magnitude and every '
-                             'attention dim, then factorize')
-    parser.add_argument('--round-to', type=positive_int, default=8,
-                        help='with --mlp-keep-ratio: round kept MLP widths up to a multiple '
-                             '(default 8, 1 = off)')
-    parser.add_argument('--device', default='cpu',
-                        help='device for the decompositions (default cpu; e.g. cuda:0)')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the random sketch of qr_randomized (default 0)')
-    parser.add_argument('--overwrite', action='store_true', help='replace a non-empty OUT_DIR')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value (mmengine syntax)')
-    return parser
 
 
 def _state_dict_of(ckpt, where: str) -> dict[str, torch.Tensor]:
@@ -628,10 +567,3 @@ def lowrank_export(config: str, checkpoint: str, out_dir: str, *, method: str,
         targets=tuple(targets), subnet=subnet, mlp_keep_ratio=mlp_keep_ratio,
         round_to=round_to, device=device, seed=seed, overwrite=overwrite,
         cfg_options=cfg_options, calibration_batches=calibration_batches))
-
-
-def main(argv=None, prog: str = 'lowrank.py') -> int:
-    """Parse ``argv`` and factorize; the exit code follows ``sidt_mmdet.utils.cli``."""
-    args = vars(build_parser(prog).parse_args(argv))
-    return run_tool(prog, lowrank_export, args.pop('config'), args.pop('checkpoint'),
-                    args.pop('out_dir'), **args)

@@ -29,8 +29,8 @@ from tiny_search import (
     write_search_checkpoint,
 )
 
-from sidt_mmdet.apis import export as export_api
-from sidt_mmdet.apis import lowrank as lowrank_api
+from sidt_mmdet.cli import export_subnet as export_cli
+from sidt_mmdet.cli import lowrank as lowrank_cli
 
 CONFIGS = REPO / 'configs'
 RETRAIN_CFG = CONFIGS / 'cifar100/sidt-retrain_cls_vit-toy-p4-kr0.6_linear_4e_toy-cifar100.py'
@@ -166,8 +166,8 @@ def readme_table() -> str:
 
 # ------------------------------------------------------------------------ running a case
 def _load_tool(name):
-    """What tools/<name>.py runs: the library module whose ``main`` the tool calls."""
-    return {'export_subnet': export_api, 'lowrank': lowrank_api}[name]
+    """What tools/<name>.py runs: the command-line module whose ``main`` the tool calls."""
+    return {'export_subnet': export_cli, 'lowrank': lowrank_cli}[name]
 
 
 def _call_tool(name, argv, capsys):

@@ -210,9 +210,9 @@ def test_pruned_classifier_equals_hard_masked_supernet(out_type, size):
 # ----------------------------------------------------------------- chain through the tools
 @pytest.fixture(scope='module')
 def export_tool():
-    from sidt_mmdet.apis import export
+    from sidt_mmdet.cli import export_subnet
 
-    return export
+    return export_subnet
 
 
 @pytest.fixture(scope='module')

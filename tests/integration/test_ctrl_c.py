@@ -25,12 +25,13 @@ SEARCH_CFG = (REPO / 'configs/toy'
 INTERRUPTED_TOOL = '''
 import os, signal, sys
 import sidt_mmdet.apis.export as export
+from sidt_mmdet.cli.export_subnet import main
 real = export.save_checkpoint_atomic
 def save_then_ctrl_c(*args, **kwargs):
     real(*args, **kwargs)
     os.kill(os.getpid(), signal.SIGINT)
 export.save_checkpoint_atomic = save_then_ctrl_c
-sys.exit(export.main(sys.argv[1:], prog='export_subnet.py'))
+sys.exit(main(sys.argv[1:], prog='export_subnet.py'))
 '''
 
 
@@ -74,7 +75,7 @@ def test_ctrl_c_while_exporting_leaves_nothing(search_ckpt, tmp_path):
 def test_ctrl_c_while_overwriting_keeps_the_previous_export(search_ckpt, tmp_path):
     out = tmp_path / 'export'
     # the previous export, in this process (the interrupted one is the tool's own process)
-    from sidt_mmdet.apis import export as export_tool
+    from sidt_mmdet.cli import export_subnet as export_tool
 
     assert export_tool.main([str(SEARCH_CFG), str(search_ckpt), '--keep-ratio', '0.6',
                              '-o', str(out)]) == 0

@@ -15,8 +15,8 @@ from helpers import run_command
 from hostile import payloads, write_payload
 from tiny_search import SEARCH_CFG, write_config
 
-from sidt_mmdet.apis import export as export_api
-from sidt_mmdet.apis import lowrank as lowrank_api
+from sidt_mmdet.cli import export_subnet as export_cli
+from sidt_mmdet.cli import lowrank as lowrank_cli
 from sidt_mmdet.utils import UnsafeCheckpointError
 
 NAMES = list(payloads('m'))
@@ -24,8 +24,8 @@ RUNNER_PAYLOADS = ['os.system', 'getattr builtins.exec', 'HistoryBuffer with an 
 
 
 def _tool(name):
-    """What tools/<name>.py runs: the library module whose ``main`` the tool calls."""
-    return {'export_subnet': export_api, 'lowrank': lowrank_api}[name]
+    """What tools/<name>.py runs: the command-line module whose ``main`` the tool calls."""
+    return {'export_subnet': export_cli, 'lowrank': lowrank_cli}[name]
 
 
 def _hostile(tmp_path, name):

@@ -16,7 +16,7 @@ from helpers import REPO, hard_mask_, perturb_, run_command
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
-from sidt_mmdet.apis import export as export_tool
+from sidt_mmdet.cli import export_subnet as export_tool
 from sidt_mmdet.search import select_subnet
 from sidt_mmdet.utils import save_checkpoint_atomic
 

@@ -19,7 +19,7 @@ from helpers import (
 )
 from mmengine.config import Config
 
-from sidt_mmdet.apis.runner_tools import build_test_parser, build_train_parser
+from sidt_mmdet.cli.runner_tools import build_test_parser, build_train_parser
 from sidt_mmdet.utils.launch import DIST_BACKEND_ENV, select_dist_backend
 
 MMDET_TOOLS = Path(mmdet.__file__).parent / '.mim' / 'tools'

@@ -1,6 +1,7 @@
 """The import direction of the package, read from the source (every import, also those inside
 functions): layers below backbones below stages; ``models/`` never reaches into the search,
-export or pipeline code, so a pruned model builds from its config and subnet file alone."""
+export or pipeline code, so a pruned model builds from its config and subnet file alone; the
+command lines (``cli/``) sit above the library calls (``apis/``), which parse none."""
 from __future__ import annotations
 
 import ast
@@ -13,17 +14,21 @@ PACKAGE = Path(__file__).resolve().parents[2] / 'sidt_mmdet'
 # package -> what it must not import (prefixes of absolute module names)
 FORBIDDEN = {
     'sidt_mmdet.models': ('sidt_mmdet.search', 'sidt_mmdet.export', 'sidt_mmdet.apis',
-                          'sidt_mmdet.studies'),
+                          'sidt_mmdet.studies', 'sidt_mmdet.cli'),
     # pure torch + timm: no registry, no config system
     'sidt_mmdet.models.layers': ('mmcv', 'mmdet', 'mmengine', 'mmpretrain',
                                  'sidt_mmdet.models.backbones', 'sidt_mmdet.models.necks'),
     # utils serve every stage and so import none of them (the MACs counter is in models/)
     'sidt_mmdet.utils': ('sidt_mmdet.models', 'sidt_mmdet.search', 'sidt_mmdet.export',
-                         'sidt_mmdet.apis', 'sidt_mmdet.studies'),
-    'sidt_mmdet.search': ('sidt_mmdet.export', 'sidt_mmdet.apis', 'sidt_mmdet.studies'),
-    'sidt_mmdet.export': ('sidt_mmdet.search', 'sidt_mmdet.apis', 'sidt_mmdet.studies'),
+                         'sidt_mmdet.apis', 'sidt_mmdet.studies', 'sidt_mmdet.cli'),
+    'sidt_mmdet.search': ('sidt_mmdet.export', 'sidt_mmdet.apis', 'sidt_mmdet.studies',
+                          'sidt_mmdet.cli'),
+    'sidt_mmdet.export': ('sidt_mmdet.search', 'sidt_mmdet.apis', 'sidt_mmdet.studies',
+                          'sidt_mmdet.cli'),
     # the studies run the apis; what both need (the interleaved timer) lives in utils
-    'sidt_mmdet.apis': ('sidt_mmdet.studies',),
+    'sidt_mmdet.apis': ('sidt_mmdet.studies', 'sidt_mmdet.cli'),
+    # the command lines (argparse + one call each) sit on top: only tools/ import them
+    'sidt_mmdet.studies': ('sidt_mmdet.cli',),
 }
 
 
@@ -85,6 +90,16 @@ def test_import_direction(path):
         if name == package or name.startswith(package + '.'):
             bad = _hits(imported, prefixes)
             assert not bad, f'{path}: {name} must not import {bad}'
+
+
+APIS = sorted((PACKAGE / 'apis').rglob('*.py'))
+
+
+@pytest.mark.parametrize('path', APIS, ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_apis_parse_no_command_line(path):
+    """The library calls take typed arguments; their flags live in ``sidt_mmdet/cli/``."""
+    bad = _hits(imports_of(path), ('argparse',))
+    assert not bad, f'{path}: parse the command line in sidt_mmdet/cli/, not here ({bad})'
 
 
 def eager_imports(path: Path) -> set[str]:

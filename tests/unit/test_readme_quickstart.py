@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, init_default_scope
 
-from sidt_mmdet.apis.export import build_parser
+from sidt_mmdet.cli.export_subnet import build_parser
 from sidt_mmdet.search import select_subnet
 
 SMALL = {'model.backbone': dict(arch=dict(_delete_=True, embed_dims=64, num_layers=4,

@@ -17,7 +17,7 @@ exceeds the difference (the library call is ``sidt_mmdet.apis.benchmark``).
 """
 import sys
 
-from sidt_mmdet.apis.benchmark import main
+from sidt_mmdet.cli.benchmark_detector import main
 
 if __name__ == '__main__':
     sys.exit(main(prog='benchmark_detector.py', doc=__doc__))

@@ -8,7 +8,7 @@ The library call is ``sidt_mmdet.apis.latency_table``; the model is in docs/late
 """
 import sys
 
-from sidt_mmdet.apis.latency_table import main
+from sidt_mmdet.cli.latency_table import main
 
 if __name__ == '__main__':
     sys.exit(main(prog='latency_table.py', doc=__doc__))

@@ -11,7 +11,8 @@ import pytest
 from helpers import REPO, run_command
 from mmengine.config import Config
 
-from sidt_mmdet.apis.benchmark import ROWS, config_test_size, format_benchmark, main
+from sidt_mmdet.apis.benchmark import ROWS, config_test_size, format_benchmark
+from sidt_mmdet.cli.benchmark_detector import main
 from sidt_mmdet.models import Subnet
 from sidt_mmdet.utils.cli import ToolError
 

@@ -1,6 +1,7 @@
 """tools/export_subnet.py (``sidt_mmdet.apis.export``): what it writes for each budget, and each
-bad input gives one clear error and leaves no file behind (run in-process through the library's
-``main``, which the tool calls; the chain tests run the command line)."""
+bad input gives one clear error and leaves no file behind (run in-process through
+``sidt_mmdet.cli.export_subnet.main``, which the tool calls; the chain tests run the command
+line)."""
 from __future__ import annotations
 
 import csv
@@ -16,6 +17,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 from sidt_mmdet.apis import export as tool
+from sidt_mmdet.cli import export_subnet as cli
 from sidt_mmdet.models import Subnet
 from sidt_mmdet.utils import load_checkpoint_safe, save_checkpoint_atomic
 
@@ -52,7 +54,7 @@ def dense_ckpt(tmp_path_factory) -> Path:
 
 
 def _export(ckpt: Path, out: Path, *budget: str, config: Path = SEARCH_CFG) -> int:
-    return tool.main([str(config), str(ckpt), *budget, '-o', str(out)])
+    return cli.main([str(config), str(ckpt), *budget, '-o', str(out)])
 
 
 def _assert_nothing_written(out: Path):
@@ -130,7 +132,7 @@ def test_overwrite(search_ckpt, tmp_path, capsys):
     assert _export(search_ckpt, out, '--keep-ratio', '0.6') == 1
     assert 'is not empty; pass --overwrite' in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ['keep.txt']
-    assert tool.main([str(SEARCH_CFG), str(search_ckpt), '--keep-ratio', '0.6', '-o', str(out),
+    assert cli.main([str(SEARCH_CFG), str(search_ckpt), '--keep-ratio', '0.6', '-o', str(out),
                       '--overwrite']) == 0
     assert sorted(p.name for p in out.iterdir()) == FILES
     assert 'held no readable subnet.json (keep.txt)' in capsys.readouterr().out

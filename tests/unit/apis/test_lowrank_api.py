@@ -23,6 +23,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 from sidt_mmdet.apis import lowrank
+from sidt_mmdet.cli import lowrank as lowrank_cli
 from sidt_mmdet.export import prune_model_state_dict
 from sidt_mmdet.export.lowrank import lowrank_model
 from sidt_mmdet.models import SIDTViT, Subnet
@@ -48,9 +49,9 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 def tool():
     """tools/lowrank.py in-process: ``main`` gives its exit code, ``run`` the summary."""
     def run(argv):
-        return lowrank.lowrank_export(**vars(lowrank.build_parser().parse_args(argv))).summary
+        return lowrank.lowrank_export(**vars(lowrank_cli.build_parser().parse_args(argv))).summary
 
-    return SimpleNamespace(main=lowrank.main, run=run)
+    return SimpleNamespace(main=lowrank_cli.main, run=run)
 
 
 def build(config: Path, subnet=None, load_from=None) -> tuple[torch.nn.Module, Config]:

@@ -11,7 +11,7 @@ make of them, and the Runner they run.
 mmdet's tools do; argparse exits 2 for a wrong command line. The flags they share, the config
 set-up and the Runner for CPU or GPU live in :mod:`sidt_mmdet.utils.launch`.
 
-Not imported by ``import sidt_mmdet`` nor ``sidt_mmdet.apis``; importing this module imports
+Not imported by ``import sidt_mmdet`` nor ``sidt_mmdet.cli``; importing this module imports
 ``sidt_mmdet`` (registered components, safe checkpoint loading) first, as the tools need.
 """
 from __future__ import annotations
