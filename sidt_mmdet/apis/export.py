@@ -322,7 +322,8 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_d
                   equal_heads: bool = False, macs: str | None = None,
                   input_size: tuple[int, int] | None = None, device: str = 'cpu',
                   overwrite: bool = False, cfg_options: dict | None = None,
-                  latency_table: str | None = None) -> ExportResult:
+                  latency_table: str | None = None,
+                  unit_order: str | None = None) -> ExportResult:
     """Select a subnet of the searched model ``cfg`` + ``checkpoint`` and write it.
 
     Args:
@@ -337,8 +338,8 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_d
             ``subnet`` (a subnet file to prune to instead of selecting); empty or ``None``:
             the budget of the config's ``sidt_export`` section.
         out_dir: created with all the files or none (see the module doc).
-        granularity, head_widths, round_to, min_heads, min_mlp, macs_count: passed to
-            ``select_subnet`` (``head_widths``: ``'free'``, ``'uniform'``, ``'equal'`` or
+        granularity, head_widths, round_to, min_heads, min_mlp, macs_count, unit_order:
+            passed to ``select_subnet`` (``head_widths``: ``'free'``, ``'uniform'``, ``'equal'`` or
             ``'padded'``; ``equal_heads=True`` and ``macs='kept'``/``'executed'`` are the
             older spellings of ``head_widths='equal'`` and ``macs_count``).
         input_size: image size for MACs (default: the backbone's ``img_size``).
@@ -359,9 +360,9 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_d
     budget, settings = config_selection(cfg, config_name, budget, dict(
         granularity=granularity, round_to=round_to, min_heads=min_heads, min_mlp=min_mlp,
         head_widths=head_widths, macs_count=macs_count, input_size=input_size,
-        latency_table=latency_table))
+        latency_table=latency_table, unit_order=unit_order))
     granularity, round_to, min_heads, min_mlp, head_widths, macs_count, input_size, \
-        latency_table = settings.values()
+        latency_table, unit_order = settings.values()
     kind = _budget_kind(budget)
     if (kind in ('latency', 'latency_ms')) != (latency_table is not None):
         raise ExportError('a latency budget needs --latency-table (and the table goes with a '
@@ -392,7 +393,7 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_d
                                granularity=granularity, head_widths=head_widths,
                                round_to=round_to, min_heads=min_heads, min_mlp=min_mlp,
                                equal_heads=equal_heads, macs_count=macs_count, source=source,
-                               latency_table=latency_table, **legacy)
+                               latency_table=latency_table, unit_order=unit_order, **legacy)
     retrain = _rebuild(cfg, model, subnet, config_name)
     before, after = _log_cost(backbone, retrain.backbone, subnet, input_size,
                               given=given_subnet is not None)
@@ -413,7 +414,7 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_d
 
 SELECTION_DEFAULTS = dict(granularity='dim', round_to=8, min_heads=1, min_mlp=8,
                           head_widths=None, macs_count=None, input_size=None,
-                          latency_table=None)
+                          latency_table=None, unit_order=None)
 
 
 def config_selection(cfg: Config, config_name: str, budget: dict, given: dict

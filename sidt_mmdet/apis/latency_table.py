@@ -96,12 +96,32 @@ def latency_table_from_config(config: str, out: str, input_size=None, batch: int
     return result
 
 
+def _kept_score(backbone, subnet) -> float:
+    """Fraction of the search masks' total |m| that ``subnet`` keeps (attention and MLP):
+    what a selection gives up for its speed, on one scale for both queues."""
+    kept = total = 0.0
+    for blk, b in zip(backbone.blocks, subnet.blocks, strict=True):
+        qk_m, v_m = blk.attn.masks()
+        if v_m is not None:
+            m = v_m.detach().abs()
+            total += float(m.sum())
+            kept += sum(float(m[h, dims].sum()) for h, dims in enumerate(b['v']) if dims)
+        if blk.mlp.hidden_mask is not None:
+            m = blk.mlp.hidden_mask.detach().abs()
+            total += float(m.sum())
+            kept += float(m[b['mlp']].sum())
+    return kept / total if total else 1.0
+
+
 def check_budgets(backbone, table, budgets, seed: int = 0, round_to: int = 8,
                   iters: int = 5) -> dict:
-    """Select at each latency budget (a fraction of the dense latency) on random masks and
-    measure the selected backbone against the dense one, on the table's setting."""
+    """Select at each latency budget (a fraction of the dense latency) on random masks, with
+    each unit order, and measure the selected backbones against the dense one, all timed
+    interleaved on the table's setting. A row's top-level figures are the default order's
+    (score per millisecond); ``by_order`` has both, with the share of |m| each keeps."""
     from ..search import select_subnet
     from ..search.latency import measured_latency
+    from ..search.select import UNIT_ORDERS
     key = table.key
     with torch_threads(key['threads']):
         _random_masks_(backbone, torch.Generator().manual_seed(seed))
@@ -109,26 +129,36 @@ def check_budgets(backbone, table, budgets, seed: int = 0, round_to: int = 8,
         rows = []
         for target in budgets:
             try:
-                sub = select_subnet(backbone, latency=target, latency_table=table,
-                                    input_size=tuple(key['input_size']), round_to=round_to)
+                subs = {order: select_subnet(backbone, latency=target, latency_table=table,
+                                             input_size=tuple(key['input_size']),
+                                             round_to=round_to, unit_order=order)
+                        for order in UNIT_ORDERS}
             except ValueError as e:  # below the smallest subnet the minimums allow
                 rows.append(dict(target=target, infeasible=str(e)))
                 print(f'latency budget {target:g}: infeasible: {e}')
                 continue
-            # dense and pruned timed interleaved, so a drift of the machine falls on both
-            got = measured_latency(backbone, {'dense': None, 'pruned': sub}, key['input_size'],
+            # dense and pruned timed interleaved, so a drift of the machine falls on all
+            got = measured_latency(backbone, {'dense': None, **subs}, key['input_size'],
                                    key['batch'], device=device, dtype=key['dtype'],
                                    iters=2 * iters)
-            dense, pruned = got['dense'], got['pruned']
-            rows.append(dict(target=target, measured_ratio=round(pruned / dense, 4),
-                             predicted_ratio=round(sub.stats['latency_ms_after']
-                                                   / sub.stats['latency_ms_before'], 4),
-                             macs_ratio=round(sub.stats['macs_after']
-                                              / sub.stats['macs_before'], 4),
-                             dense_ms=round(dense, 3), pruned_ms=round(pruned, 3)))
-            r = rows[-1]
-            print(f'latency budget {target:g}: measured x{r["measured_ratio"]:.3f} of dense '
-                  f'(predicted x{r["predicted_ratio"]:.3f}; MACs x{r["macs_ratio"]:.3f})')
+            dense = got['dense']
+            by_order = {}
+            for order, sub in subs.items():
+                by_order[order] = dict(
+                    measured_ratio=round(got[order] / dense, 4),
+                    predicted_ratio=round(sub.stats['latency_ms_after']
+                                          / sub.stats['latency_ms_before'], 4),
+                    macs_ratio=round(sub.stats['macs_after'] / sub.stats['macs_before'], 4),
+                    kept_score=round(_kept_score(backbone, sub), 4),
+                    pruned_ms=round(got[order], 3))
+            default = by_order['score_per_ms']
+            rows.append(dict(target=target, **{k: default[k] for k in (
+                'measured_ratio', 'predicted_ratio', 'macs_ratio')}, dense_ms=round(dense, 3),
+                pruned_ms=default['pruned_ms'], by_order=by_order))
+            print(f'latency budget {target:g}: ' + '; '.join(
+                f'{o}: measured x{r["measured_ratio"]:.3f} of dense (predicted '
+                f'x{r["predicted_ratio"]:.3f}; MACs x{r["macs_ratio"]:.3f}; kept |m| '
+                f'{r["kept_score"]:.1%})' for o, r in by_order.items()))
     worst = max((abs(r['measured_ratio'] / r['target'] - 1) for r in rows
                  if 'measured_ratio' in r), default=None)
     return dict(rows=rows, max_abs_error_vs_target=None if worst is None else round(worst, 4))

@@ -9,7 +9,7 @@ from mmengine.config import DictAction
 
 from ..apis import export
 from ..apis.export import BUDGET_KINDS, export_subnet
-from ..search.select import GRANULARITIES, HEAD_WIDTHS, MACS_COUNTS
+from ..search.select import GRANULARITIES, HEAD_WIDTHS, MACS_COUNTS, UNIT_ORDERS
 from ..utils.cli import count, int_at_least, ratio, run_tool
 
 __all__ = ['build_parser', 'main']
@@ -71,6 +71,10 @@ def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
     parser.add_argument('--latency-table', metavar='JSON',
                         help='the latency table a --latency budget is predicted with '
                              '(tools/analysis/latency_table.py, on the target machine)')
+    parser.add_argument('--unit-order', choices=UNIT_ORDERS,
+                        help="how a kind's units queue: 'score' (mask magnitude) or "
+                             "'score_per_ms' (score per predicted millisecond; the default "
+                             'with a latency budget)')
     parser.add_argument('--device', default='cpu', help='device to load the model on')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace OUT_DIR if it exists and is not empty, saying what was '

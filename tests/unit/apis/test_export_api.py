@@ -345,3 +345,37 @@ def test_the_config_sidt_export_section_is_the_default_selection(search_ckpt, tm
     err = capsys.readouterr().err
     assert 'sidt_export.roundto is not an export setting' in err and 'round_to' in err
     _assert_nothing_written(tmp_path / 'bad')
+
+
+def _flat_table(backbone, path: Path) -> Path:
+    """A hand-made latency table for ``backbone`` at its img_size: every block one kind,
+    1 ms per MLP unit and per head dim (linear in the widths), the stem free."""
+    from sidt_mmdet.search.latency import LatencyTable, latency_key
+    d, hidden = backbone.head_dim, backbone.mlp_hidden
+    H, L = backbone.num_heads, backbone.num_layers
+    kind = dict(width=[1, d], hidden=[1, hidden],
+                attn=[[[2.0 * H + hidden, H * (d + 1.0) + hidden],
+                       [H * (d + 1.0) + hidden, 2.0 * H * d + hidden]]],
+                mlp=[[2.0 * H * d + 1, 2.0 * H * d + hidden]], base=[2.0 * H * d + hidden],
+                group=[0.0])
+    table = LatencyTable(key=latency_key(backbone, tuple(backbone.img_size), 1),
+                         embed=[backbone.embed_dims_dense], stem=[0.0], kinds={'k': kind},
+                         blocks=['k'] * L)
+    table.save(str(path))
+    return path
+
+
+def test_latency_budget_through_the_tool_records_its_queue(search_ckpt, tmp_path):
+    """The tool takes a latency budget with its table and the unit order: the subnet meets
+    the predicted budget, records the table and the queue (score per millisecond by default,
+    ``--unit-order score`` when asked)."""
+    table = _flat_table(_build(SEARCH_CFG).backbone, tmp_path / 'table.json')
+    assert _export(search_ckpt, tmp_path / 'ms', '--latency', '0.6', '--latency-table',
+                   str(table)) == 0
+    assert _export(search_ckpt, tmp_path / 'score', '--latency', '0.6', '--latency-table',
+                   str(table), '--unit-order', 'score') == 0
+    for name, order in (('ms', 'score_per_ms'), ('score', 'score')):
+        sub = Subnet.load(tmp_path / name / 'subnet.json')
+        assert sub.budget['kind'] == 'latency' and sub.budget['unit_order'] == order
+        assert sub.stats['latency_ms_after'] <= 0.6 * sub.stats['latency_ms_before']
+        assert sub.budget['latency_table']['path'] == str(table)

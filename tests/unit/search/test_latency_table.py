@@ -179,6 +179,10 @@ def test_held_out_check_and_budget_report(built):
                             iters=1)
     feasible, infeasible = budgets['rows']
     assert feasible['predicted_ratio'] == 0.5 and feasible['measured_ratio'] > 0
+    orders = feasible['by_order']
+    assert set(orders) == {'score', 'score_per_ms'}  # one table: both queues agree
+    assert orders['score']['predicted_ratio'] == orders['score_per_ms']['predicted_ratio']
+    assert 0 < orders['score']['kept_score'] == orders['score_per_ms']['kept_score'] < 1
     assert 'below the smallest subnet' in infeasible['infeasible']
 
 
