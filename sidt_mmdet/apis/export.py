@@ -12,6 +12,7 @@ settings below); a budget flag replaces the section's budget, any other flag its
     python tools/export_subnet.py CONFIG CHECKPOINT -o OUT_DIR
 
 exports at the config's own budget.
+
 OUT_DIR receives, all or nothing (built in a hidden directory beside it, then renamed):
 
     subnet.json   kept dims per block, budget, params/MACs before and after, source files

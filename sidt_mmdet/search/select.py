@@ -153,7 +153,7 @@ def _sorted(units: list[_Unit], costs: Sequence[float] | None = None) -> list[_U
 def unit_costs_ms(table, backbone) -> dict[str, list[float]]:
     """Milliseconds one dim of each kind (``qk``, ``v``, shared ``attn``, ``mlp``) costs in
     each block, by the latency table: the block's predicted saving from halving that kind's
-    widths, per dim removed (never below a microsecond's millionth, so a free dim ranks
+    widths, per dim removed (never below 1e-12 ms, so a dim the table prices at nothing ranks
     first rather than dividing by zero)."""
     H, d, hidden = backbone.num_heads, backbone.head_dim, backbone.mlp_hidden
     D = backbone.embed_dims_dense
