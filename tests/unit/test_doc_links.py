@@ -112,6 +112,7 @@ def test_generated_blocks_live_where_their_tools_write():
                          onnx_bench.README_PAGE),
         # --readme README.md in the commands of docs/benchmarks.md
         'latency-study': (latency.README_BEGIN, latency.README_END, 'README.md'),
+        'latency-scaling': (latency.SCALING_BEGIN, latency.SCALING_END, 'README.md'),
         # --readme docs/cifar100.md, in the block's own first line
         'demo-cifar': (demo.CIFAR_README_BEGIN, demo.CIFAR_README_END, 'docs/cifar100.md'),
     }

@@ -10,6 +10,9 @@ timed interleaved, median per model; see sidt_mmdet/studies/latency/). No datase
     python tools/analysis/benchmark_latency.py --render docs/benchmarks/latency.json \\
         --readme README.md
     python tools/analysis/benchmark_latency.py --preset tiny --out-dir /tmp/latency  # seconds
+    # ViTDet-B at 512 / 768 / 1024 and batch 1 / 2 / 4: latency, peak memory, search step
+    python tools/analysis/benchmark_latency.py --preset scaling --threads 2 \
+        --out-dir docs/studies/latency/scaling --readme README.md
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--preset', choices=sorted(PRESETS), default='readme',
-                        help='tiny: seconds (tests); readme: the README figures; full: hours')
+                        help='tiny: seconds (tests); readme: the README figures; scaling: '
+                             'ViTDet-B by input size and batch; full: hours')
     parser.add_argument('--out-dir', default='work_dirs/latency',
                         help='where latency.json/.md/.png go (default: %(default)s)')
     parser.add_argument('--render', metavar='JSON', default=None,

@@ -31,16 +31,28 @@ from __future__ import annotations
 
 from ...utils.timing import median_latency, time_interleaved  # kept importable from here
 
-# the CPU peak-memory subprocess imports _step_memory_child from here
+# the CPU peak-memory subprocesses call these from here
+from .measure import _forward_memory_child as _forward_memory_child
 from .measure import _step_memory_child as _step_memory_child
 from .measure import run_latency_study, search_step_cost
-from .presets import GOALS, PRESETS, README_BEGIN, README_END, Group, Shape, Variant
+from .presets import (
+    GOALS,
+    PRESETS,
+    README_BEGIN,
+    README_END,
+    SCALING_BEGIN,
+    SCALING_END,
+    Group,
+    Shape,
+    Variant,
+)
 from .report import (
     StudyFiles,
     load_study,
     plot_study,
     readme_table,
     render_markdown,
+    scaling_table,
     update_readme,
     write_study,
 )
@@ -48,4 +60,4 @@ from .report import (
 __all__ = ['PRESETS', 'Shape', 'Variant', 'Group', 'run_latency_study', 'time_interleaved',
            'write_study', 'render_markdown', 'readme_table', 'update_readme', 'plot_study',
            'search_step_cost', 'median_latency', 'load_study', 'StudyFiles', 'GOALS',
-           'README_BEGIN', 'README_END']
+           'README_BEGIN', 'README_END', 'SCALING_BEGIN', 'SCALING_END', 'scaling_table']

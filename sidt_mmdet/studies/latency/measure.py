@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 import torch
 
 from ...utils.timing import time_interleaved
-from .presets import GOALS, PRESETS, Group, Shape
+from .presets import GOALS, PRESETS, Group, Shape, Variant
 from .zoo import (
     _random_search_model,
     _sidt_kwargs,
@@ -158,29 +158,45 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 
-def _peak_step_memory_cpu(shape: Shape, search: bool) -> int:
-    """Peak resident memory that one step adds, measured in a fresh subprocess (the
-    allocator never returns its pool, so two models in one process would mix)."""
-    code = ('import json, sys; from sidt_mmdet.studies.latency import _step_memory_child; '
-            'print(json.dumps(_step_memory_child(json.loads(sys.argv[1]), sys.argv[2] == "1")))')
+def _child_peak(child: str, *args) -> int:
+    """Run ``child(*args)`` (a function of this package that returns a byte count) in a
+    fresh subprocess: the allocator never returns its pool, so two models measured in one
+    process would mix."""
+    code = ('import json, sys; from sidt_mmdet.studies import latency; '
+            f'print(json.dumps(latency.{child}(*json.loads(sys.argv[1]))))')
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__)))))  # the directory above sidt_mmdet/
     env['PYTHONPATH'] = os.pathsep.join(p for p in (root, env.get('PYTHONPATH')) if p)
-    out = subprocess.run([sys.executable, '-c', code, json.dumps(asdict(shape)),
-                          '1' if search else '0'], capture_output=True, text=True, env=env,
-                         check=False, stdin=subprocess.DEVNULL)
+    out = subprocess.run([sys.executable, '-c', code, json.dumps(list(args))],
+                         capture_output=True, text=True, env=env, check=False,
+                         stdin=subprocess.DEVNULL)
     if out.returncode != 0:
         raise RuntimeError(f'peak-memory subprocess failed ({out.returncode}):\n'
                            f'{out.stderr[-2000:]}')
     return int(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def _peak_step_memory_cpu(shape: Shape, search: bool) -> int:
+    """Peak resident memory that one search (or dense) step adds, in a fresh subprocess."""
+    return _child_peak('_step_memory_child', asdict(shape), search)
+
+
+def _peak_forward_memory_cpu(shape: Shape, variant: Variant | None) -> int:
+    """Peak resident memory that one inference forward of the dense model (``variant``
+    ``None``) or of the pruned ``variant`` adds, in a fresh subprocess."""
+    return _child_peak('_forward_memory_child', asdict(shape),
+                       None if variant is None else asdict(variant))
+
+
+def _shape_of(shape: dict) -> Shape:
+    return Shape(**dict(shape, global_blocks=tuple(shape['global_blocks'])))
+
+
 def _step_memory_child(shape: dict, search: bool) -> int:
     if platform.system() != 'Linux':
         raise RuntimeError('CPU peak memory is read from /proc (Linux only)')
-    shape = dict(shape, global_blocks=tuple(shape['global_blocks']))
-    step = _search_step_fn(Shape(**shape), search, 'cpu')
+    step = _search_step_fn(_shape_of(shape), search, 'cpu')
     # ru_maxrss survives fork and exec (it would report the parent's peak); the kernel's
     # per-process high-water mark (VmHWM) starts afresh at exec and can be reset here, so
     # the peak below is the step's alone.
@@ -188,6 +204,29 @@ def _step_memory_child(shape: dict, search: bool) -> int:
     before = _rss_bytes()
     step()
     return max(0, _peak_rss_bytes() - before)
+
+
+def _forward_memory_child(shape: dict, variant: dict | None) -> int:
+    from ...models import SIDTViT
+    if platform.system() != 'Linux':
+        raise RuntimeError('CPU peak memory is read from /proc (Linux only)')
+    s = _shape_of(shape)
+    model = (SIDTViT(**_sidt_kwargs(s)).eval() if variant is None
+             else _sidt_pruned(_random_search_model(s), s, Variant(**variant)))
+    x = torch.randn(s.batch, 3, s.size, s.size)
+    _reset_peak_rss()
+    before = _rss_bytes()
+    with torch.inference_mode():
+        model(x)
+    return max(0, _peak_rss_bytes() - before)
+
+
+def forward_memory(group: Group) -> dict[str, int]:
+    """Peak forward memory (bytes, CPU) of the group's dense model and its first SIDTViT
+    variant, each in its own subprocess."""
+    pruned = next(v for v in group.variants if v.tool == 'sidt')
+    return {'sidt dense': _peak_forward_memory_cpu(group.shape, None),
+            pruned.name: _peak_forward_memory_cpu(group.shape, pruned)}
 
 
 def _reset_peak_rss() -> None:
@@ -265,6 +304,11 @@ def run_latency_study(preset: str = 'readme', *, iters: int | None = None,
         log(f'  done, {time.time() - start:.0f} s since the start')
         results.append(_group_result(replace(g, iters=n), records, times))
         del fns
+        if spec.get('memory') and g.device == 'cpu':
+            log(f'  peak forward memory: {g.shape.name}, batch {g.shape.batch}')
+            results[-1]['memory_bytes'] = forward_memory(g)
+            results[-1]['memory_measured_by'] = ('peak RSS added by one inference forward, '
+                                                 'fresh subprocess per model')
     search = []
     if search_cost:
         for shape, n in spec['search']:

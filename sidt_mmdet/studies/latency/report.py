@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from ...utils.fileio import atomic_file, write_json_atomic, write_text_atomic
-from .presets import GOALS, README_BEGIN, README_END
+from .presets import GOALS, README_BEGIN, README_END, SCALING_BEGIN, SCALING_END
 
 
 def _f(x, digits=3) -> str:
@@ -133,7 +133,45 @@ def render_markdown(study: dict) -> str:
                          f'{_f(c["time_ratio"])} | {peak["dense step"] / 2**20:.0f} | '
                          f'{peak["search step"] / 2**20:.0f} | {_f(c["memory_ratio"])} |')
         lines += ['', f'Peak memory: {study["search"][0]["memory_measured_by"]}.']
+    if any('memory_bytes' in g for g in study['groups']):
+        lines += ['', '## Scaling', '', scaling_table(study)]
     lines += ['', '## Goals (printed, not asserted)', '', *_goal_lines(study), '']
+    return '\n'.join(lines)
+
+
+def scaling_table(study: dict) -> str:
+    """Dense against pruned latency and peak forward memory per shape (the groups that
+    measured memory), then the search step against the dense step per shape."""
+    m = study['meta']
+    lines = [f'Dense against pruned (keep 0.6, widths rounded to 8, random masks) ViTDet '
+             f'backbones, timed interleaved; peak memory of one inference forward, each model '
+             f'in a fresh process. torch {m["torch"]}, {m["threads"]} threads on {m["cpus"]} '
+             f'CPUs, preset `{m["preset"]}`, {m["date"]}.', '',
+             '| shape, batch | dense ms | pruned ms | latency ratio | MACs ratio '
+             '| dense peak MiB | pruned peak MiB | memory ratio |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|']
+    for g in study['groups']:
+        mem = g.get('memory_bytes')
+        if not mem:
+            continue
+        dense = g['models']['sidt dense']
+        name = next(n for n in mem if n != 'sidt dense')
+        pruned = g['models'][name]
+        ratio = mem[name] / mem['sidt dense'] if mem['sidt dense'] else None
+        lines.append(f'| {_shape_label(g)} | {dense["median_s"] * 1e3:.0f} | '
+                     f'{pruned["median_s"] * 1e3:.0f} | {_f(pruned.get("latency_ratio"))} | '
+                     f'{_f(pruned.get("macs_ratio"))} | {mem["sidt dense"] / 2**20:.0f} | '
+                     f'{mem[name] / 2**20:.0f} | {_f(ratio)} |')
+    if study.get('search'):
+        lines += ['', '| search step, shape | dense step s | search step s | time ratio '
+                  '| dense peak MiB | search peak MiB | memory ratio |',
+                  '|---|---:|---:|---:|---:|---:|---:|']
+        for c in study['search']:
+            med, peak = c['median_s'], c['peak_bytes']
+            lines.append(f'| {c["shape"]["name"]}, bs {c["shape"]["batch"]} ({c["device"]}) | '
+                         f'{med["dense step"]:.2f} | {med["search step"]:.2f} | '
+                         f'{_f(c["time_ratio"])} | {peak["dense step"] / 2**20:.0f} | '
+                         f'{peak["search step"] / 2**20:.0f} | {_f(c["memory_ratio"])} |')
     return '\n'.join(lines)
 
 
@@ -247,7 +285,12 @@ def load_study(path: str) -> dict:
 
 
 def update_readme(readme: str, study: dict, image: str | None = None) -> None:
-    """Replace the text between the study's markers in ``readme`` by :func:`readme_table`."""
+    """Replace the text between the study's markers in ``readme`` by :func:`readme_table`
+    (a ``scaling`` study: between the scaling markers, by :func:`scaling_table`)."""
     from ...utils.fileio import replace_marked_block
+    if study['meta']['preset'] == 'scaling':
+        replace_marked_block(readme, SCALING_BEGIN, SCALING_END, lambda: scaling_table(study),
+                             'the generated scaling table')
+        return
     replace_marked_block(readme, README_BEGIN, README_END, lambda: readme_table(study, image),
                          'the generated latency table')

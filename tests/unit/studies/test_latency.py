@@ -128,3 +128,35 @@ def test_cuda_rows_render(tiny_study):
     text = render_markdown(study)
     assert '## toy 64, bs 64, cuda fp16' in text and 'worst speedup' in text
     assert '| toy 64, bs 64, cuda fp16 | 0.6 |' in readme_table(study)
+
+
+@pytest.mark.slow
+def test_forward_memory_and_the_scaling_table(tiny_study, tmp_path):
+    """Catches a scaling figure read from the wrong process or model: the dense forward of
+    a backbone 4x wider than the pruned one (keep 0.25) adds more peak memory, each counted
+    in its own subprocess; the scaling table renders from plain data between its own
+    README markers and leaves the latency block alone."""
+    import copy
+
+    from sidt_mmdet.studies.latency import SCALING_BEGIN, SCALING_END, scaling_table
+    from sidt_mmdet.studies.latency.measure import forward_memory
+    from sidt_mmdet.studies.latency.presets import Group, Shape, Variant
+    shape = Shape('toy 128', dict(embed_dims=256, num_layers=2, num_heads=4), 128, 4)
+    group = Group(shape, (Variant(0.25, 'dim', 8),), iters=1)
+    mem = forward_memory(group)
+    assert set(mem) == {'sidt dense', 'sidt dim kr0.25 r8'}
+    assert mem['sidt dense'] > mem['sidt dim kr0.25 r8'] > 0
+    study = copy.deepcopy(tiny_study)
+    study['meta']['preset'] = 'scaling'
+    g = study['groups'][1]
+    pruned = next(n for n, r in g['models'].items() if r['kind'] == 'sidt_pruned')
+    g['memory_bytes'] = {'sidt dense': 4 * 2**20, pruned: 3 * 2**20}
+    table = scaling_table(study)
+    assert '| toy-det 64 (window 2, rel-pos), bs 1 |' in table and '| 4 | 3 | 0.750 |' in table
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'{README_BEGIN}\nlatency\n{README_END}\n{SCALING_BEGIN}\nold\n'
+                      f'{SCALING_END}\n')
+    update_readme(str(readme), study)
+    text = readme.read_text()
+    assert 'latency\n' in text and 'old' not in text and table in text
+    assert '## Scaling' in latency.render_markdown(study)
