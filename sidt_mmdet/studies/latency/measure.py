@@ -4,6 +4,7 @@ resident memory of a fresh subprocess per model on CPU), and :func:`run_latency_
 which runs a preset and returns plain data."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -168,6 +169,10 @@ def _child_peak(child: str, *args) -> int:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__)))))  # the directory above sidt_mmdet/
     env['PYTHONPATH'] = os.pathsep.join(p for p in (root, env.get('PYTHONPATH')) if p)
+    # A fixed mmap threshold: glibc otherwise raises it after the first large free, so the
+    # memory of a model built and dropped before the measurement (the search model a
+    # pruned one is sliced from) stays in the heap and the measured step reuses it unseen.
+    env['MALLOC_MMAP_THRESHOLD_'] = str(1 << 16)
     out = subprocess.run([sys.executable, '-c', code, json.dumps(list(args))],
                          capture_output=True, text=True, env=env, check=False,
                          stdin=subprocess.DEVNULL)
@@ -183,8 +188,9 @@ def _peak_step_memory_cpu(shape: Shape, search: bool) -> int:
 
 
 def _peak_forward_memory_cpu(shape: Shape, variant: Variant | None) -> int:
-    """Peak resident memory that one inference forward of the dense model (``variant``
-    ``None``) or of the pruned ``variant`` adds, in a fresh subprocess."""
+    """Peak resident memory that one steady-state inference forward (after a first call
+    has built what the model keeps between calls) of the dense model (``variant`` ``None``)
+    or of the pruned ``variant`` adds: its activations, in a fresh subprocess."""
     return _child_peak('_forward_memory_child', asdict(shape),
                        None if variant is None else asdict(variant))
 
@@ -214,6 +220,9 @@ def _forward_memory_child(shape: dict, variant: dict | None) -> int:
     model = (SIDTViT(**_sidt_kwargs(s)).eval() if variant is None
              else _sidt_pruned(_random_search_model(s), s, Variant(**variant)))
     x = torch.randn(s.batch, 3, s.size, s.size)
+    with torch.inference_mode():
+        model(x)  # builds what a model keeps between calls (packed weights, rel-pos tables)
+    gc.collect()  # and the search model a pruned one was sliced from goes
     _reset_peak_rss()
     before = _rss_bytes()
     with torch.inference_mode():
@@ -307,8 +316,8 @@ def run_latency_study(preset: str = 'readme', *, iters: int | None = None,
         if spec.get('memory') and g.device == 'cpu':
             log(f'  peak forward memory: {g.shape.name}, batch {g.shape.batch}')
             results[-1]['memory_bytes'] = forward_memory(g)
-            results[-1]['memory_measured_by'] = ('peak RSS added by one inference forward, '
-                                                 'fresh subprocess per model')
+            results[-1]['memory_measured_by'] = ('peak RSS added by a second inference '
+                                                 'forward, fresh subprocess per model')
     search = []
     if search_cost:
         for shape, n in spec['search']:

@@ -144,8 +144,8 @@ def scaling_table(study: dict) -> str:
     measured memory), then the search step against the dense step per shape."""
     m = study['meta']
     lines = [f'Dense against pruned (keep 0.6, widths rounded to 8, random masks) ViTDet '
-             f'backbones, timed interleaved; peak memory of one inference forward, each model '
-             f'in a fresh process. torch {m["torch"]}, {m["threads"]} threads on {m["cpus"]} '
+             f'backbones, timed interleaved; peak memory added by a steady-state inference '
+             f'forward (its activations; the second call, each model in a fresh process). torch {m["torch"]}, {m["threads"]} threads on {m["cpus"]} '
              f'CPUs, preset `{m["preset"]}`, {m["date"]}.', '',
              '| shape, batch | dense ms | pruned ms | latency ratio | MACs ratio '
              '| dense peak MiB | pruned peak MiB | memory ratio |',
