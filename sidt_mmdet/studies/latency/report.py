@@ -145,8 +145,9 @@ def scaling_table(study: dict) -> str:
     m = study['meta']
     lines = [f'Dense against pruned (keep 0.6, widths rounded to 8, random masks) ViTDet '
              f'backbones, timed interleaved; peak memory added by a steady-state inference '
-             f'forward (its activations; the second call, each model in a fresh process). torch {m["torch"]}, {m["threads"]} threads on {m["cpus"]} '
-             f'CPUs, preset `{m["preset"]}`, {m["date"]}.', '',
+             f'forward (its activations; the second call, each model in a fresh process). '
+             f'torch {m["torch"]}, {m["threads"]} threads on {m["cpus"]} CPUs, preset '
+             f'`{m["preset"]}`, {m["date"]}.', '',
              '| shape, batch | dense ms | pruned ms | latency ratio | MACs ratio '
              '| dense peak MiB | pruned peak MiB | memory ratio |',
              '|---|---:|---:|---:|---:|---:|---:|---:|']
