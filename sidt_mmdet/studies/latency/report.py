@@ -122,33 +122,29 @@ def render_markdown(study: dict) -> str:
                 f'{_f(r.get("latency_ratio"))} | {_f(r.get("macs_ratio"))} | '
                 f'{_f(r.get("latency_per_macs"))} |')
     if study.get('search'):
-        lines += ['', '## Search step against dense step', '',
-                  '| shape | device | dense step (ms) | search step (ms) | time ratio '
-                  '| dense peak (MiB) | search peak (MiB) | memory ratio |',
-                  '|---|---|---:|---:|---:|---:|---:|---:|']
-        for c in study['search']:
-            med, peak = c['median_s'], c['peak_bytes']
-            lines.append(f'| {c["shape"]["name"]}, bs {c["shape"]["batch"]} | {c["device"]} | '
-                         f'{med["dense step"] * 1e3:.0f} | {med["search step"] * 1e3:.0f} | '
-                         f'{_f(c["time_ratio"])} | {peak["dense step"] / 2**20:.0f} | '
-                         f'{peak["search step"] / 2**20:.0f} | {_f(c["memory_ratio"])} |')
-        lines += ['', f'Peak memory: {study["search"][0]["memory_measured_by"]}.']
+        lines += ['', '## Search step against dense step', '', *_search_table(study), '',
+                  f'Peak memory: {study["search"][0]["memory_measured_by"]}.']
     if any('memory_bytes' in g for g in study['groups']):
-        lines += ['', '## Scaling', '', scaling_table(study)]
+        lines += ['', '## Scaling', '', *_memory_table(study)]
     lines += ['', '## Goals (printed, not asserted)', '', *_goal_lines(study), '']
     return '\n'.join(lines)
 
 
-def scaling_table(study: dict) -> str:
-    """Dense against pruned latency and peak forward memory per shape (the groups that
-    measured memory), then the search step against the dense step per shape."""
-    m = study['meta']
-    lines = [f'Dense against pruned (keep 0.6, widths rounded to 8, random masks) ViTDet '
-             f'backbones, timed interleaved; peak memory added by a steady-state inference '
-             f'forward (its activations; the second call, each model in a fresh process). '
-             f'torch {m["torch"]}, {m["threads"]} threads on {m["cpus"]} CPUs, preset '
-             f'`{m["preset"]}`, {m["date"]}.', '',
-             '| shape, batch | dense ms | pruned ms | latency ratio | MACs ratio '
+def _search_table(study: dict) -> list[str]:
+    lines = ['| shape | device | dense step (ms) | search step (ms) | time ratio '
+             '| dense peak (MiB) | search peak (MiB) | memory ratio |',
+             '|---|---|---:|---:|---:|---:|---:|---:|']
+    for c in study['search']:
+        med, peak = c['median_s'], c['peak_bytes']
+        lines.append(f'| {c["shape"]["name"]}, bs {c["shape"]["batch"]} | {c["device"]} | '
+                     f'{med["dense step"] * 1e3:.0f} | {med["search step"] * 1e3:.0f} | '
+                     f'{_f(c["time_ratio"])} | {peak["dense step"] / 2**20:.0f} | '
+                     f'{peak["search step"] / 2**20:.0f} | {_f(c["memory_ratio"])} |')
+    return lines
+
+
+def _memory_table(study: dict) -> list[str]:
+    lines = ['| shape, batch | dense ms | pruned ms | latency ratio | MACs ratio '
              '| dense peak MiB | pruned peak MiB | memory ratio |',
              '|---|---:|---:|---:|---:|---:|---:|---:|']
     for g in study['groups']:
@@ -163,16 +159,21 @@ def scaling_table(study: dict) -> str:
                      f'{pruned["median_s"] * 1e3:.0f} | {_f(pruned.get("latency_ratio"))} | '
                      f'{_f(pruned.get("macs_ratio"))} | {mem["sidt dense"] / 2**20:.0f} | '
                      f'{mem[name] / 2**20:.0f} | {_f(ratio)} |')
+    return lines
+
+
+def scaling_table(study: dict) -> str:
+    """Dense against pruned latency and peak forward memory per shape (the groups that
+    measured memory), then the search step against the dense step per shape."""
+    m = study['meta']
+    lines = [f'Dense against pruned (keep 0.6, widths rounded to 8, random masks) ViTDet '
+             f'backbones, timed interleaved; peak memory added by a steady-state inference '
+             f'forward (its activations; the second call, each model in a fresh process). '
+             f'torch {m["torch"]}, {m["threads"]} threads on {m["cpus"]} CPUs, preset '
+             f'`{m["preset"]}`, {m["date"]}.', '', *_memory_table(study)]
     if study.get('search'):
-        lines += ['', '| search step, shape | dense step s | search step s | time ratio '
-                  '| dense peak MiB | search peak MiB | memory ratio |',
-                  '|---|---:|---:|---:|---:|---:|---:|']
-        for c in study['search']:
-            med, peak = c['median_s'], c['peak_bytes']
-            lines.append(f'| {c["shape"]["name"]}, bs {c["shape"]["batch"]} ({c["device"]}) | '
-                         f'{med["dense step"]:.2f} | {med["search step"]:.2f} | '
-                         f'{_f(c["time_ratio"])} | {peak["dense step"] / 2**20:.0f} | '
-                         f'{peak["search step"] / 2**20:.0f} | {_f(c["memory_ratio"])} |')
+        lines += ['', 'The search step (forward, backward, AdamW; masks on attention, MLP and '
+                  'embedding) against the dense step:', '', *_search_table(study)]
     return '\n'.join(lines)
 
 
