@@ -159,6 +159,10 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))  # the directory above sidt_mmdet/
+
+
 def _child_peak(child: str, *args) -> int:
     """Run ``child(*args)`` (a function of this package that returns a byte count) in a
     fresh subprocess: the allocator never returns its pool, so two models measured in one
@@ -166,9 +170,7 @@ def _child_peak(child: str, *args) -> int:
     code = ('import json, sys; from sidt_mmdet.studies import latency; '
             f'print(json.dumps(latency.{child}(*json.loads(sys.argv[1]))))')
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))))  # the directory above sidt_mmdet/
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (root, env.get('PYTHONPATH')) if p)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (_REPO, env.get('PYTHONPATH')) if p)
     # A fixed mmap threshold: glibc otherwise raises it after the first large free, so the
     # memory of a model built and dropped before the measurement (the search model a
     # pruned one is sliced from) stays in the heap and the measured step reuses it unseen.
@@ -283,6 +285,42 @@ def search_step_cost(shape: Shape, iters: int, device: str = 'cpu',
                               if peak['dense step'] else float('nan')))
 
 
+# ------------------------------------------------------------- whole detector
+def detector_cost(config: str, keep: float, iters: int, work_dir: str,
+                  log: Callable[[str], None] = print) -> dict:
+    """A user's view: backbone, backbone + neck and the whole detector's test step (heads and
+    NMS included) of ``config``'s detector, dense against its backbone pruned at ``keep``
+    (random masks, widths rounded to 8), timed interleaved by
+    :func:`~sidt_mmdet.apis.benchmark.benchmark_detectors` on a synthetic image at the
+    config's test size. Random weights: the heads keep boxes by score, so the detector row
+    depends on the weights as well as on the widths."""
+    from ...apis.benchmark import ModelSpec, benchmark_detectors
+    from ...apis.runtime import build_model
+    from ...search import select_subnet
+    dense = build_model(config).backbone
+    search = dense.to_search(('attn', 'mlp'))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for m in search.mask_parameters().values():
+            m.copy_(torch.rand(m.shape, generator=g))
+    subnet = select_subnet(search, keep_ratio=keep)
+    path = os.path.join(work_dir, f'subnet_kr{keep}.json')
+    subnet.save(path)
+    log(f'whole detector: {os.path.basename(config)}, keep {keep}')
+    bench = benchmark_detectors([ModelSpec(config, name='dense'),
+                                 ModelSpec(config, subnet=path, name='pruned')],
+                                device='cpu', iters=iters, warmup=2, log=lambda m: None)
+    rows = {row: dict(dense_ms=r['dense']['median'], pruned_ms=r['pruned']['median'],
+                      ratio=bench['ratios'][row]['ratio'],
+                      untrusted=bench['ratios'][row]['untrusted'])
+            for row, r in bench['rows'].items()}
+    return dict(config=os.path.relpath(config, _REPO), keep=keep, iters=iters,
+                input_shape=bench['models']['dense']['input_shape'],
+                backbone_macs_ratio=(bench['models']['pruned']['backbone_macs']
+                                     / bench['models']['dense']['backbone_macs']),
+                rows=rows, note=bench['models']['dense'].get('note'))
+
+
 # ---------------------------------------------------------------------- study
 def run_latency_study(preset: str = 'readme', *, iters: int | None = None,
                       threads: int | None = None, torch_pruning: bool = True,
@@ -324,6 +362,13 @@ def run_latency_study(preset: str = 'readme', *, iters: int | None = None,
             search.append(search_step_cost(shape, iters or n, 'cpu', log))
             if has_cuda:
                 search.append(search_step_cost(shape, iters or n, 'cuda', log))
+    detector = []
+    if spec.get('detector'):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            for config, keep, n in spec['detector']:
+                detector.append(detector_cost(os.path.join(_REPO, config), keep, iters or n,
+                                              tmp, log))
     meta = dict(preset=preset, torch=torch.__version__, threads=torch.get_num_threads(),
                 cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
                 cuda=torch.cuda.get_device_name(0) if has_cuda else None,
@@ -331,5 +376,5 @@ def run_latency_study(preset: str = 'readme', *, iters: int | None = None,
                 torch_pruning=_tp_version() if tp_note is None else None,
                 notes=[n for n in (tp_note, cuda_note) if n])
     return dict(format='sidt-latency-study', version=1, meta=meta, groups=results,
-                search=search, goals=GOALS)
+                search=search, detector=detector, goals=GOALS)
 

@@ -1,7 +1,7 @@
 """The study's inputs: a model shape (:class:`Shape`), a pruned variant (:class:`Variant`),
 the models timed together (:class:`Group`), the grids that build them and the presets
-(:data:`PRESETS`: ``tiny``, ``readme``, ``full``, ``scaling``), with the goals the study
-prints and the README markers its tables go between."""
+(:data:`PRESETS`: ``tiny``, ``readme``, ``full``, ``scaling``, ``detector``), with the goals
+the study prints and the README markers its tables go between."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -123,6 +123,13 @@ _ROUND8_AT06 = _grid(_KEEPS, _GRANS, (8,), extra=_AT_06)
 _FULL_EXTRA = (tuple(Variant(k, 'dim', 8, layout='padded') for k in _KEEPS)
                + tuple(Variant(k, 'dim', 8, equal_heads=True) for k in _KEEPS))
 
+# (config under the repository, keep ratio, timed rounds) of the whole-detector rows
+_TOY_DETECTORS = [
+    ('configs/toy/sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_toy-coco.py', 0.6, 20),
+    ('configs/toy/sidt-dense_mask-rcnn_sidtvit-toy-vitdet_simplefpn_lsj-100it_toy-coco.py', 0.6,
+     20),
+    ('configs/toy/sidt-dense_retinanet_sidtvit-toy_simplefpn_100it_toy-coco.py', 0.6, 20)]
+
 PRESETS: dict[str, dict] = {
     # The test suite's size: every code path, a few iterations, seconds.
     'tiny': dict(
@@ -152,6 +159,9 @@ PRESETS: dict[str, dict] = {
                 for s, b in ((512, 1), (768, 1), (1024, 1), (512, 2), (512, 4))],
         cuda=[], memory=True,
         search=[(_vitdet('base', s, 1), 2 if s < 1024 else 1) for s in (512, 768, 1024)]),
+    # The whole toy detectors (backbone, + neck, test step with heads and NMS), dense against
+    # pruned at keep 0.6: what a detection user times. Seconds.
+    'detector': dict(groups=[], cuda=[], search=[], detector=_TOY_DETECTORS),
     # Everything the study knows: hours on a CPU.
     'full': dict(
         groups=[Group(Shape(f'ViT-{n} 224', a, 224, b),

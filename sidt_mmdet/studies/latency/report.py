@@ -126,6 +126,8 @@ def render_markdown(study: dict) -> str:
                   f'Peak memory: {study["search"][0]["memory_measured_by"]}.']
     if any('memory_bytes' in g for g in study['groups']):
         lines += ['', '## Scaling', '', *_memory_table(study)]
+    if study.get('detector'):
+        lines += ['', '## Whole detector', '', *_detector_table(study)]
     lines += ['', '## Goals (printed, not asserted)', '', *_goal_lines(study), '']
     return '\n'.join(lines)
 
@@ -140,6 +142,24 @@ def _search_table(study: dict) -> list[str]:
                      f'{med["dense step"] * 1e3:.0f} | {med["search step"] * 1e3:.0f} | '
                      f'{_f(c["time_ratio"])} | {peak["dense step"] / 2**20:.0f} | '
                      f'{peak["search step"] / 2**20:.0f} | {_f(c["memory_ratio"])} |')
+    return lines
+
+
+def _detector_table(study: dict) -> list[str]:
+    """Per detector config: backbone, backbone + neck and test step, dense against pruned
+    (median ms of the interleaved rounds)."""
+    lines = ['| detector (input) | row | dense ms | pruned ms | ratio |',
+             '|---|---|---:|---:|---:|']
+    for d in study['detector']:
+        name = os.path.basename(d['config']).removesuffix('.py')
+        shape = 'x'.join(str(v) for v in d['input_shape'][-2:])
+        for row, r in d['rows'].items():
+            flag = ' (untrusted)' if r['untrusted'] else ''
+            lines.append(f'| {name} ({shape}) | {row} | {r["dense_ms"]:.1f} | '
+                         f'{r["pruned_ms"]:.1f} | {_f(r["ratio"])}{flag} |')
+    first = study['detector'][0]
+    lines += ['', f'Backbones pruned at keep {first["keep"]} (random masks, widths rounded to '
+              f'8), random weights: {first["note"] or ""}']
     return lines
 
 

@@ -160,3 +160,21 @@ def test_forward_memory_and_the_scaling_table(tiny_study, tmp_path):
     text = readme.read_text()
     assert 'latency\n' in text and 'old' not in text and table in text
     assert '## Scaling' in latency.render_markdown(study)
+
+
+@pytest.mark.slow
+def test_whole_detector_rows(tmp_path):
+    """The study's whole-detector rows: backbone, backbone + neck and the test step of a
+    toy detector, dense against its backbone pruned at keep 0.6, each a ratio of the two
+    medians; the pruned backbone has fewer MACs; the table renders from plain data."""
+    from sidt_mmdet.studies.latency.measure import _REPO, detector_cost
+    config = f'{_REPO}/configs/toy/sidt-dense_retinanet_sidtvit-toy_simplefpn_100it_toy-coco.py'
+    d = detector_cost(config, 0.6, iters=1, work_dir=str(tmp_path), log=lambda m: None)
+    assert set(d['rows']) == {'backbone', 'backbone+neck', 'detector'}
+    for r in d['rows'].values():
+        assert r['ratio'] == pytest.approx(r['pruned_ms'] / r['dense_ms'])
+    assert 0.3 < d['backbone_macs_ratio'] < 1 and d['input_shape'][-2:] == [160, 160]
+    study = dict(meta=dict(preset='detector'), groups=[], search=[], detector=[d])
+    text = '\n'.join(latency.report._detector_table(study))
+    assert '| sidt-dense_retinanet_sidtvit-toy_simplefpn_100it_toy-coco (160x160) | detector |' \
+        in text
