@@ -28,7 +28,6 @@ The retrain config of the same name reads them; for another OUT_DIR pass
 """
 from __future__ import annotations
 
-import copy
 import csv
 import os
 import os.path as osp
@@ -154,19 +153,16 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------- the model
-def _search_model_cfg(cfg: Config, config_path: str) -> dict:
-    """The model config to build (flat or nested SIDTModel), checked to be a search model."""
-    model_cfg = copy.deepcopy(cfg.model)
+def _check_search_config(cfg: Config, config_path: str) -> None:
+    """Refuse a config whose model (flat or nested SIDTModel) is not a search model."""
     try:
-        backbone = backbone_cfg(model_cfg, config_path)
+        backbone = backbone_cfg(cfg.model, config_path)
     except ValueError as e:
         raise ExportError(str(e)) from None
     if backbone.get('mode', 'dense') != 'search':
         raise ExportError(f'{config_path}: model.backbone.mode is '
                           f'{backbone.get("mode", "dense")!r}; export needs the search config '
                           "the checkpoint was trained with (mode='search')")
-    backbone['init_cfg'] = None  # every weight comes from the checkpoint
-    return model_cfg
 
 
 def load_search_state(path: str, model: torch.nn.Module) -> dict:
@@ -375,7 +371,7 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_d
     given_subnet = Subnet.load(budget['subnet']) if kind == 'subnet' else None
 
     log(f'building the model of {config_name}')
-    _search_model_cfg(cfg, config_name)
+    _check_search_config(cfg, config_name)
     model = build_model(cfg, device=device, where=config_name)
     log(f'loading {checkpoint}')
     loaded = load_search_state(ckpt_path, model)

@@ -37,7 +37,7 @@ from ..models.complexity import backbone_complexity
 from ..search.select import select_subnet
 from ..utils import load_checkpoint_safe, save_checkpoint_atomic
 from ..utils.cli import ToolError
-from ..utils.config import backbone_cfg, runner_model_cfg
+from ..utils.config import backbone_cfg
 from ..utils.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
 from ..utils.state_dict import cpu_state_dict, load_state_dict_strict, state_dict_of
 from .result import SUBNET_FILE, ExportedDir
@@ -95,7 +95,7 @@ def _load_strict(model: nn.Module, state: dict, where: str, what: str) -> None:
 def load_source_model(cfg: Config, checkpoint: str) -> tuple[nn.Module, dict]:
     """The model as CONFIG describes it, with CHECKPOINT loaded strictly; and the checkpoint."""
     try:
-        backbone_cfg(runner_model_cfg(cfg), cfg.filename or 'config')  # a SIDTViT, or refused
+        backbone_cfg(cfg.model, cfg.filename or 'config')  # a SIDTViT, or refused
     except ValueError as e:
         raise LowRankError(str(e)) from None
     model = build_model(cfg, where=cfg.filename or 'config')

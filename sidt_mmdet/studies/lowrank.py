@@ -62,10 +62,6 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------ stages
-def data_options(root: str) -> dict:
-    return data_root_options('classification', root)
-
-
 def build_search_model(ckpt: Path):
     return build_model(str(SEARCH_CFG), ckpt)
 
@@ -201,7 +197,7 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
         calib = (dict(calibration_batches=calibration_batches)
                  if rule.get('method') in CALIBRATED_METHODS else {})
         lowrank_export(str(SEARCH_CFG), str(ckpt), str(out), overwrite=True, seed=seed,
-                       cfg_options=data_options(data_root), **calib, **rule)
+                       cfg_options=data_root_options('classification', data_root), **calib, **rule)
         report = json.loads((out / 'lowrank_report.json').read_text())
         return out, report
 
