@@ -119,6 +119,12 @@ class SelectionPreset:
     extra: dict = field(default_factory=dict)
 
 
+# The long detection schedule: 8,000 iterations at batch 2 (about 4 epochs of 4,096 images),
+# 10% search and 10% fine-tune, 512 test images.
+DETECTION_LONG = dict(DETECTION_SETTINGS, num_train=4096, num_test=512, dense_iters=8000,
+                      dense_warmup=400, finetune_iters=800, finetune_warmup=80, batch_size=2,
+                      taylor_batches=8)
+
 PRESETS = {
     # The suite's size: easy set, a few iterations per stage; checks the plumbing only.
     'tiny': SelectionPreset(
@@ -163,6 +169,14 @@ PRESETS = {
         methods=('sidt-l1/dim', 'magnitude', 'taylor', 'uniform'),
         workspace='detection', task='detection', expected_minutes=45,
         notes='one seed, MACs x0.6, 10% fine-tune: intervals over test images only'),
+    # Does the hard toy COCO task need its width? The dense model at 4 times the short
+    # preset's schedule on twice the images, the dense reference's lift and a 40%-narrower
+    # model trained as the dense one, on 512 test images; no method is compared (the set and
+    # schedule are judged on dense against narrow alone, before any method runs).
+    'detection-task': SelectionPreset(
+        settings=DETECTION_LONG, seeds=(0,), ratios=(0.6,), two_process=False, methods=(),
+        workspace='detection-long', task='detection', expected_minutes=75,
+        notes='task check only: dense, dense + the same training and the narrow model'),
 }
 
 
