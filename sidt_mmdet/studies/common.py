@@ -361,25 +361,48 @@ class Stages:
                            scope='mmpretrain').train()
 
     def export(self, name: str, spec: dict, source: str, checkpoint: str,
-               scores_fn: Callable, macs_ratio: float, granularity: str) -> dict:
-        """Select a subnet at ``macs_ratio`` of the dense backbone MACs by the scores
-        ``scores_fn(model)`` returns, slice ``checkpoint``; subnet + pruned checkpoint."""
-        from ..export import prune_model_state_dict
+               scores_fn: Callable, ratio: float, granularity: str, budget: str = 'macs',
+               latency_table: str | None = None) -> dict:
+        """Select a subnet at ``ratio`` of the dense backbone's MACs (``budget='macs'``) or
+        of its predicted latency by ``latency_table`` (``'latency'``, units queued by score
+        per predicted millisecond) from the scores ``scores_fn(model)`` returns, and slice
+        ``checkpoint``; subnet + pruned checkpoint."""
         from ..models.complexity import backbone_complexity
         from ..search.select import select_subnet
+        if budget not in ('macs', 'latency') or (budget == 'latency') != bool(latency_table):
+            raise ValueError(f'budget: expected macs, or latency with a latency table; got '
+                             f'{budget!r} with table {latency_table!r}')
+        spec = dict(spec, granularity=granularity, **(
+            dict(macs_ratio=ratio) if budget == 'macs' else
+            dict(latency_ratio=ratio, latency_table=_digest(latency_table))))
+
+        def choose(model):
+            bb = model.backbone
+            scores = scores_fn(model)
+            if budget == 'latency':
+                amount = dict(latency=ratio, latency_table=latency_table,
+                              unit_order='score_per_ms')
+            else:
+                amount = dict(macs=int(ratio * backbone_complexity(bb, bb.img_size).macs))
+            return select_subnet(bb, scores=scores, granularity=granularity,
+                                 source=dict(config=model_config, checkpoint=checkpoint),
+                                 **amount), scores
+        model_config = self.s.search_config if source == 'search' else self.s.dense_config
+        return self.export_with(name, spec, source, checkpoint, choose)
+
+    def export_with(self, name: str, spec: dict, source: str, checkpoint: str,
+                    choose: Callable) -> dict:
+        """Slice ``checkpoint`` to the subnet ``choose(model)`` returns (with the scores it
+        ranked by, or None), the model built from the search (``source='search'``) or the
+        dense config; subnet + pruned checkpoint and their MACs and params ratios."""
+        from ..export import prune_model_state_dict
         from ..utils import save_checkpoint_atomic
         config = self.s.search_config if source == 'search' else self.s.dense_config
-        spec = dict(spec, stage='export', config=config, checkpoint=checkpoint,
-                    macs_ratio=macs_ratio, granularity=granularity)
+        spec = dict(spec, stage='export', config=config, checkpoint=checkpoint)
 
         def run(run_dir):
             model = self._model(config, checkpoint)
-            bb = model.backbone
-            scores = scores_fn(model)
-            dense = backbone_complexity(bb, bb.img_size)
-            subnet = select_subnet(bb, macs=int(macs_ratio * dense.macs), scores=scores,
-                                   granularity=granularity,
-                                   source=dict(config=config, checkpoint=checkpoint))
+            subnet, scores = choose(model)
             subnet_path = osp.join(run_dir, 'subnet.json')
             subnet.save(subnet_path)
             state = prune_model_state_dict(model.state_dict(), subnet)
@@ -390,7 +413,7 @@ class Stages:
                         macs_ratio=subnet.stats['macs_after'] / subnet.stats['macs_before'],
                         params_ratio=(subnet.stats['params_after']
                                       / subnet.stats['params_before']),
-                        separation=separation(scores, subnet))
+                        separation=separation(scores, subnet) if scores is not None else {})
         return self.cached(name, spec, run)
 
     def taylor_batches(self, seed: int):
@@ -528,6 +551,12 @@ class Stages:
                         predictions=after['predictions'], finetune_iters=iters,
                         backbone_params=sum(p.numel() for p in model.backbone.parameters()))
         return self.cached(f'{name}-it{iters}', spec, run)
+
+
+def _digest(path: str) -> str:
+    """sha256 of a file's bytes, the first 16 hex digits (a cache key for a table)."""
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 def separation(scores, subnet) -> dict:

@@ -196,33 +196,43 @@ def _criterion_scores_fn(stages: Stages, name: str, seed: int):
     return fn
 
 
+def _budget_tag(ratio: float, budget: str) -> str:
+    """A run name's budget part: ``r0.6`` (MACs, the names the studies always had) or
+    ``lat0.6`` (predicted latency)."""
+    return f'r{ratio:g}' if budget == 'macs' else f'lat{ratio:g}'
+
+
 def _export_method(stages: Stages, method: str, ratio: float, seed: int, dense_ckpt: str,
-                   search_iters: int, processes: int = 1, control: str | None = None) -> dict:
-    """The export of ``method`` at ``ratio``: from its search (SiDT), from the dense
-    checkpoint (a criterion, no control or ``longer_finetune``), or from the dense model
-    trained on for the search length (a criterion under ``trained_on``)."""
+                   search_iters: int, processes: int = 1, control: str | None = None,
+                   budget: str = 'macs', latency_table: str | None = None) -> dict:
+    """The export of ``method`` at ``ratio`` of the dense MACs (or predicted latency, with
+    ``budget='latency'`` and its table): from its search (SiDT), from the dense checkpoint
+    (a criterion, no control or ``longer_finetune``), or from the dense model trained on for
+    the search length (a criterion under ``trained_on``)."""
     source, variant, granularity = METHODS[method]
+    cost = dict(budget=budget, latency_table=latency_table)
+    at = _budget_tag(ratio, budget)
     if source == 'search':
         search = stages.search(dense_ckpt, search_iters, seed, macs_weighted=variant == 'macs',
                                processes=processes)
-        tag = f'sidt-{variant}-it{search_iters}-s{seed}-p{processes}-{granularity}-r{ratio:g}'
+        tag = f'sidt-{variant}-it{search_iters}-s{seed}-p{processes}-{granularity}-{at}'
         return stages.export(f'export-{tag}', dict(method=method, seed=seed), 'search',
-                             search['checkpoint'], _sidt_scores, ratio, granularity) | \
-            dict(tag=tag)
+                             search['checkpoint'], _sidt_scores, ratio, granularity,
+                             **cost) | dict(tag=tag)
     if control == 'trained_on':
         on = stages.train_on(dense_ckpt, search_iters, seed)
-        tag = f'{variant}-on{search_iters}-s{seed}-{granularity}-r{ratio:g}'
+        tag = f'{variant}-on{search_iters}-s{seed}-{granularity}-{at}'
         return stages.export(f'export-{tag}', dict(method=method, seed=seed, control=control),
                              'criterion', on['checkpoint'],
                              _criterion_scores_fn(stages, variant, seed), ratio,
-                             granularity) | dict(tag=tag)
-    tag = f'{variant}-s{seed}-{granularity}-r{ratio:g}'
+                             granularity, **cost) | dict(tag=tag)
+    tag = f'{variant}-s{seed}-{granularity}-{at}'
     # Magnitude and uniform do not depend on the seed: their exports are shared.
     key_seed = seed if variant in ('random', 'taylor') else 0
-    tag_export = f'{variant}-s{key_seed}-{granularity}-r{ratio:g}'
+    tag_export = f'{variant}-s{key_seed}-{granularity}-{at}'
     out = stages.export(f'export-{tag_export}', dict(method=method, seed=key_seed), 'criterion',
                         dense_ckpt, _criterion_scores_fn(stages, variant, key_seed), ratio,
-                        granularity)
+                        granularity, **cost)
     return out | dict(tag=tag)
 
 
@@ -238,9 +248,20 @@ def _rows_of(p: SelectionPreset) -> list[tuple[str, str | None]]:
 
 
 def _run_method(stages: Stages, method: str, control: str | None, ratio: float, seed: int,
-                dense_ckpt: str, search_iters: int) -> dict:
+                dense_ckpt: str, search_iters: int, budget: str = 'macs',
+                latency_table: str | None = None) -> dict:
     exp = _export_method(stages, method, ratio, seed, dense_ckpt, search_iters,
-                         control=control)
+                         control=control, budget=budget, latency_table=latency_table)
+    return finetuned_row(stages, exp, row_name(method, control), method, control, ratio, seed,
+                         search_iters)
+
+
+def finetuned_row(stages: Stages, exp: dict, name: str, method: str, control: str | None,
+                  ratio: float, seed: int, search_iters: int) -> dict:
+    """The fine-tune of the export ``exp`` and its table row: a searched model (no control)
+    gets the usual fine-tune after its search, a criterion under a control the fine-tune
+    lengthened by the search (``longer_finetune``) or the usual one after its trained-on
+    stage, so every row has the same post-dense iterations."""
     base = stages.s.finetune_iters
     iters = base + search_iters if control == 'longer_finetune' else base
     ft = stages.finetune(f'finetune-{exp["tag"]}', exp['subnet'], exp['checkpoint'], seed,
@@ -248,7 +269,7 @@ def _run_method(stages: Stages, method: str, control: str | None, ratio: float, 
     # SiDT's search, the trained-on control's extra training, or the longer fine-tune
     post_dense = base + search_iters if control is not None or METHODS[method][0] == 'search' \
         else base
-    return dict(name=row_name(method, control), method=method, control=control, ratio=ratio,
+    return dict(name=name, method=method, control=control, ratio=ratio,
                 seed=seed, subnet=exp['subnet'], macs_ratio=exp['macs_ratio'],
                 params_ratio=exp['params_ratio'], separation=exp['separation'],
                 **{k: ft[k] for m in stages.metrics for k in (f'{m}_pruned', f'{m}_finetuned')},

@@ -40,3 +40,18 @@ def test_detection_selection_study_at_tiny_size(tmp_path):
     md = (tmp_path / 'detection-tiny' / 'selection_detection-tiny.md').read_text()
     assert '| box mAP after pruning | box mAP after fine-tune | mask mAP after pruning |' in md
     assert 'Difference of box mAP' in md
+
+
+def test_detection_pareto_study_at_tiny_size(tmp_path):
+    """The accuracy-latency study on the detection task: the latency table of the toy
+    detector's backbone (window and global blocks) and latency-budget rows through export,
+    fine-tune and CocoMetric. No accuracy is asserted."""
+    from sidt_mmdet.studies.pareto import run_pareto_study
+    res = run_pareto_study('detection-tiny', str(tmp_path))
+    assert res['task_type'] == 'detection' and res['metric'] == 'bbox_mAP'
+    key = res['latency_table']['key']
+    assert key['batch'] == 2 and len(set(key['arch']['window_sizes'])) == 2
+    assert len(res['runs']) == 2 and not res['infeasible']
+    for r in res['runs']:
+        assert Subnet.load(r['subnet']).budget['kind'] == 'latency'
+        assert r['latency_ms'] > 0 and 'bbox_mAP_finetuned' in r

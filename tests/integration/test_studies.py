@@ -143,3 +143,38 @@ def test_lowrank_study_on_the_shared_search(studies):
     assert (work / 'tiny' / 'lowrank_tiny.json').is_file()
     assert '## Goals' in (work / 'tiny' / 'lowrank_tiny.md').read_text()
 
+
+
+def test_pareto_study_on_the_shared_work_dir(studies, capsys):
+    """The accuracy-latency study at tiny size shares the selection study's dense model and
+    MACs-budget exports; its latency-budget rows read the table it built, Torch-Pruning's
+    row is its pruner's selection, every row is timed and has the same training."""
+    from sidt_mmdet.studies.pareto import row_label, run_pareto_study
+    work, sel, _ = studies
+    tp = pytest.importorskip('torch_pruning', reason='the bench group is not installed')
+    res = run_pareto_study('tiny', str(work))
+    assert 'dense training' not in capsys.readouterr().out
+    names = {r['name'] for r in res['runs']} | {i['name'] for i in res['infeasible']}
+    assert names == {row_label(m, b) for m in ('sidt-l1/dim', 'magnitude')
+                     for b in ('macs', 'latency')} | {row_label('torch-pruning', 'macs')}
+    search, ft = res['search_iters'], res['settings']['finetune_iters']
+    assert {r['post_dense_iters'] for r in res['runs']} == {search + ft}
+    for r in res['runs']:
+        sub = Subnet.load(r['subnet'])
+        assert r['latency_ms'] > 0 and 0 < r['latency_ratio']
+        if 'latency budget' in r['name']:
+            assert sub.budget['kind'] == 'latency' and sub.budget['value'] == 0.8
+            assert sub.budget['unit_order'] == 'score_per_ms'
+            assert sub.budget['latency_table']['key'] == res['latency_table']['key']
+        elif r['method'] == 'torch-pruning':
+            assert sub.budget['tool'] == f'torch-pruning {tp.__version__}'
+            assert sub.stats['macs_after'] <= 0.8 * sub.stats['macs_before']
+        else:
+            assert sub.stats['macs_after'] <= 0.8 * sub.stats['macs_before']
+    macs_rows = {r['subnet'] for r in res['runs'] if r['name'].endswith('(macs budget)')
+                 and r['method'] != 'torch-pruning'}
+    assert all('-r0.8' in path for path in macs_rows)
+    assert res['goals'] and {g['status'] for g in res['goals']} <= STATUSES
+    ws = work / 'tiny'
+    for ext in ('json', 'md', 'png'):
+        assert (ws / f'pareto_tiny.{ext}').stat().st_size > 0
