@@ -121,16 +121,7 @@ def select_subnet_measured(backbone, latency: float | None = None,
         ValueError: a bad target, or a first selection below the smallest subnet.
         LatencyTableError: the default ``measure`` with a table of another machine.
     """
-    if (latency is None) == (latency_ms is None):
-        raise ValueError('give exactly one target: latency (a fraction of the measured dense '
-                         'latency) or latency_ms')
-    if not (isinstance(rounds, int) and rounds >= 1):
-        raise ValueError(f'rounds: expected an integer >= 1, got {rounds!r}')
-    if not (tolerance >= 0 and math.isfinite(tolerance)):
-        raise ValueError(f'tolerance: expected a finite value >= 0, got {tolerance!r}')
-    for name in ('latency', 'latency_ms', 'latency_table', 'keep_ratio', 'params', 'macs'):
-        if name in select_kw:
-            raise ValueError(f'select_subnet_measured sets {name} itself')
+    _check_settings(latency, latency_ms, rounds, tolerance, select_kw)
     table = latency_table
     if not isinstance(table, LatencyTable):
         from .latency import load_latency_table
@@ -153,44 +144,20 @@ def select_subnet_measured(backbone, latency: float | None = None,
     seen: dict[str, int] = {}
     budget, stopped = target, None
     for k in range(rounds):
-        try:
-            sub = select_subnet(backbone, latency=budget, latency_table=table, **select_kw)
-        except ValueError as e:
-            if k == 0:
-                raise
-            stopped = (f'infeasible: the corrected budget x{budget:.4f} is below the '
-                       f'smallest subnet the per-layer minimums allow ({e})')
-            records.append(dict(round=k + 1, budget=round(budget, 6), infeasible=str(e)))
-            subnets.append(None)
-            log(f'closed loop round {k + 1}: stopped, {stopped}')
-            break
-        digest = sub.digest()
-        if digest in seen:
-            stopped = (f'the corrected budget x{budget:.4f} selects the subnet of round '
-                       f'{seen[digest] + 1} again (the budget moved by less than one unit)')
-            records.append(dict(round=k + 1, budget=round(budget, 6),
-                                same_as_round=seen[digest] + 1))
-            subnets.append(None)
-            log(f'closed loop round {k + 1}: stopped, {stopped}')
-            break
-        seen[digest] = k
-        got = float(measure(sub))
-        ratio = got / dense_ms
-        error = ratio / target - 1
-        records.append(dict(round=k + 1, budget=round(budget, 6),
-                            predicted_ms=sub.stats['latency_ms_after'],
-                            predicted_ratio=round(sub.stats['latency_ms_after']
-                                                  / sub.stats['latency_ms_before'], 6),
-                            measured_ms=round(got, 4), measured_ratio=round(ratio, 6),
-                            error=round(error, 6)))
+        record, sub, stopped = _round(backbone, table, budget, k, measure, dense_ms, target,
+                                      seen, select_kw)
+        records.append(record)
         subnets.append(sub)
+        if stopped is not None:
+            log(f'closed loop round {k + 1}: stopped, {stopped}')
+            break
         log(f'closed loop round {k + 1}: budget x{budget:.4f} predicted '
-            f'{sub.stats["latency_ms_after"]:.3f} ms, measured {got:.3f} ms = x{ratio:.4f} '
-            f'of dense ({error:+.1%} of the target)')
-        if abs(error) <= tolerance:
+            f'{record["predicted_ms"]:.3f} ms, measured {record["measured_ms"]:.3f} ms = '
+            f'x{record["measured_ratio"]:.4f} of dense ({record["error"]:+.1%} of the target)')
+        if abs(record['error']) <= tolerance:
             stopped = 'converged'
             break
-        history.append((budget, ratio))
+        history.append((budget, record['measured_ratio']))
         budget = _next_budget(history, target)
         if budget > 1:
             if history[-1][0] >= 1:
@@ -209,3 +176,45 @@ def select_subnet_measured(backbone, latency: float | None = None,
     log(f'closed loop: round {best + 1} chosen, x{records[best]["measured_ratio"]:.4f} of '
         f'dense measured for target x{target:.3f} ({stopped})')
     return chosen
+
+
+def _check_settings(latency, latency_ms, rounds, tolerance, select_kw) -> None:
+    if (latency is None) == (latency_ms is None):
+        raise ValueError('give exactly one target: latency (a fraction of the measured dense '
+                         'latency) or latency_ms')
+    if not (isinstance(rounds, int) and rounds >= 1):
+        raise ValueError(f'rounds: expected an integer >= 1, got {rounds!r}')
+    if not (tolerance >= 0 and math.isfinite(tolerance)):
+        raise ValueError(f'tolerance: expected a finite value >= 0, got {tolerance!r}')
+    for name in ('latency', 'latency_ms', 'latency_table', 'keep_ratio', 'params', 'macs'):
+        if name in select_kw:
+            raise ValueError(f'select_subnet_measured sets {name} itself')
+
+
+def _round(backbone, table, budget, k, measure, dense_ms, target, seen, select_kw):
+    """Round ``k``: select at ``budget`` and measure. Returns ``(record, subnet, stopped)``:
+    ``stopped`` says why the loop ends here (below the minimum widths, or a subnet already
+    measured; ``subnet`` then ``None``), else ``None``."""
+    record = dict(round=k + 1, budget=round(budget, 6))
+    try:
+        sub = select_subnet(backbone, latency=budget, latency_table=table, **select_kw)
+    except ValueError as e:
+        if k == 0:  # the target itself: nothing measured to fall back on
+            raise
+        return dict(record, infeasible=str(e)), None, (
+            f'infeasible: the corrected budget x{budget:.4f} is below the smallest subnet '
+            f'the per-layer minimums allow ({e})')
+    digest = sub.digest()
+    if digest in seen:
+        return dict(record, same_as_round=seen[digest] + 1), None, (
+            f'the corrected budget x{budget:.4f} selects the subnet of round '
+            f'{seen[digest] + 1} again (the budget moved by less than one unit)')
+    seen[digest] = k
+    got = float(measure(sub))
+    ratio = got / dense_ms
+    record.update(predicted_ms=sub.stats['latency_ms_after'],
+                  predicted_ratio=round(sub.stats['latency_ms_after']
+                                        / sub.stats['latency_ms_before'], 6),
+                  measured_ms=round(got, 4), measured_ratio=round(ratio, 6),
+                  error=round(ratio / target - 1, 6))
+    return record, sub, None
