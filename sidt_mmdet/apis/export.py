@@ -320,7 +320,8 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_d
                   input_size: tuple[int, int] | None = None, device: str = 'cpu',
                   overwrite: bool = False, cfg_options: dict | None = None,
                   latency_table: str | None = None,
-                  unit_order: str | None = None) -> ExportResult:
+                  unit_order: str | None = None,
+                  latency_measure: bool | None = None) -> ExportResult:
     """Select a subnet of the searched model ``cfg`` + ``checkpoint`` and write it.
 
     Args:
@@ -335,6 +336,11 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_d
             ``subnet`` (a subnet file to prune to instead of selecting); empty or ``None``:
             the budget of the config's ``sidt_export`` section.
         out_dir: created with all the files or none (see the module doc).
+        latency_measure: meet a latency budget in *measured* latency on this machine
+            (:func:`~sidt_mmdet.search.latency_loop.select_subnet_measured`: select,
+            measure, re-select at a corrected budget); needs a latency budget and a table
+            whose key is this machine's (device, dtype, torch, threads), refused otherwise
+            naming the key. ``latency_ms`` is then measured milliseconds.
         granularity, head_widths, round_to, min_heads, min_mlp, macs_count, unit_order:
             passed to ``select_subnet`` (``head_widths``: ``'free'``, ``'uniform'``, ``'equal'`` or
             ``'padded'``; ``equal_heads=True`` and ``macs='kept'``/``'executed'`` are the
@@ -357,16 +363,11 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_d
     budget, settings = config_selection(cfg, config_name, budget, dict(
         granularity=granularity, round_to=round_to, min_heads=min_heads, min_mlp=min_mlp,
         head_widths=head_widths, macs_count=macs_count, input_size=input_size,
-        latency_table=latency_table, unit_order=unit_order))
+        latency_table=latency_table, unit_order=unit_order, latency_measure=latency_measure))
     granularity, round_to, min_heads, min_mlp, head_widths, macs_count, input_size, \
-        latency_table, unit_order = settings.values()
+        latency_table, unit_order, latency_measure = settings.values()
     kind = _budget_kind(budget)
-    if (kind in ('latency', 'latency_ms')) != (latency_table is not None):
-        raise ExportError('a latency budget needs --latency-table (and the table goes with a '
-                          f'latency budget; got {kind})')
-    if latency_table is not None:  # validated before the model is built
-        from ..search.latency import load_latency_table
-        latency_table = load_latency_table(latency_table)
+    latency_table = _latency_settings(kind, latency_table, latency_measure)
     # validated before the model is built
     given_subnet = Subnet.load(budget['subnet']) if kind == 'subnet' else None
 
@@ -386,11 +387,13 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_d
         log(f'selecting a subnet: {kind}={budget[kind]}, granularity={granularity}, '
             f'round_to={round_to}, input size {input_size[0]}x{input_size[1]}')
         legacy = dict(macs=macs) if macs is not None else {}  # select_subnet warns once
-        subnet = select_subnet(backbone, **{kind: budget[kind]}, input_size=input_size,
-                               granularity=granularity, head_widths=head_widths,
-                               round_to=round_to, min_heads=min_heads, min_mlp=min_mlp,
-                               equal_heads=equal_heads, macs_count=macs_count, source=source,
-                               latency_table=latency_table, unit_order=unit_order, **legacy)
+        # the closed loop checks the table's key against this machine before timing
+        select = _select_measured if latency_measure else select_subnet
+        subnet = select(backbone, **{kind: budget[kind]}, input_size=input_size,
+                        granularity=granularity, head_widths=head_widths, round_to=round_to,
+                        min_heads=min_heads, min_mlp=min_mlp, equal_heads=equal_heads,
+                        macs_count=macs_count, source=source, latency_table=latency_table,
+                        unit_order=unit_order, **legacy)
     retrain = _rebuild(cfg, model, subnet, config_name)
     before, after = _log_cost(backbone, retrain.backbone, subnet, input_size,
                               given=given_subnet is not None)
@@ -409,9 +412,33 @@ def export_subnet(cfg: str | Config, checkpoint: str, budget: dict | None, out_d
                         replaced=replaced)
 
 
+def _latency_settings(kind: str, latency_table, latency_measure):
+    """The latency table of a latency budget, loaded (``None`` for another budget); a table
+    without a latency budget, a latency budget without one and ``latency_measure`` without
+    a latency budget are refused before the model is built."""
+    latency = kind in ('latency', 'latency_ms')
+    if latency != (latency_table is not None):
+        raise ExportError('a latency budget needs --latency-table (and the table goes with a '
+                          f'latency budget; got {kind})')
+    if latency_measure and not latency:
+        raise ExportError('--latency-measure (sidt_export.latency_measure) measures a latency '
+                          'budget on this machine: it needs --latency or --latency-ms (got '
+                          f'{kind})')
+    if latency_table is None:
+        return None
+    from ..search.latency import load_latency_table
+    return load_latency_table(latency_table)
+
+
+def _select_measured(backbone, **kw):
+    """``select_subnet`` in closed loop: the budget met in measured latency here."""
+    from ..search.latency_loop import select_subnet_measured
+    return select_subnet_measured(backbone, log=log, **kw)
+
+
 SELECTION_DEFAULTS = dict(granularity='dim', round_to=8, min_heads=1, min_mlp=8,
                           head_widths=None, macs_count=None, input_size=None,
-                          latency_table=None, unit_order=None)
+                          latency_table=None, unit_order=None, latency_measure=False)
 
 
 def config_selection(cfg: Config, config_name: str, budget: dict, given: dict

@@ -12,10 +12,14 @@ architecture) is reused; one with another key is refused, naming what differs. T
 writes OUT with the suffix .check.json: per subnet the predicted and measured milliseconds,
 and the median and largest relative error. --budgets 0.8 0.6 0.4 selects at those latency
 budgets on random masks and writes OUT with the suffix .budgets.json: measured against
-target. Then, for a real budget:
+target, open loop (the table's prediction alone) and closed loop (select, measure,
+re-select at a corrected budget, up to --loop-rounds selections; 0: open loop only). Then,
+for a real budget:
 
     python tools/export_subnet.py SEARCH_CFG SEARCH.pth --latency 0.6 \\
         --latency-table work_dirs/latency/vit-s_224_b8.json --input-size 224 224 -o OUT
+    # met in measured latency on this machine (the table's)
+    python tools/export_subnet.py ... --latency 0.6 --latency-table TABLE --latency-measure
 """
 from __future__ import annotations
 
@@ -70,7 +74,7 @@ def latency_table_from_config(config: str, out: str, input_size=None, batch: int
                               device: str = 'cpu', dtype: str = 'float32',
                               threads: int | None = None, check: int = 0, seed: int = 0,
                               round_to: int = 8, iters: int = 5, cfg_options: dict | None = None,
-                              budgets=()) -> dict:
+                              budgets=(), loop_rounds: int = 4) -> dict:
     from ..search.latency import build_latency_table, check_latency_table
     backbone = _backbone(config, cfg_options)
     size = tuple(input_size) if input_size else tuple(backbone.img_size)
@@ -89,7 +93,8 @@ def latency_table_from_config(config: str, out: str, input_size=None, batch: int
               f'{report["median_abs_error"]:.1%}, max {report["max_abs_error"]:.1%} '
               f'(wrote {path})')
     if budgets:
-        result.update(budgets=check_budgets(backbone, table, budgets, seed, round_to, iters))
+        result.update(budgets=check_budgets(backbone, table, budgets, seed, round_to, iters,
+                                            loop_rounds=loop_rounds))
         path = osp.splitext(out)[0] + '.budgets.json'
         write_json_atomic(path, dict(key=table.key, **result['budgets']))
         print(f'wrote {path}')
@@ -114,13 +119,21 @@ def _kept_score(backbone, subnet) -> float:
 
 
 def check_budgets(backbone, table, budgets, seed: int = 0, round_to: int = 8,
-                  iters: int = 5) -> dict:
+                  iters: int = 5, loop_rounds: int = 4, tolerance: float = 0.03) -> dict:
     """Select at each latency budget (a fraction of the dense latency) on random masks, with
     each unit order, and measure the selected backbones against the dense one, all timed
     interleaved on the table's setting. A row's top-level figures are the default order's
-    (score per millisecond); ``by_order`` has both, with the share of |m| each keeps."""
+    (score per millisecond); ``by_order`` has both, with the share of |m| each keeps.
+
+    With ``loop_rounds`` >= 1 each order is also selected in closed loop
+    (:func:`~sidt_mmdet.search.latency_loop.select_subnet_measured`, at most
+    ``loop_rounds`` selections, stopping within ``tolerance``): ``by_order[o]
+    ['closed_loop']`` has its measured ratio, |error| against the target, rounds and
+    history (its own dense measurement, taken once per loop). The goal, a measured latency
+    within ``tolerance`` of the target, is printed for each, not asserted."""
     from ..search import select_subnet
     from ..search.latency import measured_latency
+    from ..search.latency_loop import select_subnet_measured
     from ..search.select import UNIT_ORDERS
     key = table.key
     with torch_threads(key['threads']):
@@ -146,6 +159,7 @@ def check_budgets(backbone, table, budgets, seed: int = 0, round_to: int = 8,
             for order, sub in subs.items():
                 by_order[order] = dict(
                     measured_ratio=round(got[order] / dense, 4),
+                    abs_error=round(abs(got[order] / dense / target - 1), 4),
                     predicted_ratio=round(sub.stats['latency_ms_after']
                                           / sub.stats['latency_ms_before'], 4),
                     macs_ratio=round(sub.stats['macs_after'] / sub.stats['macs_before'], 4),
@@ -153,12 +167,54 @@ def check_budgets(backbone, table, budgets, seed: int = 0, round_to: int = 8,
                     pruned_ms=round(got[order], 3))
             default = by_order['score_per_ms']
             rows.append(dict(target=target, **{k: default[k] for k in (
-                'measured_ratio', 'predicted_ratio', 'macs_ratio')}, dense_ms=round(dense, 3),
-                pruned_ms=default['pruned_ms'], by_order=by_order))
-            print(f'latency budget {target:g}: ' + '; '.join(
-                f'{o}: measured x{r["measured_ratio"]:.3f} of dense (predicted '
-                f'x{r["predicted_ratio"]:.3f}; MACs x{r["macs_ratio"]:.3f}; kept |m| '
-                f'{r["kept_score"]:.1%})' for o, r in by_order.items()))
-    worst = max((abs(r['measured_ratio'] / r['target'] - 1) for r in rows
-                 if 'measured_ratio' in r), default=None)
-    return dict(rows=rows, max_abs_error_vs_target=None if worst is None else round(worst, 4))
+                'measured_ratio', 'abs_error', 'predicted_ratio', 'macs_ratio')},
+                dense_ms=round(dense, 3), pruned_ms=default['pruned_ms'], by_order=by_order))
+            goal = f'goal: measured within {tolerance:.0%} of the target'
+            print(f'latency budget {target:g}, open loop ({goal}): ' + '; '.join(
+                f'{o}: measured x{r["measured_ratio"]:.3f} of dense, |error| '
+                f'{r["abs_error"]:.1%} (predicted x{r["predicted_ratio"]:.3f}; MACs '
+                f'x{r["macs_ratio"]:.3f}; kept |m| {r["kept_score"]:.1%})'
+                for o, r in by_order.items()))
+            if loop_rounds < 1:
+                continue
+            for order in UNIT_ORDERS:
+                sub = select_subnet_measured(
+                    backbone, latency=target, latency_table=table, rounds=loop_rounds,
+                    tolerance=tolerance, iters=2 * iters, log=_quiet,
+                    input_size=tuple(key['input_size']), round_to=round_to, unit_order=order)
+                by_order[order]['closed_loop'] = _loop_row(backbone, sub)
+            rows[-1]['closed_loop'] = {k: default['closed_loop'][k] for k in (
+                'measured_ratio', 'abs_error', 'rounds')}
+            print(f'latency budget {target:g}, closed loop ({goal}): ' + '; '.join(
+                f'{o}: measured x{r["closed_loop"]["measured_ratio"]:.3f} of dense, |error| '
+                f'{r["closed_loop"]["abs_error"]:.1%} in {r["closed_loop"]["rounds"]} '
+                f'round(s), {r["closed_loop"]["stopped"]} (kept |m| '
+                f'{r["closed_loop"]["kept_score"]:.1%})' for o, r in by_order.items()))
+    out = dict(rows=rows, max_abs_error_vs_target=_worst(rows))
+    if loop_rounds >= 1:
+        out.update(closed_loop_max_abs_error_vs_target=_worst(
+            [r['closed_loop'] for r in rows if 'closed_loop' in r]), loop_rounds=loop_rounds,
+            tolerance=tolerance)
+    return out
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _worst(rows) -> float | None:
+    worst = max((r['abs_error'] for r in rows if 'abs_error' in r), default=None)
+    return None if worst is None else round(worst, 4)
+
+
+def _loop_row(backbone, subnet) -> dict:
+    """A closed-loop selection's figures in a budgets row."""
+    loop = subnet.budget['closed_loop']
+    measured = [r for r in loop['history'] if 'measured_ratio' in r]
+    return dict(measured_ratio=round(loop['measured_ratio'], 4),
+                abs_error=round(abs(loop['measured_ratio'] / loop['target'] - 1), 4),
+                rounds=len(measured), converged=loop['converged'], stopped=loop['stopped'],
+                budget=round(subnet.budget['value'], 4), dense_ms=loop['dense_ms'],
+                predicted_ratio=round(subnet.stats['latency_ms_after']
+                                      / subnet.stats['latency_ms_before'], 4),
+                kept_score=round(_kept_score(backbone, subnet), 4), history=loop['history'])

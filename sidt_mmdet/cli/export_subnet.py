@@ -75,6 +75,12 @@ def build_parser(prog: str = 'export_subnet.py', doc: str | None = None
                         help="how a kind's units queue: 'score' (mask magnitude) or "
                              "'score_per_ms' (score per predicted millisecond; the default "
                              'with a latency budget)')
+    parser.add_argument('--latency-measure', action='store_true', default=None,
+                        help='meet the --latency (--latency-ms) budget in measured latency on '
+                             'this machine: select, time the subnet against the dense '
+                             'backbone, re-select at a corrected budget (a few rounds); the '
+                             "table's key must be this machine's (default: the config's "
+                             'sidt_export.latency_measure, else off)')
     parser.add_argument('--device', default='cpu', help='device to load the model on')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace OUT_DIR if it exists and is not empty, saying what was '

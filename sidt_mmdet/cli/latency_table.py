@@ -30,6 +30,10 @@ def build_parser(prog: str = 'latency_table.py', doc: str | None = None):
     parser.add_argument('--budgets', type=float, nargs='+', default=(), metavar='RATIO',
                         help='select at these latency budgets (fractions of dense) on random '
                              'masks and measure each against the dense backbone')
+    parser.add_argument('--loop-rounds', type=int_at_least(0), default=4,
+                        help='with --budgets, also select each budget in closed loop: '
+                             'measure, re-select at a corrected budget, at most this many '
+                             'selections (0: open loop only)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser

@@ -379,3 +379,57 @@ def test_latency_budget_through_the_tool_records_its_queue(search_ckpt, tmp_path
         assert sub.budget['kind'] == 'latency' and sub.budget['unit_order'] == order
         assert sub.stats['latency_ms_after'] <= 0.6 * sub.stats['latency_ms_before']
         assert sub.budget['latency_table']['path'] == str(table)
+
+
+
+def _fake_table_measure(backbone, table, iters=5, warmup=2):
+    """A deterministic timing in place of the real one: the table's prediction, slower the
+    narrower the subnet (1.5x at nothing kept, exact at dense)."""
+    dense = table.predict(None)
+    return lambda sub: (table.predict(sub) * (1.5 - 0.5 * table.predict(sub) / dense)
+                        if sub is not None else dense)
+
+
+def test_latency_measure_flag_corrects_the_budget_on_this_machine(search_ckpt, tmp_path,
+                                                                  monkeypatch, capsys):
+    """``--latency-measure`` reaches the closed loop: with the deterministic timing the
+    exported subnet records its rounds and meets the measured target the open loop misses;
+    the flag without a latency budget is refused before any work."""
+    from sidt_mmdet.search import latency_loop
+    monkeypatch.setattr(latency_loop, 'table_measure', _fake_table_measure)
+    table = _flat_table(_build(SEARCH_CFG).backbone, tmp_path / 'table.json')
+    assert _export(search_ckpt, tmp_path / 'loop', '--latency', '0.5', '--latency-table',
+                   str(table), '--latency-measure', '--round-to', '1') == 0
+    sub = Subnet.load(tmp_path / 'loop' / 'subnet.json')
+    loop = sub.budget['closed_loop']
+    assert loop['target'] == 0.5 and loop['history'][0]['budget'] == 0.5
+    assert abs(loop['history'][0]['error']) > 0.03 and len(loop['history']) >= 2
+    assert loop['converged'] and abs(loop['measured_ratio'] / 0.5 - 1) <= 0.03
+    assert sub.budget['value'] < 0.5  # selected at the corrected predicted budget
+    assert '[export] closed loop round 2' in capsys.readouterr().out
+    assert _export(search_ckpt, tmp_path / 'kr', '--keep-ratio', '0.5',
+                   '--latency-measure') == 1
+    assert '--latency-measure' in capsys.readouterr().err
+    _assert_nothing_written(tmp_path / 'kr')
+
+
+@pytest.mark.slow
+def test_latency_measure_refuses_a_table_of_another_machine(search_ckpt, tmp_path,
+                                                            monkeypatch, capsys):
+    """A table whose key names another CPU is refused naming the key (nothing written); the
+    config's ``sidt_export.latency_measure=True`` turns the loop on as the flag does."""
+    from sidt_mmdet.search import latency_loop
+    monkeypatch.setattr(latency_loop, 'table_measure', _fake_table_measure)
+    table = _flat_table(_build(SEARCH_CFG).backbone, tmp_path / 'table.json')
+    data = json.loads(table.read_text())
+    data['key']['device'] = 'cpu: Some other CPU'
+    other = tmp_path / 'other.json'
+    other.write_text(json.dumps(data))
+    assert _export(search_ckpt, tmp_path / 'other', '--latency', '0.5', '--latency-table',
+                   str(other), '--latency-measure') == 1
+    assert "device: table 'cpu: Some other CPU'" in capsys.readouterr().err
+    _assert_nothing_written(tmp_path / 'other')
+    assert _export(search_ckpt, tmp_path / 'cfg', '--latency', '0.5', '--latency-table',
+                   str(table), '--round-to', '1', '--cfg-options',
+                   'sidt_export.latency_measure=True') == 0
+    assert 'closed_loop' in Subnet.load(tmp_path / 'cfg' / 'subnet.json').budget

@@ -184,6 +184,55 @@ def test_held_out_check_and_budget_report(built):
     assert orders['score']['predicted_ratio'] == orders['score_per_ms']['predicted_ratio']
     assert 0 < orders['score']['kept_score'] == orders['score_per_ms']['kept_score'] < 1
     assert 'below the smallest subnet' in infeasible['infeasible']
+    for order in orders.values():  # the closed loop measured for real, at least one round
+        loop = order['closed_loop']
+        assert 1 <= loop['rounds'] <= budgets['loop_rounds'] == 4
+        assert loop['dense_ms'] > 0 and len(loop['history']) >= loop['rounds']
+    assert feasible['closed_loop']['rounds'] == orders['score_per_ms']['closed_loop']['rounds']
+    assert 'closed_loop' not in infeasible
+
+
+def test_budget_report_gives_open_and_closed_loop_figures(monkeypatch, capsys):
+    """With a deterministic timing (the table's prediction, up to 1.5x slower the narrower
+    the subnet) each budget row has the open-loop miss and the closed loop's measured ratio
+    within 3% of the target, its rounds and the goal printed; ``loop_rounds=0`` leaves the
+    closed loop out."""
+    from sidt_mmdet.apis.latency_table import check_budgets
+    from sidt_mmdet.search import latency, latency_loop
+
+    backbone = SIDTViT(mode='search', search_dims=('mlp',), **dict(
+        MLP_ARCH, arch=dict(embed_dims=8, num_layers=2, num_heads=2, mlp_ratio=8)))
+    kind = dict(width=[1, 4], hidden=[1, 64], attn=[[[64.0] * 2] * 2], mlp=[[1.0, 64.0]],
+                base=[64.0], group=[0.0])
+    table = LatencyTable(key=latency_key(backbone, (16, 16), 1), embed=[8], stem=[0.0],
+                         kinds={'k': kind}, blocks=['k', 'k'])
+    dense = table.predict(None)
+
+    def ms(sub):
+        p = table.predict(sub)
+        return p * (1.5 - 0.5 * p / dense)
+
+    def fake_measured(backbone, subnets, *args, **kw):
+        return {n: ms(s) for n, s in subnets.items()}
+    monkeypatch.setattr(latency, 'measured_latency', fake_measured)
+    monkeypatch.setattr(latency_loop, 'table_measure', lambda *a, **kw: ms)
+    report = check_budgets(backbone, table, (0.4,), round_to=1, iters=1)
+    row = report['rows'][0]
+    for name, order in row['by_order'].items():
+        assert order['abs_error'] > 0.03, name  # the open loop misses
+        loop = order['closed_loop']
+        assert loop['abs_error'] <= 0.03 and loop['converged'] and 2 <= loop['rounds'] <= 4
+        assert loop['abs_error'] == round(abs(loop['measured_ratio'] / 0.4 - 1), 4)
+        assert loop['budget'] < 0.4 and loop['history'][0]['budget'] == 0.4
+    assert row['closed_loop']['abs_error'] == row['by_order']['score_per_ms']['closed_loop'][
+        'abs_error'] == report['closed_loop_max_abs_error_vs_target']
+    assert report['max_abs_error_vs_target'] == row['abs_error'] > 0.03
+    out = capsys.readouterr().out
+    assert out.count('goal: measured within 3% of the target') == 2
+    assert 'closed loop (goal' in out and 'round(s), converged' in out
+    open_only = check_budgets(backbone, table, (0.4,), round_to=1, iters=1, loop_rounds=0)
+    assert 'closed_loop' not in open_only['rows'][0]
+    assert 'closed_loop_max_abs_error_vs_target' not in open_only
 
 
 def test_a_latency_fraction_outside_zero_one_is_refused(built):
@@ -247,3 +296,19 @@ def test_latency_budget_ranks_units_by_score_per_millisecond():
         select_subnet(backbone, keep_ratio=0.5, unit_order='score_per_ms')
     with pytest.raises(ValueError, match='unit_order: expected one of'):
         select_subnet(backbone, unit_order='fastest', **kw)
+
+
+def test_the_tool_passes_the_loop_rounds_to_the_budget_check(monkeypatch):
+    """``--loop-rounds`` reaches the library call (4 by default, 0 for open loop only) and
+    a negative count is refused by the parser."""
+    from sidt_mmdet.cli import latency_table as cli
+
+    calls = []
+    monkeypatch.setattr(cli, 'latency_table_from_config',
+                        lambda *args, **kw: calls.append((args, kw)))
+    argv = ['CFG', '--out', 'T.json', '--budgets', '0.8', '0.6']
+    assert cli.main(argv) == 0 and cli.main([*argv, '--loop-rounds', '0']) == 0
+    assert [kw['loop_rounds'] for _, kw in calls] == [4, 0]
+    assert calls[0][0] == ('CFG', 'T.json') and calls[0][1]['budgets'] == [0.8, 0.6]
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([*argv, '--loop-rounds', '-1'])
