@@ -25,7 +25,7 @@ GPU_MACHINE = ('torch', 'torchvision', 'timm', 'numpy')
 
 
 def _refusal(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr  # no traceback, no log
     assert lines[0].startswith('benchmark_latency.py: error: --preset gpu times CUDA only and '

@@ -33,6 +33,7 @@ from sidt_mmdet.studies.latency import (
     update_readme,
     write_study,
 )
+from sidt_mmdet.utils.cli import EXIT_ERROR
 
 
 def main(argv=None) -> int:
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
                                       log=lambda m: print(m, file=sys.stderr, flush=True))
         except CudaRequiredError as e:
             print(f'benchmark_latency.py: error: {e}', file=sys.stderr)
-            return 2
+            return EXIT_ERROR
         out_dir = args.out_dir
     preset = study['meta']['preset']
     files = write_study(study, out_dir, plot=PRESETS.get(preset, {}).get('plot', True))
