@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
-from mmengine.runner.checkpoint import CheckpointLoader
 
 from .fileio import atomic_file
 
@@ -307,4 +306,5 @@ def install_safe_checkpoint_loader() -> None:
 
     Idempotent; ``import sidt_mmdet`` calls it, so ``custom_imports`` in a config is enough.
     """
+    from mmengine.runner.checkpoint import CheckpointLoader  # its runner imports OpenCV
     CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local, force=True)

@@ -13,6 +13,9 @@ timed interleaved, median per model; see sidt_mmdet/studies/latency/). No datase
     # ViTDet-B at 512 / 768 / 1024 and batch 1 / 2 / 4: latency, peak memory, search step
     python tools/analysis/benchmark_latency.py --preset scaling --threads 2 \
         --out-dir docs/studies/latency/scaling --readme README.md
+    # a CUDA machine's check (8 min at most on one H100): fp16/bf16 rows, latency budgets;
+    # refused without CUDA. gpu-tiny runs its code path on a CPU in seconds.
+    python tools/analysis/benchmark_latency.py --preset gpu --out-dir work_dirs/latency/gpu
 """
 from __future__ import annotations
 
@@ -21,12 +24,16 @@ import os
 import sys
 
 from sidt_mmdet.studies.latency import (
+    CUDA_GOAL,
     PRESETS,
+    CudaRequiredError,
+    cuda_goal_lines,
     load_study,
     run_latency_study,
     update_readme,
     write_study,
 )
+from sidt_mmdet.utils.cli import EXIT_ERROR
 
 
 def main(argv=None) -> int:
@@ -34,7 +41,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--preset', choices=sorted(PRESETS), default='readme',
                         help='tiny: seconds (tests); readme: the README figures; scaling: '
-                             'ViTDet-B by input size and batch; full: hours')
+                             'ViTDet-B by input size and batch; gpu: a CUDA machine\'s check '
+                             '(gpu-tiny: its code path on a CPU); full: hours')
     parser.add_argument('--out-dir', default='work_dirs/latency',
                         help='where latency.json/.md/.png go (default: %(default)s)')
     parser.add_argument('--render', metavar='JSON', default=None,
@@ -56,15 +64,23 @@ def main(argv=None) -> int:
         study = load_study(args.render)
         out_dir = os.path.dirname(os.path.abspath(args.render))
     else:
-        study = run_latency_study(args.preset, iters=args.iters, threads=args.threads,
-                                  torch_pruning=not args.no_torch_pruning,
-                                  search_cost=not args.no_search_cost,
-                                  log=lambda m: print(m, file=sys.stderr, flush=True))
+        try:
+            study = run_latency_study(args.preset, iters=args.iters, threads=args.threads,
+                                      torch_pruning=not args.no_torch_pruning,
+                                      search_cost=not args.no_search_cost,
+                                      log=lambda m: print(m, file=sys.stderr, flush=True))
+        except CudaRequiredError as e:
+            print(f'benchmark_latency.py: error: {e}', file=sys.stderr)
+            return EXIT_ERROR
         out_dir = args.out_dir
-    files = write_study(study, out_dir)
-    print(f'wrote {files.json}, {files.markdown}, {files.png}')
+    preset = study['meta']['preset']
+    files = write_study(study, out_dir, plot=PRESETS.get(preset, {}).get('plot', True))
+    print('wrote ' + ', '.join(p for p in (files.json, files.markdown, files.png) if p))
+    if preset.startswith('gpu') and not study['meta'].get('not_run'):
+        print('goal (printed, not asserted): ' + CUDA_GOAL, *cuda_goal_lines(study), sep='\n')
     if args.readme:
-        image = os.path.relpath(files.png, os.path.dirname(os.path.abspath(args.readme)))
+        image = (os.path.relpath(files.png, os.path.dirname(os.path.abspath(args.readme)))
+                 if files.png else None)
         update_readme(args.readme, study, image=image)
         print(f'updated the latency table in {args.readme}')
     return 0

@@ -14,17 +14,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-from mmcv.cnn import build_norm_layer
-from mmdet.registry import MODELS
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.runner.checkpoint import CheckpointLoader
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...utils.ckpt_convert import convert_vit_state_dict
 from ...utils.safe_load import CheckpointMismatchError, checkpoint_source
+from ...utils.stack import MODELS, build_norm
 from ...utils.state_dict import compare_state_dicts, explain_backbone_keys
 from ..layers import PatchEmbed, SIDTAttention, SIDTBlock, SIDTMlp, apply_lowrank_structure
 from ..layers.block import masked_norm
@@ -92,7 +90,7 @@ class SIDTViT(BaseModule):
         norm_cfg = spec.norm_cfg
 
         def norm_layer(dim: int) -> nn.Module:
-            return build_norm_layer(norm_cfg, dim)[1]
+            return build_norm(norm_cfg, dim)
         # ---- layers (timm names)
         self.patch_embed = PatchEmbed(spec.in_channels, D, spec.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if spec.with_cls_token else None
@@ -231,6 +229,7 @@ class SIDTViT(BaseModule):
         where = checkpoint if isinstance(checkpoint, str) else 'checkpoint'
         ckpt = checkpoint
         if isinstance(checkpoint, str):
+            from mmengine.runner.checkpoint import CheckpointLoader  # imports OpenCV
             ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
         try:
             state, notes = convert_vit_state_dict(

@@ -16,7 +16,9 @@ figures to read are ratios within a group:
   dims and MLP, embedding kept), against timm's dense model; skipped with a note
   when it is not installed;
 - dense SIDTViT against timm's ``VisionTransformer`` / ``VisionTransformerSAM``;
-- on CUDA (when present): fp16 / bf16 autocast rows, synchronised timing;
+- on CUDA (when present): fp16 / bf16 autocast rows, synchronised timing; ``--preset gpu``
+  times only those (refused without CUDA) and checks latency budgets on a latency table
+  built there;
 - the search stage's own cost: a training step (forward, backward, AdamW) of the
   search model (masks on attention, MLP and embedding) against the dense one, time
   interleaved and peak memory (CUDA: ``max_memory_allocated``; CPU: peak resident
@@ -30,25 +32,32 @@ computed from the JSON, so the figures can be re-rendered without re-timing.
 from __future__ import annotations
 
 from ...utils.timing import median_latency, time_interleaved  # kept importable from here
+from .measure import CudaRequiredError, budget_check, run_latency_study, search_step_cost
 
 # the CPU peak-memory subprocesses call these from here
 from .measure import _forward_memory_child as _forward_memory_child
 from .measure import _step_memory_child as _step_memory_child
-from .measure import run_latency_study, search_step_cost
 from .presets import (
     GOALS,
+    GPU_BEGIN,
+    GPU_END,
     PRESETS,
     README_BEGIN,
     README_END,
     SCALING_BEGIN,
     SCALING_END,
+    BudgetCheck,
     Group,
     Shape,
     Variant,
 )
 from .report import (
+    CUDA_GOAL,
     StudyFiles,
+    cuda_goal_lines,
+    gpu_table,
     load_study,
+    pending_study,
     plot_study,
     readme_table,
     render_markdown,
@@ -60,4 +69,6 @@ from .report import (
 __all__ = ['PRESETS', 'Shape', 'Variant', 'Group', 'run_latency_study', 'time_interleaved',
            'write_study', 'render_markdown', 'readme_table', 'update_readme', 'plot_study',
            'search_step_cost', 'median_latency', 'load_study', 'StudyFiles', 'GOALS',
-           'README_BEGIN', 'README_END', 'SCALING_BEGIN', 'SCALING_END', 'scaling_table']
+           'README_BEGIN', 'README_END', 'SCALING_BEGIN', 'SCALING_END', 'scaling_table',
+           'GPU_BEGIN', 'GPU_END', 'BudgetCheck', 'budget_check', 'CudaRequiredError',
+           'cuda_goal_lines', 'gpu_table', 'pending_study', 'CUDA_GOAL']

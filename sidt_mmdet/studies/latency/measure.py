@@ -1,7 +1,8 @@
 """The timing: every model of a group built and timed interleaved, the per-model records and
 ratios, the search step's time and peak memory against the dense step (CUDA allocator, or
-resident memory of a fresh subprocess per model on CPU), and :func:`run_latency_study`,
-which runs a preset and returns plain data."""
+resident memory of a fresh subprocess per model on CPU), the latency-budget check of the
+``gpu`` presets, and :func:`run_latency_study`, which runs a preset and returns plain
+data."""
 from __future__ import annotations
 
 import gc
@@ -18,7 +19,7 @@ from dataclasses import asdict, replace
 import torch
 
 from ...utils.timing import time_interleaved
-from .presets import GOALS, PRESETS, Group, Shape, Variant
+from .presets import GOALS, PRESETS, BudgetCheck, Group, Shape, Variant
 from .zoo import (
     _random_search_model,
     _sidt_kwargs,
@@ -321,6 +322,37 @@ def detector_cost(config: str, keep: float, iters: int, work_dir: str,
                 rows=rows, note=bench['models']['dense'].get('note'))
 
 
+# ------------------------------------------------------------- latency budgets
+def budget_check(check: BudgetCheck, log: Callable[[str], None] = print) -> dict:
+    """Build the latency table of ``check.shape``'s search backbone (random masks) on
+    ``check.device`` in ``check.dtype``, then select at each budget on it and measure the
+    selections against the dense backbone (:func:`~sidt_mmdet.apis.latency_table.
+    check_budgets`): measured against target latency, plain data."""
+    from ...apis.latency_table import check_budgets
+    from ...models import SIDTViT
+    from ...search.latency import build_latency_table
+    shape = check.shape
+    t0 = time.time()
+    torch.manual_seed(0)
+    backbone = SIDTViT(mode='search', search_dims=('attn', 'mlp', 'embed'),
+                       **_sidt_kwargs(shape)).eval()
+    widths, hiddens, embeds = check.grid
+    log(f'latency table: {shape.name}, batch {shape.batch}, {check.device} {check.dtype}')
+    table = build_latency_table(backbone, (shape.size, shape.size), shape.batch,
+                                device=check.device, dtype=check.dtype, widths=widths,
+                                hiddens=hiddens, embeds=embeds, iters=check.iters, round_to=8,
+                                log=log)
+    got = check_budgets(backbone, table, check.budgets, round_to=8, iters=check.iters)
+    return dict(shape=asdict(shape), device=check.device, dtype=check.dtype,
+                budgets=list(check.budgets), key=table.key, table_seconds=table.build_seconds,
+                measurements=table.measurements, dense_predicted_ms=table.predict(None),
+                seconds=round(time.time() - t0, 1), **got)
+
+
+class CudaRequiredError(RuntimeError):
+    """A preset that times CUDA only, run where torch sees no CUDA device."""
+
+
 # ---------------------------------------------------------------------- study
 def run_latency_study(preset: str = 'readme', *, iters: int | None = None,
                       threads: int | None = None, torch_pruning: bool = True,
@@ -328,20 +360,29 @@ def run_latency_study(preset: str = 'readme', *, iters: int | None = None,
     """Build and time every group of ``preset`` (see :data:`PRESETS`); plain data out."""
     if preset not in PRESETS:
         raise ValueError(f'preset: expected one of {sorted(PRESETS)}, got {preset!r}')
+    spec = PRESETS[preset]
+    has_cuda = torch.cuda.is_available()
+    if spec.get('requires_cuda') and not has_cuda:
+        raise CudaRequiredError(f'--preset {preset} times CUDA only and torch sees no CUDA '
+                                f'device here (torch {torch.__version__})')
     if threads:
         torch.set_num_threads(threads)
-    spec = PRESETS[preset]
     tp_note = _torch_pruning_available() if torch_pruning else 'Torch-Pruning turned off'
     if tp_note:
         log(f'Torch-Pruning rows skipped: {tp_note}')
-    has_cuda = torch.cuda.is_available()
     cuda_note = None if has_cuda else 'no CUDA device: CUDA rows (fp16/bf16 autocast) skipped'
     groups = list(spec['groups']) + (list(spec['cuda']) if has_cuda else [])
     if cuda_note:
         log(cuda_note)
     start = time.time()
+    # first, so that a slow machine cuts groups (below), not the check
+    budgets = budget_check(spec['budget_check'], log) if spec.get('budget_check') else None
     results = []
+    skipped = []
     for g in groups:
+        if spec.get('deadline_s') and time.time() - start > spec['deadline_s']:
+            skipped.append(f'{g.shape.name} bs {g.shape.batch} {g.dtype}')
+            continue
         fns, records = _build_group(g, tp_note, log)
         n = iters or g.iters
         times = time_interleaved(fns, iters=n, warmup=g.warmup, device=g.device,
@@ -369,12 +410,19 @@ def run_latency_study(preset: str = 'readme', *, iters: int | None = None,
             for config, keep, n in spec['detector']:
                 detector.append(detector_cost(os.path.join(_REPO, config), keep, iters or n,
                                               tmp, log))
+    deadline_note = (f'past the {spec["deadline_s"]} s deadline, not timed: '
+                     f'{", ".join(skipped)}' if skipped else None)
+    if deadline_note:
+        log(deadline_note)
     meta = dict(preset=preset, torch=torch.__version__, threads=torch.get_num_threads(),
                 cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
                 cuda=torch.cuda.get_device_name(0) if has_cuda else None,
                 date=time.strftime('%Y-%m-%d %H:%M:%S'), seconds=round(time.time() - start, 1),
                 torch_pruning=_tp_version() if tp_note is None else None,
-                notes=[n for n in (tp_note, cuda_note) if n])
-    return dict(format='sidt-latency-study', version=1, meta=meta, groups=results,
-                search=search, detector=detector, goals=GOALS)
+                notes=[n for n in (tp_note, cuda_note, deadline_note) if n])
+    out = dict(format='sidt-latency-study', version=1, meta=meta, groups=results,
+               search=search, detector=detector, goals=GOALS)
+    if budgets is not None:
+        out['budget_check'] = budgets
+    return out
 

@@ -1,6 +1,7 @@
 """The rendering, from a study's plain data alone: the full Markdown tables with the goals,
-the README's compact table, the plot of latency ratio against MACs ratio, and the files
-(:func:`write_study`, :func:`load_study`, :func:`update_readme`)."""
+the README's compact tables (the ``readme`` grid, ``scaling``, the ``gpu`` check), the plot
+of latency ratio against MACs ratio, and the files (:func:`write_study`, :func:`load_study`,
+:func:`update_readme`)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,17 @@ import os
 from dataclasses import dataclass, field
 
 from ...utils.fileio import atomic_file, write_json_atomic, write_text_atomic
-from .presets import GOALS, README_BEGIN, README_END, SCALING_BEGIN, SCALING_END
+from .presets import (
+    GOALS,
+    GPU_BEGIN,
+    GPU_END,
+    README_BEGIN,
+    README_END,
+    SCALING_BEGIN,
+    SCALING_END,
+)
+
+CUDA_GOAL = 'CUDA fp16 batch 64: speedup >= (MACs ratio) ** -0.85'
 
 
 def _f(x, digits=3) -> str:
@@ -45,13 +56,9 @@ def _goal_lines(study: dict) -> list[str]:
         if not sidt:
             continue
         if g['device'] != 'cpu':
-            if g['dtype'] == 'fp16' and s['batch'] >= 64:
-                worst = max(sidt, key=lambda r: r['latency_ratio'] / r['macs_ratio'] ** 0.85)
-                ok = worst['latency_ratio'] <= worst['macs_ratio'] ** 0.85
-                lines.append(f'- {_shape_label(g)}: worst speedup {1 / worst["latency_ratio"]:.2f}'
-                             f' against (MACs ratio)^-0.85 = '
-                             f'{worst["macs_ratio"] ** -0.85:.2f} ({_name(worst)}): '
-                             f'{"met" if ok else "NOT met"}')
+            line = _cuda_goal_line(g)
+            if line:
+                lines.append(line)
             continue
         if s['vitdet']:
             limit, label = GOALS['latency/MACs, ViTDet'], 'latency/MACs, ViTDet'
@@ -88,6 +95,26 @@ def _goal_lines(study: dict) -> list[str]:
     return lines
 
 
+def _cuda_goal_line(g: dict) -> str | None:
+    """The CUDA goal of a CUDA fp16 group at batch >= 64, on its worst SIDTViT variant
+    (``None`` for any other group): met or missed, never asserted."""
+    sidt = [r for r in g['models'].values() if r['kind'] == 'sidt_pruned']
+    if not sidt or g['device'] == 'cpu' or g['dtype'] != 'fp16' or g['shape']['batch'] < 64:
+        return None
+    exponent = GOALS[CUDA_GOAL]
+    worst = max(sidt, key=lambda r: r['latency_ratio'] / r['macs_ratio'] ** exponent)
+    ok = worst['latency_ratio'] <= worst['macs_ratio'] ** exponent
+    return (f'- {_shape_label(g)}: worst speedup {1 / worst["latency_ratio"]:.2f} against '
+            f'(MACs ratio)^-{exponent} = {worst["macs_ratio"] ** -exponent:.2f} '
+            f'({_name(worst)}): {"met" if ok else "missed"}')
+
+
+def cuda_goal_lines(study: dict) -> list[str]:
+    """The CUDA goal, one line per CUDA fp16 batch-64 group (what ``--preset gpu`` prints)."""
+    lines = [line for g in study['groups'] if (line := _cuda_goal_line(g))]
+    return lines or ['- no CUDA fp16 group at batch 64 in this study: not evaluated']
+
+
 def _name(r: dict) -> str:
     if r['kind'] == 'tp_pruned':
         return f'Torch-Pruning kr {r["keep"]} r{r["round_to"]}'
@@ -99,6 +126,8 @@ def _name(r: dict) -> str:
 def render_markdown(study: dict) -> str:
     """The full tables of a study (what ``latency.md`` holds)."""
     m = study['meta']
+    if m.get('not_run'):
+        return '\n'.join(['# Latency study', '', _not_run_text(study), ''])
     lines = ['# Latency study', '',
              f'Preset `{m["preset"]}`, torch {m["torch"]}, {m["threads"]} threads, '
              f'{m["cpus"]} CPUs ({m["cpu"]}), CUDA: {m["cuda"] or "none"}, Torch-Pruning: '
@@ -128,6 +157,8 @@ def render_markdown(study: dict) -> str:
         lines += ['', '## Scaling', '', *_memory_table(study)]
     if study.get('detector'):
         lines += ['', '## Whole detector', '', *_detector_table(study)]
+    if study.get('budget_check'):
+        lines += ['', '## Latency budgets', '', *_budget_table(study['budget_check'])]
     lines += ['', '## Goals (printed, not asserted)', '', *_goal_lines(study), '']
     return '\n'.join(lines)
 
@@ -197,24 +228,93 @@ def scaling_table(study: dict) -> str:
     return '\n'.join(lines)
 
 
+def _keep_cells(g: dict) -> list[tuple[float, str]]:
+    """Per keep ratio of the group (largest first), its cells: latency ratio / MACs ratio of
+    ``dim``, ``head_uniform``, ``head`` (round 8, grouped) and Torch-Pruning (round 8)."""
+    rows = g['models'].values()
+    keeps = sorted({r['keep'] for r in rows if r['kind'] in ('sidt_pruned', 'tp_pruned')},
+                   reverse=True)
+    out = []
+    for keep in keeps:
+        cells = []
+        for want in ('dim', 'head_uniform', 'head', 'tp'):
+            hit = [r for r in rows if r.get('keep') == keep and r.get('round_to') == 8
+                   and ((want == 'tp' and r['kind'] == 'tp_pruned')
+                        or (r['kind'] == 'sidt_pruned' and r['granularity'] == want
+                            and r['layout'] == 'grouped' and not r['equal_heads']))]
+            cells.append(f'{_f(hit[0]["latency_ratio"], 2)} / {_f(hit[0]["macs_ratio"], 2)}'
+                         if hit else '—')
+        out.append((keep, ' | '.join(cells)))
+    return out
+
+
+def _budget_table(check: dict) -> list[str]:
+    """Selections at latency budgets, measured against their targets."""
+    key, s = check['key'], check['shape']
+    lines = [f'The latency table of {s["name"]}, bs {s["batch"]} (random masks), built on '
+             f'{key["device"]} in {key["dtype"]}: {check["measurements"]} timings in '
+             f'{check["table_seconds"]:.0f} s. `select_subnet(latency=budget)` on it, the '
+             f'selection then timed against the dense backbone (interleaved, the fastest of '
+             f'the calls):', '',
+             '| budget | measured / dense | predicted / dense | MACs ratio | dense ms '
+             '| pruned ms |', '|---:|---:|---:|---:|---:|---:|']
+    for r in check['rows']:
+        if 'infeasible' in r:
+            lines.append(f'| {r["target"]} | infeasible: {r["infeasible"]} | | | | |')
+            continue
+        lines.append(f'| {r["target"]} | {_f(r["measured_ratio"])} | '
+                     f'{_f(r["predicted_ratio"])} | {_f(r["macs_ratio"])} | '
+                     f'{_f(r["dense_ms"], 2)} | {_f(r["pruned_ms"], 2)} |')
+    worst = check['max_abs_error_vs_target']
+    lines += ['', 'Largest |measured / budget - 1|: '
+              + ('—' if worst is None else f'{worst:.1%}') + '.']
+    return lines
+
+
+def _not_run_text(study: dict) -> str:
+    return (f'Not run yet: no CUDA machine has run `--preset {study["meta"]["preset"]}`, so '
+            'this block holds no figures. On one, `bash tools/deploy/install_gpu_wheels.sh` '
+            'runs it (docs/benchmarks.md, "The GPU check"); its JSON, rendered with '
+            '`--render JSON --readme README.md`, replaces this text.')
+
+
+def pending_study(preset: str = 'gpu') -> dict:
+    """A study JSON that records only that ``preset`` has not been run: what the README's
+    GPU block is rendered from until a CUDA machine has run the check."""
+    return dict(format='sidt-latency-study', version=1,
+                meta=dict(preset=preset, not_run=True, notes=[]),
+                groups=[], search=[], detector=[], goals=GOALS)
+
+
+def gpu_table(study: dict) -> str:
+    """The README block of the ``gpu`` check: dense ms and latency ratio / MACs ratio per row,
+    dtype and keep, the CUDA goal, and the latency budgets measured against their targets."""
+    m = study['meta']
+    if m.get('not_run'):
+        return _not_run_text(study) + '\n'
+    lines = [f'{m["cuda"] or "No CUDA device (" + m["cpu"] + ")"}, torch {m["torch"]}, preset '
+             f'`{m["preset"]}`, {m["date"]}, {m["seconds"]:.0f} s. Cells: latency ratio / MACs '
+             'ratio against the model\'s own dense model (widths rounded to 8; random masks, '
+             'speed depends on widths only), under autocast in the row\'s dtype.', '',
+             '| model, batch, dtype | dense ms | keep | `dim` | `head_uniform` | `head` '
+             '| Torch-Pruning |', '|---|---:|---:|---:|---:|---:|---:|']
+    for g in study['groups']:
+        dense = f'{g["models"]["sidt dense"]["median_s"] * 1e3:.2f}'
+        lines += [f'| {_shape_label(g)} | {dense} | {keep} | {cells} |'
+                  for keep, cells in _keep_cells(g)]
+    lines += ['', f'Goal (printed, not asserted): {CUDA_GOAL}.', '', *cuda_goal_lines(study)]
+    if study.get('budget_check'):
+        lines += ['', *_budget_table(study['budget_check'])]
+    lines += [''] + [f'- {n}' for n in m['notes']]
+    return '\n'.join(lines).rstrip() + '\n'
+
+
 def readme_table(study: dict, image: str | None = None) -> str:
     """The compact table for the README: round 8, grouped layout, per shape and keep."""
     lines = ['| model, batch | keep | `dim` | `head_uniform` | `head` | Torch-Pruning |',
              '|---|---:|---:|---:|---:|---:|']
     for g in study['groups']:
-        rows = g['models'].values()
-        keeps = sorted({r['keep'] for r in rows if r['kind'] in ('sidt_pruned', 'tp_pruned')},
-                       reverse=True)
-        for keep in keeps:
-            cells = []
-            for want in ('dim', 'head_uniform', 'head', 'tp'):
-                hit = [r for r in rows if r.get('keep') == keep and r.get('round_to') == 8
-                       and ((want == 'tp' and r['kind'] == 'tp_pruned')
-                            or (r['kind'] == 'sidt_pruned' and r['granularity'] == want
-                                and r['layout'] == 'grouped' and not r['equal_heads']))]
-                cells.append(f'{_f(hit[0]["latency_ratio"], 2)} / {_f(hit[0]["macs_ratio"], 2)}'
-                             if hit else '—')
-            lines.append(f'| {_shape_label(g)} | {keep} | ' + ' | '.join(cells) + ' |')
+        lines += [f'| {_shape_label(g)} | {keep} | {cells} |' for keep, cells in _keep_cells(g)]
     refs = [(g, g['models']['ref SIDTViT']) for g in study['groups']
             if 'latency_ratio' in g['models'].get('ref SIDTViT', {})]
     m = study['meta']
@@ -282,18 +382,21 @@ def plot_study(study: dict, path: str) -> None:
 class StudyFiles:
     json: str
     markdown: str
-    png: str
+    png: str | None
     extra: dict = field(default_factory=dict)
 
 
-def write_study(study: dict, out_dir: str) -> StudyFiles:
-    """``latency.json``, ``latency.md`` and ``latency.png`` in ``out_dir``."""
+def write_study(study: dict, out_dir: str, plot: bool = True) -> StudyFiles:
+    """``latency.json``, ``latency.md`` and (``plot``) ``latency.png`` in ``out_dir``. The
+    ``gpu`` presets plot nothing: a GPU machine has no matplotlib, and their README block is
+    a table."""
     files = StudyFiles(json=os.path.join(out_dir, 'latency.json'),
                        markdown=os.path.join(out_dir, 'latency.md'),
-                       png=os.path.join(out_dir, 'latency.png'))
+                       png=os.path.join(out_dir, 'latency.png') if plot else None)
     write_json_atomic(files.json, study)
     write_text_atomic(files.markdown, render_markdown(study))
-    plot_study(study, files.png)
+    if plot:
+        plot_study(study, files.png)
     return files
 
 
@@ -308,8 +411,13 @@ def load_study(path: str) -> dict:
 
 def update_readme(readme: str, study: dict, image: str | None = None) -> None:
     """Replace the text between the study's markers in ``readme`` by :func:`readme_table`
-    (a ``scaling`` study: between the scaling markers, by :func:`scaling_table`)."""
+    (a ``scaling`` study: between the scaling markers, by :func:`scaling_table`; a ``gpu``
+    one, run or not: between the GPU markers, by :func:`gpu_table`)."""
     from ...utils.fileio import replace_marked_block
+    if study['meta']['preset'] in ('gpu', 'gpu-tiny'):
+        replace_marked_block(readme, GPU_BEGIN, GPU_END, lambda: gpu_table(study),
+                             'the generated GPU check')
+        return
     if study['meta']['preset'] == 'scaling':
         replace_marked_block(readme, SCALING_BEGIN, SCALING_END, lambda: scaling_table(study),
                              'the generated scaling table')
