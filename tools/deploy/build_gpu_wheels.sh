@@ -14,6 +14,13 @@ cd "$(dirname "$0")/../.."
 DIR=${1:-wheels/gpu}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$DIR"
+# Nothing to do when the folder holds exactly the listed wheels (make install runs this).
+wanted=$(grep -v '^#' tools/deploy/gpu_wheels.txt | sed '/^$/d' | tr 'A-Z-' 'a-z_' | sed 's/==/-/')
+have=$(cd "$DIR" && ls *.whl 2>/dev/null | tr 'A-Z' 'a-z' | sed 's/-py[23].*//' || true)
+if [ -n "$have" ] && [ "$(echo "$wanted" | sort)" = "$(echo "$have" | sort)" ]; then
+    echo "$DIR: the $(echo "$have" | wc -l) wheels of tools/deploy/gpu_wheels.txt, already there"
+    exit 0
+fi
 rm -f "$DIR"/*.whl
 "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
     --python-version 3.12 --implementation py --abi none --platform any \
