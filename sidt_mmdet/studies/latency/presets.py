@@ -1,6 +1,7 @@
 """The study's inputs: a model shape (:class:`Shape`), a pruned variant (:class:`Variant`),
 the models timed together (:class:`Group`), the grids that build them and the presets
-(:data:`PRESETS`: ``tiny``, ``readme``, ``full``, ``scaling``, ``detector``, ``gpu`` and its
+(:data:`PRESETS`: ``tiny``, ``readme``, ``full``, ``scaling``, ``detector``,
+``detector-vitdet``, ``gpu`` and its
 CPU stand-in ``gpu-tiny``), the latency-budget check of the ``gpu`` presets
 (:class:`BudgetCheck`), with the goals the study prints and the README markers its tables go
 between."""
@@ -177,6 +178,9 @@ _TOY_DETECTORS = [
      20),
     ('configs/toy/sidt-dense_retinanet_sidtvit-toy_simplefpn_100it_toy-coco.py', 0.6, 20)]
 
+_VITDET_DETECTORS = [
+    ('configs/vitdet/sidt-dense_mask-rcnn_sidtvit-b_simplefpn_lsj-100e_coco.py', 0.6, 3)]
+
 PRESETS: dict[str, dict] = {
     # The test suite's size: every code path, a few iterations, seconds.
     'tiny': dict(
@@ -209,6 +213,9 @@ PRESETS: dict[str, dict] = {
     # The whole toy detectors (backbone, + neck, test step with heads and NMS), dense against
     # pruned at keep 0.6: what a detection user times. Seconds.
     'detector': dict(groups=[], cuda=[], search=[], detector=_TOY_DETECTORS),
+    # The same rows for the full-size ViTDet-B Mask R-CNN at its 1024 test size: about 5 min
+    # on 2 idle cores.
+    'detector-vitdet': dict(groups=[], cuda=[], search=[], detector=_VITDET_DETECTORS),
     # A CUDA machine's check, 8 minutes at most on one H100 (estimate): the rows above dense
     # against pruned in fp16 and bf16 autocast, a latency table built there (ViT-B 224, batch
     # 64, fp16) and latency budgets selected and measured on it. Refused without CUDA; groups
