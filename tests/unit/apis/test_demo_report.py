@@ -88,3 +88,8 @@ def test_demo_measures_and_reports_on_the_toy_detectors(tmp_path):
     assert set(detector['ratios']) == {'backbone', 'backbone+neck', 'detector'}
     text = demo.detection_report(_ctx(timing, detector))
     assert '## Timing' in text and '| 32px, 1 |' in text and '| detector |' in text
+
+
+def test_report_states_the_pruned_models_extra_training():
+    text = demo.detection_report(_ctx([_row(160, 20.0, 12.0, [], [0.8, 1.1])]))
+    assert 'it has trained 600 iterations more than the dense model (800)' in text
