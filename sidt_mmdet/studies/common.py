@@ -553,6 +553,14 @@ class Stages:
         return self.cached(f'{name}-it{iters}', spec, run)
 
 
+def save_figure(fig, path: str) -> None:
+    """Write a matplotlib figure as PNG at ``path`` atomically and close it."""
+    import matplotlib.pyplot as plt
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format='png')
+    plt.close(fig)
+
+
 def _digest(path: str) -> str:
     """sha256 of a file's bytes, the first 16 hex digits (a cache key for a table)."""
     with open(path, 'rb') as f:

@@ -15,7 +15,7 @@ import os.path as osp
 import time
 from dataclasses import dataclass
 
-from .common import StageSettings, log, write_json_atomic, write_text_atomic
+from .common import StageSettings, log, save_figure, write_json_atomic, write_text_atomic
 from .selection import PRESETS as SELECTION_PRESETS
 from .selection import REFERENCE, run_selection_study
 from .stats import verdict
@@ -144,7 +144,6 @@ def sweep_markdown(result: dict) -> str:
 
 
 def _plot(result: dict, path: str) -> None:
-    import os
 
     import matplotlib
     matplotlib.use('Agg')
@@ -170,7 +169,4 @@ def _plot(result: dict, path: str) -> None:
         ax.set_title(f'MACs x{ratio:g}')
         ax.legend(fontsize=6)
     fig.tight_layout()
-    tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

@@ -26,7 +26,6 @@ Writes ``pareto_<preset>.{json,md,png}`` in the workspace and prints the goals.
 from __future__ import annotations
 
 import itertools
-import os
 import os.path as osp
 import time
 from dataclasses import dataclass, field, replace
@@ -39,6 +38,7 @@ from .common import (
     check_equal_compute,
     log,
     provenance,
+    save_figure,
     write_json_atomic,
     write_text_atomic,
 )
@@ -568,7 +568,4 @@ def _plot(result: dict, path: str) -> None:
     ax.set_title(f'accuracy-latency study ({result["preset"]})')
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

@@ -54,6 +54,7 @@ from .common import (
     log,
     mean_std,
     provenance,
+    save_figure,
     write_json_atomic,
     write_text_atomic,
 )
@@ -644,8 +645,4 @@ def _plot(result: dict, path: str) -> None:
     ax.set_title(f'selection study ({result["preset"]}, seeds {result["seeds"]})')
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    import os
-    os.replace(tmp, path)
+    save_figure(fig, path)
