@@ -493,14 +493,16 @@ class Stages:
                         macs_ratio=subnet.stats['macs_after'] / subnet.stats['macs_before'])
         return self.cached(f'narrow-k{keep:g}-it{self.s.dense_iters}-s{seed}', spec, run)
 
-    def dense_finetuned(self, dense_ckpt: str, seeds, extra_iters: int = 0) -> dict:
+    def dense_finetuned(self, dense_ckpt: str, seeds, extra_iters: int = 0,
+                        split: str = 'test') -> dict:
         """The dense model given the fine-tune every pruned model gets (same config,
         schedule and seeds), lengthened by ``extra_iters`` (a study's search length, so that
         it has the same training after the dense run as a searched model): the reference a
         pruned-and-fine-tuned top-1 is fair against.
 
         The dense widths go through the same export (a subnet that keeps every unit) and the
-        retrain config, so the only difference from a pruned run is what was kept.
+        retrain config, so the only difference from a pruned run is what was kept. ``split``:
+        where the figures are measured (:meth:`finetune`).
         """
         from ..search.criteria import uniform_scores
         exp = self.export('export-dense-full', dict(method='dense'), 'criterion', dense_ckpt,
@@ -509,7 +511,7 @@ class Stages:
             raise RuntimeError(f'the dense subnet keeps MACs x{exp["macs_ratio"]:.4f}, not all')
         iters = self.s.finetune_iters + extra_iters
         runs = [dict(seed=seed, **self.finetune(f'finetune-dense-s{seed}', exp['subnet'],
-                                                 exp['checkpoint'], seed, iters))
+                                                 exp['checkpoint'], seed, iters, split=split))
                 for seed in seeds]
         out = dict(subnet=exp['subnet'], seeds=list(seeds), runs=runs, iters=iters,
                    post_dense_iters=iters)
@@ -655,7 +657,8 @@ class Stages:
         the first listed on a tie; each final model of the chosen one is evaluated on the
         test split (:meth:`evaluate_final`, ``<name>-test<i>``). Returns (and writes to
         ``<work_dir>/<name>/choice.json``) the metric, the chosen label, every candidate's
-        validation figure and the chosen one's test figures (the mean and each run's).
+        validation figure and the chosen one's test figures (the mean, each run's, and
+        the final models tested).
         """
         if not self.s.num_val:
             raise ValueError(f'{name}: no validation split to choose on; set '
@@ -678,7 +681,7 @@ class Stages:
                 for i, final in enumerate(finals[chosen])]
         test = {m: mean_std([r[m] for r in runs])[0] for m in self.metrics}
         record = dict(metric=metric, chosen=chosen, val=val,
-                      test=dict(test, runs=runs, split='test'))
+                      test=dict(test, runs=runs, models=finals[chosen], split='test'))
         write_json_atomic(osp.join(self.work_dir, name, 'choice.json'), record)
         first = self.metrics[0]
         log(f'{name}: {chosen} chosen on the validation split ({metric} {val[chosen]:.2f}); '

@@ -83,6 +83,13 @@ def test_coco_training_loses_exactly_the_last_images_and_val_has_their_annotatio
                                                   StageSettings(**settings)))
     assert other.val_ann_file() == path
     assert json.loads(open(path, encoding='utf-8').read()) == held
+    # CocoMetric on the validation split scores the 3 held-out images against that file
+    from sidt_mmdet.studies.coco_matches import load_matches
+    model = stages._model(stages.s.dense_config, None, {'model.test_cfg.rcnn.score_thr': 0.0})
+    out = stages.evaluate(model, str(tmp_path), 'val', split='val')
+    assert len(load_matches(out['val'], 'bbox')) == 3
+    gt = load_matches(out['val'], 'bbox').gt_count.sum()
+    assert gt == sum(not a.get('iscrowd', 0) for a in held['annotations'])
 
 
 def test_a_split_that_leaves_nothing_or_a_negative_one_is_refused(tmp_path):
@@ -228,3 +235,21 @@ def test_no_choice_without_a_validation_split_or_on_test_figures(tmp_path):
     with pytest.raises(ValueError, match='no candidates'):
         stages.choose('choice', {})
     assert stages.evaluated == []
+
+
+def test_the_search_cost_goal_reads_the_chosen_length_on_test_only():
+    from sidt_mmdet.studies.search_cost import search_cost_goals
+
+    def result(fraction, test, ref_test):
+        # validation figures far above the reference: the goal must not read them
+        summary = [dict(fraction=fraction, search_iters=10, top1_finetuned_mean=99.0,
+                        reference_top1=1.0, reference_iters=20)]
+        return dict(ratio=0.6, summary=summary, choice=dict(
+            fraction=fraction, search_iters=10, top1_test=test, reference_top1_test=ref_test,
+            reference_iters=20))
+    assert search_cost_goals(result(0.1, 50.0, 50.4))[0]['status'] == 'met'
+    missed = search_cost_goals(result(0.1, 50.0, 50.6))[0]
+    assert missed['status'] == 'missed' and 'test 50.00 vs dense + 20 iterations 50.60' in \
+        missed['detail']
+    longer = search_cost_goals(result(0.2, 60.0, 50.0))[0]
+    assert longer['status'] == 'not assessable' and 'validation chose 20%' in longer['detail']
