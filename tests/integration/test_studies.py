@@ -178,6 +178,33 @@ def test_lowrank_study_on_the_shared_search(studies):
 
 
 
+def test_lowrank_study_chooses_the_hybrid_keep_ratio_on_validation(tmp_path):
+    res = run_lowrank_study('tiny-val', str(tmp_path), methods=('svd',))
+    choice, rows = res['choice'], res['budget']
+    hybrids = [r for r in rows if r.get('split') == 'val']
+    assert [r['name'] for r in hybrids] == [f'hybrid (MLP keep {k:g} + SVD attention)'
+                                            for k in (0.5, 0.6)]
+    assert choice['val'] == {r['name']: r['top1_after_ft'] for r in hybrids}
+    best = max(hybrids, key=lambda r: r['top1_after_ft'])
+    assert choice['chosen'] == best['name']
+    # the chosen one on the test split, once; every other row on test as before
+    chosen = [r for r in rows if r['name'].endswith('chosen on validation')]
+    assert len(chosen) == 1 and chosen[0]['top1_after_ft'] == choice['test']['top1']
+    assert chosen[0]['mlp_kept'] == best['mlp_kept']
+    assert {r.get('split', 'test') for r in rows} == {'val', 'test'}
+    work = tmp_path / 'tiny-val'
+    assert sorted(d.name for d in work.iterdir() if d.name.startswith('choice-')) == [
+        'choice-hybrid-mlp-keep', 'choice-hybrid-mlp-keep-compressed-test',
+        'choice-hybrid-mlp-keep-reference-top1_after_ft',
+        'choice-hybrid-mlp-keep-reference-top1_before_ft', 'choice-hybrid-mlp-keep-test0']
+    md = (work / 'lowrank_tiny-val.md').read_text()
+    assert md.count('| validation |') == 2 and md.count('| test |') == len(rows) - 2
+    assert '50 training images held out' in md
+    # the README table lists test figures only
+    assert all(not r['method'].startswith('hybrid (') or 'chosen' in r['method']
+               for r in results.results_rows({'lowrank': res}, latency=False))
+
+
 def test_pareto_study_on_the_shared_work_dir(studies, capsys):
     """The accuracy-latency study at tiny size shares the selection study's dense model and
     MACs-budget exports; its latency-budget rows read the table it built, Torch-Pruning's
