@@ -208,12 +208,17 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
     search_model = build_search_model(ckpt)
     loader = stages.test_loader()
 
+    options = data_root_options('classification', data_root)
+    if stages.s.num_val:  # the calibration batches never hold a validation image
+        options['train_dataloader.dataset.indices'] = (stages.num_train_images()
+                                                       - stages.s.num_val)
+
     def lowrank(name, **rule):
         out = work / 'compressed' / name
         calib = (dict(calibration_batches=calibration_batches)
                  if rule.get('method') in CALIBRATED_METHODS else {})
         lowrank_export(str(SEARCH_CFG), str(ckpt), str(out), overwrite=True, seed=seed,
-                       cfg_options=data_root_options('classification', data_root), **calib, **rule)
+                       cfg_options=options, **calib, **rule)
         report = json.loads((out / 'lowrank_report.json').read_text())
         return out, report
 

@@ -179,7 +179,8 @@ def test_lowrank_study_on_the_shared_search(studies):
 
 
 def test_lowrank_study_chooses_the_hybrid_keep_ratio_on_validation(tmp_path):
-    res = run_lowrank_study('tiny-val', str(tmp_path), methods=('svd',))
+    # svd_whitened: calibrated on training batches, the split's indices passed on to them
+    res = run_lowrank_study('tiny-val', str(tmp_path), methods=('svd', 'svd_whitened'))
     choice, rows = res['choice'], res['budget']
     hybrids = [r for r in rows if r.get('split') == 'val']
     assert [r['name'] for r in hybrids] == [f'hybrid (MLP keep {k:g} + SVD attention)'
