@@ -10,6 +10,10 @@ fraction of the dense run.
 Every finished stage leaves ``<work_dir>/<run>/result.json``; running a study again reuses it
 when the stage's settings are the same, so an interrupted study resumes, and the studies
 share their dense model and searches when they use the same work dir.
+
+With ``StageSettings.num_val`` the training set's last images are a validation split that
+no training stage sees; :meth:`Stages.choose` makes a study's choices on it and evaluates
+only the chosen model on the test split.
 """
 from __future__ import annotations
 
@@ -544,7 +548,8 @@ class Stages:
 
     def val_dataloader_cfg(self, cfg):
         """``cfg``'s test loader on the training set's last ``num_val`` images (a negative
-        ``indices`` keeps the last entries of the dataset's list)."""
+        ``indices`` keeps the last entries of the dataset's list; the classification set
+        filters nothing, so that list is the one the training stages cut)."""
         loader = copy.deepcopy(cfg.test_dataloader)
         loader.dataset.split = 'train'
         loader.dataset.indices = -self.s.num_val
