@@ -10,6 +10,10 @@ fraction of the dense run.
 Every finished stage leaves ``<work_dir>/<run>/result.json``; running a study again reuses it
 when the stage's settings are the same, so an interrupted study resumes, and the studies
 share their dense model and searches when they use the same work dir.
+
+With ``StageSettings.num_val`` the training set's last images are a validation split that
+no training stage sees; :meth:`Stages.choose` makes a study's choices on it and evaluates
+only the chosen model on the test split.
 """
 from __future__ import annotations
 
@@ -132,12 +136,18 @@ def _config_file(path: str, mtime: float):
 
 @dataclass
 class StageSettings:
-    """Configs, data and schedule lengths (iterations of one process' batch) of a study."""
+    """Configs, data and schedule lengths (iterations of one process' batch) of a study.
+
+    ``num_val``: the last ``num_val`` images of the training set (by index) held out as the
+    validation split every choice of a study is made on (:meth:`Stages.choose`); no
+    training stage sees them. 0: no validation split.
+    """
 
     data_root: str
     data_preset: str = 'hard'
     num_train: int | None = None
     num_test: int | None = None
+    num_val: int = 0
     dense_config: str = osp.join(
         CFG_DIR, 'sidt-dense_cls_vit-toy-p4_linear_12e_toy-cifar100-hard.py')
     search_config: str = osp.join(
@@ -152,6 +162,10 @@ class StageSettings:
     taylor_batches: int = 8
     threads: int = 1
     extra_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.num_val, int) or self.num_val < 0:
+            raise ValueError(f'num_val: expected an int >= 0, got {self.num_val!r}')
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -194,6 +208,8 @@ class Stages:
         os.makedirs(self.work_dir, exist_ok=True)
         torch.set_num_threads(settings.threads)
         self._test_loader = None
+        self._val_loader = None
+        self._num_train_images: int | None = None
         self._hashes: dict[str, str] = {}
         self.configs_used: set[str] = set()
         self.git: dict | None = None
@@ -258,8 +274,33 @@ class Stages:
         cfg.merge_from_dict({**self.data_options(self.ensure_data()),
                              'train_dataloader.batch_size': self.s.batch_size,
                              **self.s.extra_options, **(options or {})})
+        if self.s.num_val:
+            # mmengine's BaseDataset keeps the first N entries of its list for indices=N,
+            # after the dataset's own filter and before it serializes the list
+            cfg.train_dataloader.dataset.indices = self.num_train_images() - self.s.num_val
         cfg.log_level = 'WARNING'
         return cfg
+
+    def train_dataset(self):
+        """The whole training set as the training stages read it (the dataset's own filter
+        applied, e.g. COCO's images without a box), the validation split included."""
+        from mmengine.registry import DATASETS, init_default_scope
+        cfg = load_config(self.s.dense_config)
+        cfg.merge_from_dict({**self.data_options(self.ensure_data()), **self.s.extra_options})
+        init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+        dataset = copy.deepcopy(cfg.train_dataloader.dataset)
+        dataset.pop('indices', None)
+        return DATASETS.build(dataset)
+
+    def num_train_images(self) -> int:
+        """The size of :meth:`train_dataset`; refuses a ``num_val`` that leaves nothing."""
+        if self._num_train_images is None:
+            n = len(self.train_dataset())
+            if self.s.num_val >= n:
+                raise ValueError(f'num_val: {self.s.num_val} held out of {n} training images '
+                                 'leaves none to train on')
+            self._num_train_images = n
+        return self._num_train_images
 
     def _train(self, cfg, run_dir: str, iters: int, warmup: int, seed: int,
                load_from: str | None):
@@ -351,8 +392,11 @@ class Stages:
         return self.cached(f'train-on-it{iters}-s{seed}', spec, run)
 
     def data_spec(self) -> dict:
-        return dict(root=osp.abspath(self.s.data_root), preset=self.s.data_preset,
+        spec = dict(root=osp.abspath(self.s.data_root), preset=self.s.data_preset,
                     num_train=self.s.num_train, num_test=self.s.num_test)
+        if self.s.num_val:  # absent without a split, so the keys of earlier runs still hold
+            spec['num_val'] = self.s.num_val
+        return spec
 
     # ----------------------------------------------------------------- export
     def _model(self, config: str, checkpoint: str | None, options: dict | None = None):
@@ -453,14 +497,16 @@ class Stages:
                         macs_ratio=subnet.stats['macs_after'] / subnet.stats['macs_before'])
         return self.cached(f'narrow-k{keep:g}-it{self.s.dense_iters}-s{seed}', spec, run)
 
-    def dense_finetuned(self, dense_ckpt: str, seeds, extra_iters: int = 0) -> dict:
+    def dense_finetuned(self, dense_ckpt: str, seeds, extra_iters: int = 0,
+                        split: str = 'test') -> dict:
         """The dense model given the fine-tune every pruned model gets (same config,
         schedule and seeds), lengthened by ``extra_iters`` (a study's search length, so that
         it has the same training after the dense run as a searched model): the reference a
         pruned-and-fine-tuned top-1 is fair against.
 
         The dense widths go through the same export (a subnet that keeps every unit) and the
-        retrain config, so the only difference from a pruned run is what was kept.
+        retrain config, so the only difference from a pruned run is what was kept. ``split``:
+        where the figures are measured (:meth:`finetune`).
         """
         from ..search.criteria import uniform_scores
         exp = self.export('export-dense-full', dict(method='dense'), 'criterion', dense_ckpt,
@@ -469,7 +515,7 @@ class Stages:
             raise RuntimeError(f'the dense subnet keeps MACs x{exp["macs_ratio"]:.4f}, not all')
         iters = self.s.finetune_iters + extra_iters
         runs = [dict(seed=seed, **self.finetune(f'finetune-dense-s{seed}', exp['subnet'],
-                                                 exp['checkpoint'], seed, iters))
+                                                 exp['checkpoint'], seed, iters, split=split))
                 for seed in seeds]
         out = dict(subnet=exp['subnet'], seeds=list(seeds), runs=runs, iters=iters,
                    post_dense_iters=iters)
@@ -487,28 +533,60 @@ class Stages:
             self._test_loader = Runner.build_dataloader(cfg.test_dataloader)
         return self._test_loader
 
+    def val_loader(self):
+        """The validation split: the last ``num_val`` images of the training set, read with
+        the test pipeline."""
+        if not self.s.num_val:
+            raise ValueError('val_loader: no validation split; set StageSettings.num_val > 0')
+        if self._val_loader is None:
+            from mmengine.registry import init_default_scope
+            from mmengine.runner import Runner
+            cfg = self.config(self.s.dense_config)
+            init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+            self._val_loader = Runner.build_dataloader(self.val_dataloader_cfg(cfg))
+        return self._val_loader
+
+    def val_dataloader_cfg(self, cfg):
+        """``cfg``'s test loader on the training set's last ``num_val`` images (a negative
+        ``indices`` keeps the last entries of the dataset's list; the classification set
+        filters nothing, so that list is the one the training stages cut)."""
+        loader = copy.deepcopy(cfg.test_dataloader)
+        loader.dataset.split = 'train'
+        loader.dataset.indices = -self.s.num_val
+        return loader
+
+    def loader(self, split: str):
+        """The loader of ``split``: ``'test'`` or ``'val'``."""
+        if split == 'test':
+            return self.test_loader()
+        if split == 'val':
+            return self.val_loader()
+        raise ValueError(f"split: expected 'test' or 'val', got {split!r}")
+
     def num_test(self) -> int:
         return len(self.test_loader().dataset)
 
-    def predict(self, model):
-        """``(top-1 %, predicted labels, true labels)`` of ``model`` on the test split, in
-        the split's order."""
+    def predict(self, model, split: str = 'test'):
+        """``(top-1 %, predicted labels, true labels)`` of ``model`` on ``split`` (``'test'``
+        or ``'val'``), in the split's order."""
         import numpy as np
         model.eval()
         pred, gt = [], []
         with torch.no_grad():
-            for data in self.test_loader():
+            for data in self.loader(split):
                 for sample in model.val_step(data):
                     pred.append(int(sample.pred_label.item()))
                     gt.append(int(sample.gt_label.item()))
         pred, gt = np.asarray(pred, dtype=np.int16), np.asarray(gt, dtype=np.int16)
         return 100.0 * float((pred == gt).mean()), pred, gt
 
-    def evaluate(self, model, run_dir: str, name: str = 'predictions') -> dict:
-        """Top-1 of ``model`` and its per-image predictions, written (atomically) to
-        ``run_dir/<name>.npz`` for the paired statistics (:func:`load_correct`)."""
+    def evaluate(self, model, run_dir: str, name: str = 'predictions',
+                 split: str = 'test') -> dict:
+        """Top-1 of ``model`` on ``split`` (``'test'`` or ``'val'``) and its per-image
+        predictions, written (atomically) to ``run_dir/<name>.npz`` for the paired
+        statistics (:func:`load_correct`)."""
         import numpy as np
-        top1, pred, gt = self.predict(model)
+        top1, pred, gt = self.predict(model, split)
         path = osp.join(run_dir, f'{name}.npz')
         with atomic_file(path) as tmp, open(tmp, 'wb') as f:
             np.savez(f, pred=pred, gt=gt)
@@ -517,13 +595,17 @@ class Stages:
     def finetune(self, name: str, subnet: str, checkpoint: str, seed: int,
                  iters: int | None = None, *, config: str | None = None,
                  options: dict | None = None, warmup: int | None = None,
-                 key: dict | None = None) -> dict:
+                 key: dict | None = None, split: str = 'test') -> dict:
         """Top-1 of the pruned model right after export and after the same fine-tune.
 
         ``config`` (default: the retrain config), ``options`` (merged into it, e.g. a
         learning rate) and ``warmup`` (default: the settings') change the fine-tune;
         ``key`` adds what else identifies the run to its cache key (e.g. a digest of a
-        checkpoint rewritten at the same path)."""
+        checkpoint rewritten at the same path). ``split``: where both figures are measured,
+        ``'val'`` for a candidate of a choice (:meth:`choose`); ``final`` in the result is
+        the fine-tuned model (config, checkpoint, options) with its figures there."""
+        if split not in ('test', 'val'):
+            raise ValueError(f"split: expected 'test' or 'val', got {split!r}")
         iters = self.s.finetune_iters if iters is None else iters
         config = config or self.s.retrain_config
         warmup = self.s.finetune_warmup if warmup is None else warmup
@@ -534,14 +616,16 @@ class Stages:
             spec['options'] = dict(options)
         if key:
             spec['key'] = dict(key)
+        if split != 'test':
+            spec['split'] = split
 
         def run(run_dir):
             opts = {**(options or {}), 'model.backbone.subnet': subnet}
             pruned = self.evaluate(self._model(config, checkpoint, opts),
-                                   run_dir, 'predictions_pruned')
-            model, _ = self._train(self.config(config, opts), run_dir, iters, warmup, seed,
-                                   checkpoint)
-            after = self.evaluate(model, run_dir)
+                                   run_dir, 'predictions_pruned', split)
+            model, ckpt = self._train(self.config(config, opts), run_dir, iters, warmup, seed,
+                                      checkpoint)
+            after = self.evaluate(model, run_dir, split=split)
             m = self.metrics[0]
             log(f'  {name}: {self.metric_label} {pruned[m]:.2f} after pruning -> '
                 f'{after[m]:.2f} after fine-tune')
@@ -549,8 +633,65 @@ class Stages:
                         **{f'{k}_finetuned': after[k] for k in self.metrics},
                         predictions_pruned=pruned['predictions_pruned'],
                         predictions=after['predictions'], finetune_iters=iters,
-                        backbone_params=sum(p.numel() for p in model.backbone.parameters()))
+                        backbone_params=sum(p.numel() for p in model.backbone.parameters()),
+                        final=dict(config=config, checkpoint=ckpt, options=opts, split=split,
+                                   **{k: after[k] for k in self.metrics}))
         return self.cached(f'{name}-it{iters}', spec, run)
+
+    # ---------------------------------------------------------------- choices
+    def evaluate_final(self, name: str, final: dict, split: str = 'test') -> dict:
+        """A fine-tune's ``final`` model evaluated on ``split``, cached as ``<name>`` (keyed
+        by a digest of its checkpoint, which a changed fine-tune rewrites at the same path)."""
+        spec = dict(stage='evaluate', split=split, config=final['config'],
+                    checkpoint=final['checkpoint'], options=final.get('options') or {},
+                    checkpoint_sha256=_digest(final['checkpoint']), data=self.data_spec())
+
+        def run(run_dir):
+            model = self._model(final['config'], final['checkpoint'], final.get('options'))
+            return self.evaluate(model, run_dir, split=split)
+        return self.cached(name, spec, run)
+
+    def choose(self, name: str, candidates: dict[str, Callable[[], dict | list[dict]]],
+               metric: str | None = None) -> dict:
+        """Choose among ``candidates`` on the validation split; evaluate the chosen on the
+        test split, once.
+
+        Each candidate is a callable returning its final model: a fine-tune's ``final``
+        measured on the validation split (:meth:`finetune` with ``split='val'``), or a list
+        of them (its seeds). The highest mean ``metric`` (default: the task's first) wins,
+        the first listed on a tie; each final model of the chosen one is evaluated on the
+        test split (:meth:`evaluate_final`, ``<name>-test<i>``). Returns (and writes to
+        ``<work_dir>/<name>/choice.json``) the metric, the chosen label, every candidate's
+        validation figure and the chosen one's test figures (the mean, each run's, and
+        the final models tested).
+        """
+        if not self.s.num_val:
+            raise ValueError(f'{name}: no validation split to choose on; set '
+                             'StageSettings.num_val > 0 (training images held out)')
+        if not candidates:
+            raise ValueError(f'{name}: no candidates to choose from')
+        metric = metric or self.metrics[0]
+        finals, val = {}, {}
+        for label, get in candidates.items():
+            runs = get()
+            runs = [runs] if isinstance(runs, dict) else list(runs)
+            splits = sorted({str(r.get('split')) for r in runs})
+            if not runs or splits != ['val']:
+                raise ValueError(f'{name}: candidate {label!r} was measured on {splits}, not '
+                                 'on the validation split only')
+            finals[label] = runs
+            val[label] = mean_std([r[metric] for r in runs])[0]
+        chosen = max(val, key=val.get)  # max keeps the first of equal figures
+        runs = [self.evaluate_final(f'{name}-test{i}', final)
+                for i, final in enumerate(finals[chosen])]
+        test = {m: mean_std([r[m] for r in runs])[0] for m in self.metrics}
+        record = dict(metric=metric, chosen=chosen, val=val,
+                      test=dict(test, runs=runs, models=finals[chosen], split='test'))
+        write_json_atomic(osp.join(self.work_dir, name, 'choice.json'), record)
+        first = self.metrics[0]
+        log(f'{name}: {chosen} chosen on the validation split ({metric} {val[chosen]:.2f}); '
+            f'test {first} {test[first]:.2f}')
+        return record
 
 
 def save_figure(fig, path: str) -> None:

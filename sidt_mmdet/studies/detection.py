@@ -6,15 +6,19 @@ layout (``make_toy_coco(preset='hard')``), every stage trains through mmengine's
 ``configs/toy/*_toy-coco-hard.py`` (what ``tools/train.py`` builds), and each evaluation runs
 mmdet's ``CocoMetric`` on the test split, box and mask mAP (x100), writing the COCO results
 JSON and the per-image matches (:mod:`sidt_mmdet.studies.coco_matches`) the paired
-bootstrap redraws.
+bootstrap redraws. The validation split (``num_val``) is the training set's last images,
+evaluated the same way against a COCO file of those images
+(:meth:`DetectionStages.val_ann_file`).
 """
 from __future__ import annotations
 
+import json
 import os.path as osp
 
 import torch
 
 from ..apis.chain import data_root_options
+from ..utils.fileio import write_json_atomic
 from .coco_matches import coco_matches, save_matches
 from .common import REPO, Stages, log
 
@@ -56,17 +60,58 @@ class DetectionStages(Stages):
     def data_options(self, root: str) -> dict:
         return data_root_options('detection', root)
 
-    def predict(self, model):
+    def val_ann_file(self) -> str:
+        """The COCO annotation file of the validation split: the training set's last
+        ``num_val`` images as the training stages read it (after its filter), with their
+        annotations, beside the training annotations as ``<train>_last<num_val>.json``;
+        written (atomically) when it is absent or holds anything else."""
+        if not self.s.num_val:
+            raise ValueError('val_ann_file: no validation split; set StageSettings.num_val > 0')
+        if getattr(self, '_val_ann_file', None):
+            return self._val_ann_file
+        dataset = self.train_dataset()
+        ids = [dataset.get_data_info(i)['img_id']
+               for i in range(len(dataset) - self.s.num_val, len(dataset))]
+        with open(dataset.ann_file, encoding='utf-8') as f:
+            coco = json.load(f)
+        images = {im['id']: im for im in coco['images']}
+        keep = set(ids)
+        held_out = dict(coco, images=[images[i] for i in ids],
+                        annotations=[a for a in coco['annotations'] if a['image_id'] in keep])
+        path = f'{osp.splitext(dataset.ann_file)[0]}_last{self.s.num_val}.json'
+        try:
+            with open(path, encoding='utf-8') as f:
+                current = json.load(f)
+        except (OSError, ValueError):
+            current = None
+        if current != held_out:
+            write_json_atomic(path, held_out)
+        self._val_ann_file = path
+        return path
+
+    def val_dataloader_cfg(self, cfg):
+        """``cfg``'s test loader on the images of :meth:`val_ann_file` (the training
+        images' folder)."""
+        loader = super().val_dataloader_cfg(cfg)
+        del loader.dataset['split'], loader.dataset['indices']
+        loader.dataset.ann_file = self.val_ann_file()
+        loader.dataset.data_prefix = dict(cfg.train_dataloader.dataset.data_prefix)
+        return loader
+
+    def predict(self, model, split: str = 'test'):
         raise NotImplementedError('a detector has no per-image label: see evaluate()')
 
-    def evaluate(self, model, run_dir: str, name: str = 'predictions') -> dict:
-        """Box and mask mAP (x100) of ``model`` on the test split by mmdet's CocoMetric, its
-        COCO results JSON (``run_dir/<name>.{bbox,segm}.json``) and the per-image matches
+    def evaluate(self, model, run_dir: str, name: str = 'predictions',
+                 split: str = 'test') -> dict:
+        """Box and mask mAP (x100) of ``model`` on ``split`` (``'test'``, or ``'val'``
+        against :meth:`val_ann_file`) by mmdet's CocoMetric, its COCO results JSON
+        (``run_dir/<name>.{bbox,segm}.json``) and the per-image matches
         (``run_dir/<name>.npz``) for the paired bootstrap."""
         from mmdet.evaluation import CocoMetric
         from mmengine.evaluator import Evaluator
-        loader = self.test_loader()
-        ann_file = osp.join(osp.abspath(self.s.data_root), ANN_FILE)
+        loader = self.loader(split)
+        ann_file = (self.val_ann_file() if split == 'val'
+                    else osp.join(osp.abspath(self.s.data_root), ANN_FILE))
         prefix = osp.join(run_dir, name)
         evaluator = Evaluator(CocoMetric(ann_file=ann_file, metric=['bbox', 'segm'],
                                          outfile_prefix=prefix))

@@ -19,6 +19,10 @@ Steps (each a real stage of the pipeline, on CPU in minutes):
 
 Writes WORK/compare_lowrank.md and WORK/compare_lowrank.json. The hybrid's measure is the
 relative increase of the top-1 error over the reference: ``(err - err_ref) / err_ref``.
+
+With a validation split (the stages' ``num_val``, preset ``tiny-val``) each hybrid is
+measured on it (the reference too, for its deltas), the MLP keep ratio is chosen there
+(:meth:`Stages.choose`) and only the chosen hybrid is evaluated on the test split, once.
 """
 from __future__ import annotations
 
@@ -111,11 +115,14 @@ def markdown(res: dict) -> str:
     k = res['settings']['finetune_iters']
     r0, r1 = ref['top1_before_ft'], ref['top1_after_ft']
 
-    def row(r, *cells):
+    def row(r, *cells, split_column=False):
         share = r['backbone_params'] / dense
-        return ' | '.join([f'| {r["name"]}', f'{r["backbone_params"]:,} ({share:.0%})', *cells,
-                           f'{r["top1_before_ft"]:.1f} ({r["top1_before_ft"] - r0:+.1f})',
-                           f'{r["top1_after_ft"]:.1f} ({r["top1_after_ft"] - r1:+.1f}) |'])
+        val = r.get('split') == 'val'  # held against the reference on the same split
+        b0, b1 = (ref['val']['top1_before_ft'], ref['val']['top1_after_ft']) if val else (r0, r1)
+        line = ' | '.join([f'| {r["name"]}', f'{r["backbone_params"]:,} ({share:.0%})', *cells,
+                           f'{r["top1_before_ft"]:.1f} ({r["top1_before_ft"] - b0:+.1f})',
+                           f'{r["top1_after_ft"]:.1f} ({r["top1_after_ft"] - b1:+.1f}) |'])
+        return line + (f' {"validation" if val else "test"} |' if split_column else '')
 
     lines = [
         '# Low-rank compression on the toy CIFAR-100 classifier', '',
@@ -135,14 +142,23 @@ def markdown(res: dict) -> str:
         '|---|---:|---:|---:|---:|---:|']
     for r in res['methods']:
         lines.append(row(r, f'{r["mean_rel_error"]:.3f}', f'{r["max_rel_error"]:.3f}'))
+    choice = res.get('choice')
     lines += ['', f'## Pruning alone vs hybrid at {res["settings"]["ratio"]:.0%} of the '
-              'backbone params', '',
-              '| variant | backbone params | attn dims kept | MLP units kept | low-rank layers | '
+              'backbone params', '']
+    if choice:
+        lines += [f'The hybrid\'s MLP keep ratio is chosen on the validation split '
+                  f'({choice["num_val"]} training images held out): every hybrid is measured '
+                  'there, in brackets against the reference there; only the chosen one is '
+                  'evaluated on the test split.', '']
+    lines += ['| variant | backbone params | attn dims kept | MLP units kept | low-rank layers | '
               f'top-1 after compression | top-1 after {k}-it fine-tune |',
               '|---|---:|---:|---:|---:|---:|---:|']
+    if choice:
+        lines[-2] += ' split |'
+        lines[-1] += '---|'
     for r in res['budget']:
         lines.append(row(r, f'{r["attn_kept"]:.0%}', f'{r["mlp_kept"]:.0%}',
-                         str(r['lowrank_layers'])))
+                         str(r['lowrank_layers']), split_column=bool(choice)))
     s = res['settings']
     lines += ['', f'Settings: seed {s["seed"]}, fine-tune {k} iterations (AdamW lr '
               f'{s["finetune_lr"]}, cosine, batch 64), {s["threads"]} torch thread(s); '
@@ -192,29 +208,36 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
     search_model = build_search_model(ckpt)
     loader = stages.test_loader()
 
+    options = data_root_options('classification', data_root)
+    if stages.s.num_val:  # the calibration batches never hold a validation image
+        options['train_dataloader.dataset.indices'] = (stages.num_train_images()
+                                                       - stages.s.num_val)
+
     def lowrank(name, **rule):
         out = work / 'compressed' / name
         calib = (dict(calibration_batches=calibration_batches)
                  if rule.get('method') in CALIBRATED_METHODS else {})
         lowrank_export(str(SEARCH_CFG), str(ckpt), str(out), overwrite=True, seed=seed,
-                       cfg_options=data_root_options('classification', data_root), **calib, **rule)
+                       cfg_options=options, **calib, **rule)
         report = json.loads((out / 'lowrank_report.json').read_text())
         return out, report
 
     done = {}
 
-    def ft(name, subnet, checkpoint):
-        if checkpoint in done:  # the same compressed model in both tables
-            return dict(done[checkpoint])
+    def ft(name, subnet, checkpoint, split='test'):
+        if (checkpoint, split) in done:  # the same compressed model in both tables
+            return dict(done[checkpoint, split])
         log(f'fine-tuning {name} ({finetune_iters} iterations)')
         r = stages.finetune(
             osp.relpath(work / 'finetune' / name, stages.work_dir), str(subnet),
             str(checkpoint), seed, finetune_iters, config=str(RETRAIN_CFG),
             options={'optim_wrapper.optimizer.lr': finetune_lr}, warmup=0,
-            key=dict(checkpoint_sha256=_digest(checkpoint)))
+            key=dict(checkpoint_sha256=_digest(checkpoint)), split=split)
         r = dict(top1_before_ft=r['top1_pruned'], top1_after_ft=r['top1_finetuned'],
-                 backbone_params=r['backbone_params'], finetune_seconds=r['seconds'])
-        done[checkpoint] = dict(r)
+                 backbone_params=r['backbone_params'], finetune_seconds=r['seconds'],
+                 final=r['final'], compressed=dict(r['final'], checkpoint=str(checkpoint)),
+                 **({} if split == 'test' else dict(split=split)))
+        done[checkpoint, split] = dict(r)
         return r
 
     # Reference: the searched model with every dim kept (masks folded), same fine-tune.
@@ -227,7 +250,10 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
 
     results['methods'], svd_dir = _equal_params_rows(lowrank, ft, methods, ratio, ref)
     results['budget'] = _equal_compression_rows(search_model, lowrank, ft, methods, ratio,
-                                                mlp_keep_ratios, svd_dir, ref, work)
+                                                mlp_keep_ratios, svd_dir, ref, work,
+                                                choose_on_val=bool(stages.s.num_val))
+    if stages.s.num_val:
+        results['choice'] = _choose_hybrid(stages, results['budget'], ref)
 
     results['num_test'] = len(loader.dataset)
     results['seconds'] = round(time.time() - t0, 1)
@@ -267,8 +293,10 @@ def _equal_params_rows(lowrank, ft, methods, ratio: float, ref: dict):
 
 
 def _equal_compression_rows(search_model, lowrank, ft, methods, ratio: float,
-                            mlp_keep_ratios, svd_dir: Path, ref: dict, work: Path) -> list:
-    """Pruning alone, low rank alone and the hybrid at ``ratio`` of the backbone params."""
+                            mlp_keep_ratios, svd_dir: Path, ref: dict, work: Path,
+                            choose_on_val: bool = False) -> list:
+    """Pruning alone, low rank alone and the hybrid at ``ratio`` of the backbone params
+    (``choose_on_val``: the hybrids measured on the validation split)."""
     bb = search_model.backbone
     variants = []
     pruned = prune_only(search_model, ratio, work / 'compressed' / 'prune-only')
@@ -291,10 +319,38 @@ def _equal_compression_rows(search_model, lowrank, ft, methods, ratio: float,
                          len(sub.lowrank['ranks'])))
     rows = []
     for name, subnet_path, checkpoint, subnet, n_lowrank in variants:
-        r = ft(Path(checkpoint).parent.name, subnet_path, checkpoint)
-        r.update(name=name, lowrank_layers=n_lowrank, **widths(subnet, bb), **_increase(r, ref))
+        # with a validation split the hybrids are candidates of a choice: measured there
+        split = 'val' if choose_on_val and name.startswith('hybrid') else 'test'
+        r = ft(Path(checkpoint).parent.name, subnet_path, checkpoint, split)
+        r.update(name=name, lowrank_layers=n_lowrank, **widths(subnet, bb))
+        if split == 'test':
+            r.update(_increase(r, ref))
         rows.append(r)
     return rows
+
+
+def _choose_hybrid(stages: Stages, rows: list[dict], ref: dict) -> dict:
+    """The hybrid's MLP keep ratio of the best validation top-1 after the fine-tune; the
+    chosen hybrid evaluated on the test split (compressed and fine-tuned, once each) and
+    appended to ``rows``; the reference on the validation split for the hybrids' deltas."""
+    hybrids = {r['name']: r for r in rows if r.get('split') == 'val'}
+    if not hybrids:
+        return {}
+    choice = stages.choose('choice-hybrid-mlp-keep',
+                           {name: (lambda r=r: r['final']) for name, r in hybrids.items()})
+    chosen = dict(hybrids[choice['chosen']])
+    before = stages.evaluate_final('choice-hybrid-mlp-keep-compressed-test',
+                                   chosen['compressed'])
+    chosen.update(name=f'{chosen["name"]}, chosen on validation', split='test',
+                  top1_before_ft=before['top1'], top1_after_ft=choice['test']['top1'])
+    chosen.update(_increase(chosen, ref))
+    rows.append(chosen)
+    ref['val'] = {key: stages.evaluate_final(f'choice-hybrid-mlp-keep-reference-{key}',
+                                             ref[what], split='val')['top1']
+                  for key, what in (('top1_before_ft', 'compressed'),
+                                    ('top1_after_ft', 'final'))}
+    return dict(metric=choice['metric'], chosen=choice['chosen'], val=choice['val'],
+                test=choice['test'], num_val=stages.s.num_val)
 
 
 def _digest(path) -> str:
@@ -308,7 +364,7 @@ def _digest(path) -> str:
 def _iters_per_epoch(stages: Stages) -> int:
     from ..datasets.generation.toy_cifar100 import PRESETS as DATA_PRESETS
     num_train = stages.s.num_train or DATA_PRESETS[stages.s.data_preset]['num_train']
-    return math.ceil(num_train / stages.s.batch_size)
+    return math.ceil((num_train - stages.s.num_val) / stages.s.batch_size)
 
 
 def _easy_stages(work: Path, data_root: str, dense_epochs: int, finetune_iters: int,
@@ -348,6 +404,11 @@ def _plain(x):
 PRESETS = {
     'tiny': dict(selection='tiny', finetune_iters=2, mlp_keep_ratios=(0.5,),
                  calibration_batches=1, expected_minutes=2),
+    # the keep ratio chosen on 50 held-out training images (its own workspace: every stage
+    # trains without them)
+    'tiny-val': dict(selection='tiny', finetune_iters=2, mlp_keep_ratios=(0.5, 0.6),
+                     calibration_batches=1, num_val=50, workspace='tiny-val',
+                     expected_minutes=2),
     'short': dict(selection='short', finetune_iters=187, expected_minutes=10),
     'full': dict(selection='full', finetune_iters=748, expected_minutes=45),
 }
@@ -366,9 +427,10 @@ def run_lowrank_study(preset: str = 'short', work_dir: str = 'work_dirs/studies'
         raise ValueError(f'preset: expected one of {sorted(PRESETS)}, got {preset!r}')
     p = PRESETS[preset]
     sel = SELECTION_PRESETS[p['selection']]
-    work = osp.abspath(osp.join(work_dir, sel.workspace))
+    work = osp.abspath(osp.join(work_dir, p.get('workspace', sel.workspace)))
     stages = Stages(work, StageSettings(data_root=data_root or osp.join(work, 'data'),
-                                        **dict(sel.settings, threads=threads)))
+                                        **dict(sel.settings, threads=threads,
+                                               num_val=p.get('num_val', 0))))
     dense = stages.dense(seed)
     iters = max(1, round(sel.search_fraction * stages.s.dense_iters))
     search = stages.search(dense['checkpoint'], iters, seed)

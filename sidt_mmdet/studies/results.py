@@ -260,6 +260,8 @@ def results_rows(found: dict[str, dict], latency: bool = True) -> list[dict]:
         dense_params = low['reference']['backbone_params']
         for group in ('methods', 'budget'):
             for r in low.get(group, []):
+                if r.get('split') == 'val':  # a candidate of a choice, not a test figure
+                    continue
                 rows.append(dict(study=f'low rank ({low.get("preset", "?")})', method=r['name'],
                                  config=_rel(low.get('retrain_config')), subnet='',
                                  params_ratio=r['backbone_params'] / dense_params,

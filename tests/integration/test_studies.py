@@ -103,6 +103,39 @@ def test_search_cost_shares_the_work_dir_and_reports_each_length(studies):
     assert cost['goals'][0]['status'] == 'not assessable'  # no length <= 10% in this run
 
 
+def test_search_cost_chooses_the_length_on_validation_and_tests_it_once(tmp_path):
+    from sidt_mmdet.studies.common import Stages, StageSettings
+    from sidt_mmdet.studies.search_cost import PRESETS
+    cost = run_search_cost_study('tiny-val', str(tmp_path))
+    choice, summary = cost['choice'], cost['summary']
+    # every length and its reference measured on the 50 validation images
+    assert {r['split'] for r in summary + cost['runs']} == {'val'}
+    assert choice['val_top1'] == {f'{r["fraction"]:g}': r['top1_finetuned_mean']
+                                  for r in summary}
+    best = max(summary, key=lambda r: r['top1_finetuned_mean'])  # the first of equal ones
+    assert choice['fraction'] == best['fraction']
+    work = tmp_path / 'tiny-val'
+    finetunes = [d for d in work.iterdir() if d.name.startswith('finetune-')]
+    assert finetunes and all(len(load_correct(d / 'predictions.npz')) == 50 for d in finetunes)
+    # the test split: the chosen length's model and its reference's, once each
+    tested = sorted(d.name for d in work.iterdir() if d.name.startswith('choice-'))
+    assert tested == ['choice-search-length', 'choice-search-length-reference-test0',
+                      'choice-search-length-test0']
+    assert len(load_correct(choice['test']['runs'][0]['predictions'])) == 100
+    # the tested model is the fine-tuned one: rebuilt from its checkpoint it scores its
+    # validation figure again
+    settings = dict(PRESETS['tiny-val'].settings, data_root=str(work / 'data'))
+    stages = Stages(str(work), StageSettings(**settings))
+    final = choice['test']['models'][0]
+    again = stages.evaluate_final('rebuilt', final, split='val')
+    assert again['top1'] == final['top1'] == best['top1_finetuned_mean']
+    md = (work / 'search_cost_tiny-val.md').read_text()
+    assert md.count('| validation |') == len(summary) and md.count('| test |') == 1
+    assert '50 training images held out' in md
+    assert '| reference | vs reference | split |' in md
+    assert cost['goals'][0]['status'] == 'not assessable'  # both lengths are > 10%
+
+
 def test_readme_table_is_generated_from_the_json(studies, tmp_path, monkeypatch):
     work, sel, _ = studies
     readme = tmp_path / 'README.md'
@@ -143,6 +176,34 @@ def test_lowrank_study_on_the_shared_search(studies):
     assert (work / 'tiny' / 'lowrank_tiny.json').is_file()
     assert '## Goals' in (work / 'tiny' / 'lowrank_tiny.md').read_text()
 
+
+
+def test_lowrank_study_chooses_the_hybrid_keep_ratio_on_validation(tmp_path):
+    # svd_whitened: calibrated on training batches, the split's indices passed on to them
+    res = run_lowrank_study('tiny-val', str(tmp_path), methods=('svd', 'svd_whitened'))
+    choice, rows = res['choice'], res['budget']
+    hybrids = [r for r in rows if r.get('split') == 'val']
+    assert [r['name'] for r in hybrids] == [f'hybrid (MLP keep {k:g} + SVD attention)'
+                                            for k in (0.5, 0.6)]
+    assert choice['val'] == {r['name']: r['top1_after_ft'] for r in hybrids}
+    best = max(hybrids, key=lambda r: r['top1_after_ft'])
+    assert choice['chosen'] == best['name']
+    # the chosen one on the test split, once; every other row on test as before
+    chosen = [r for r in rows if r['name'].endswith('chosen on validation')]
+    assert len(chosen) == 1 and chosen[0]['top1_after_ft'] == choice['test']['top1']
+    assert chosen[0]['mlp_kept'] == best['mlp_kept']
+    assert {r.get('split', 'test') for r in rows} == {'val', 'test'}
+    work = tmp_path / 'tiny-val'
+    assert sorted(d.name for d in work.iterdir() if d.name.startswith('choice-')) == [
+        'choice-hybrid-mlp-keep', 'choice-hybrid-mlp-keep-compressed-test',
+        'choice-hybrid-mlp-keep-reference-top1_after_ft',
+        'choice-hybrid-mlp-keep-reference-top1_before_ft', 'choice-hybrid-mlp-keep-test0']
+    md = (work / 'lowrank_tiny-val.md').read_text()
+    assert md.count('| validation |') == 2 and md.count('| test |') == len(rows) - 2
+    assert '50 training images held out' in md
+    # the README table lists test figures only
+    assert all(not r['method'].startswith('hybrid (') or 'chosen' in r['method']
+               for r in results.results_rows({'lowrank': res}, latency=False))
 
 
 def test_pareto_study_on_the_shared_work_dir(studies, capsys):
