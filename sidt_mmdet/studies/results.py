@@ -257,17 +257,32 @@ def results_rows(found: dict[str, dict], latency: bool = True) -> list[dict]:
                              top1_after=r['top1_finetuned_mean'], seeds=r['seeds']))
     low = found.get('lowrank')
     if low is not None:
-        dense_params = low['reference']['backbone_params']
-        for group in ('methods', 'budget'):
-            for r in low.get(group, []):
-                if r.get('split') == 'val':  # a candidate of a choice, not a test figure
+        rows += _lowrank_rows(low)
+    return rows
+
+
+def _lowrank_rows(low: dict) -> list[dict]:
+    """The low-rank study's rows. Its JSON is of two shapes: one seed, the reference apart
+    (``reference`` only); or rows with their fine-tune ``seeds`` (top-1 the mean over them)
+    and the reference a row of both tables (``reference: true``), shown once. A candidate
+    of a choice on the validation split is not a test figure and is left out."""
+    dense_params = low['reference']['backbone_params']
+    settings = low.get('settings', {})
+    rows, seen_reference = [], False
+    for group in ('methods', 'budget'):
+        for r in low.get(group, []):
+            if r.get('split') == 'val':
+                continue
+            if r.get('reference'):
+                if seen_reference:
                     continue
-                rows.append(dict(study=f'low rank ({low.get("preset", "?")})', method=r['name'],
-                                 config=_rel(low.get('retrain_config')), subnet='',
-                                 params_ratio=r['backbone_params'] / dense_params,
-                                 macs_ratio=None, latency_ratio=None,
-                                 top1_before=r['top1_before_ft'], top1_after=r['top1_after_ft'],
-                                 seeds=[low.get('settings', {}).get('seed', 0)]))
+                seen_reference = True
+            rows.append(dict(study=f'low rank ({low.get("preset", "?")})', method=r['name'],
+                             config=_rel(low.get('retrain_config')), subnet='',
+                             params_ratio=r['backbone_params'] / dense_params,
+                             macs_ratio=None, latency_ratio=None,
+                             top1_before=r['top1_before_ft'], top1_after=r['top1_after_ft'],
+                             seeds=r.get('seeds') or [settings.get('seed', 0)]))
     return rows
 
 

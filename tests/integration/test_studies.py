@@ -3,13 +3,14 @@ goals printed, the README table generated from the JSON. No accuracy is asserted
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from sidt_mmdet.models import Subnet
 from sidt_mmdet.studies import results
 from sidt_mmdet.studies.common import load_correct
-from sidt_mmdet.studies.lowrank import run_lowrank_study
+from sidt_mmdet.studies.lowrank import REFERENCE, run_lowrank_study
 from sidt_mmdet.studies.results import BEGIN, END, update_readme
 from sidt_mmdet.studies.search_cost import run_search_cost_study
 from sidt_mmdet.studies.selection import CONTROLS, METHODS, row_name, run_selection_study
@@ -169,12 +170,20 @@ def test_lowrank_study_on_the_shared_search(studies):
     res = run_lowrank_study('tiny', str(work), methods=('svd', 'svd_whitened', 'qr', 'lu'))
     assert res['settings']['search_checkpoint'].endswith('.pth')
     names = [r['name'] for r in res['methods']]
-    assert names == ['svd', 'svd_whitened', 'qr', 'lu']
-    params = {r['backbone_params'] for r in res['methods']}
+    assert names == [REFERENCE, 'svd', 'svd_whitened', 'qr', 'lu']
+    assert res['budget'][0]['name'] == REFERENCE and res['budget'][0]['reference']
+    params = {r['backbone_params'] for r in res['methods'][1:]}
     assert len(params) == 1  # equal params for every method
-    assert {g['status'] for g in res['goals']} <= STATUSES and len(res['goals']) == 2
+    assert res['methods'][0]['backbone_params'] > params.pop()
+    for r in res['methods'] + res['budget']:
+        assert r['seeds'] == [0] and Path(r['runs'][0]['predictions']).is_file()
+        assert Path(r['runs'][0]['predictions_pruned']).is_file()
+    # whitened, SVD vs qr, qr vs LU, and the four methods against the reference
+    assert len(res['comparisons']) == 7 and {c['family'] for c in res['comparisons']} == {7}
+    assert {g['status'] for g in res['goals']} <= STATUSES and len(res['goals']) == 6
     assert (work / 'tiny' / 'lowrank_tiny.json').is_file()
-    assert '## Goals' in (work / 'tiny' / 'lowrank_tiny.md').read_text()
+    text = (work / 'tiny' / 'lowrank_tiny.md').read_text()
+    assert '## Goals' in text and '## Paired comparisons' in text
 
 
 

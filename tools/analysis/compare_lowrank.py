@@ -5,7 +5,7 @@
 Runs ``sidt_mmdet.studies.lowrank.compare_lowrank`` (its doc lists the steps): dense + search
 as the other studies run them (in process, cached), the six factorizations at equal params,
 pruning alone vs the hybrid at equal compression, each evaluated before and after the same
-short fine-tune. Writes
+short fine-tune, once per fine-tune seed (--seeds). Writes
 WORK/compare_lowrank.md and WORK/compare_lowrank.json.
 
     python tools/analysis/compare_lowrank.py --preset short   # the hard toy set, ~25 min
@@ -27,8 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--preset', choices=sorted(PRESETS),
                    help='run on the hard toy preset instead (expected idle minutes: '
                         + ', '.join(f'{k} {v["expected_minutes"]}' for k, v in PRESETS.items())
-                        + '); only --work-dir, --data-root, --ratio, --methods, --seed and '
-                          '--threads apply')
+                        + '); only --work-dir, --data-root, --ratio, --methods, --seed, '
+                          '--seeds and --threads apply')
     p.add_argument('--work-dir')
     p.add_argument('--data-root',
                    help='toy CIFAR-100 root; generated if missing (default: data/toy_cifar100, '
@@ -44,7 +44,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS))
     p.add_argument('--finetune-iters', type=int, default=150)
     p.add_argument('--finetune-lr', type=float, default=5e-4)
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of the dense model, the search and the compression')
+    p.add_argument('--seeds', type=int, nargs='+',
+                   help='fine-tune seeds, every row fine-tuned once per seed (default: --seed '
+                        "alone, with --preset the preset's)")
     p.add_argument('--threads', type=int, default=1,
                    help='torch threads (1 is fastest for this tiny model on a shared CPU)')
     args = p.parse_args(argv)
@@ -63,7 +67,7 @@ def main(argv=None) -> int:
     if preset:
         return run_tool('compare_lowrank.py', run_lowrank_study, preset,
                         args['work_dir'] or 'work_dirs/studies', ratio=args['ratio'],
-                        methods=args['methods'], seed=args['seed'],
+                        methods=args['methods'], seed=args['seed'], seeds=args['seeds'],
                         data_root=args['data_root'], threads=args['threads'])
     args['work_dir'] = args['work_dir'] or 'work_dirs/compare_lowrank'
     args['data_root'] = args['data_root'] or 'data/toy_cifar100'

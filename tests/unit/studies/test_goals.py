@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from sidt_mmdet.studies.common import binomial_se, check_equal_compute
-from sidt_mmdet.studies.lowrank import lowrank_goals
 from sidt_mmdet.studies.selection import selection_comparisons, selection_goals
 
 
@@ -102,22 +101,3 @@ def test_a_goal_is_met_only_when_the_corrected_interval_says_so():
     ref = dict(kind='reference', b='dense + the same training', p_holm=0.3)
     assert _goal_of(dict(ref, diff=-0.4, low=-0.9, high=0.1))['status'] == 'met'
     assert _goal_of(dict(ref, diff=-0.4, low=-1.2, high=0.4))['status'] == 'not shown'
-
-
-def _lowrank(white, svd, num_test=10000):
-    return dict(methods=[dict(name='svd', top1_before_ft=svd, top1_after_ft=0.0),
-                         dict(name='svd_whitened', top1_before_ft=white, top1_after_ft=0.0)],
-                num_test=num_test)
-
-
-def test_whitened_goal_prints_its_resolution():
-    # +0.15 with a standard error of 0.50: decides nothing
-    g = lowrank_goals(_lowrank(53.55, 53.40))[0]
-    assert g['status'] == 'not shown' and \
-        '(+0.15; binomial s.e. of one top-1 0.50, within 2 s.e.)' in g['detail']
-    assert lowrank_goals(_lowrank(54.55, 53.40))[0]['status'] == 'met'  # +1.15 > 2 s.e.
-    g = lowrank_goals(_lowrank(51.20, 53.40))[0]
-    assert g['status'] == 'missed' and 'within' not in g['detail']
-    # an older result without the test size: no resolution claimed
-    g = lowrank_goals(dict(_lowrank(53.55, 53.40), num_test=None))[0]
-    assert g['detail'] == '53.55 vs 53.40 (+0.15)'
