@@ -178,6 +178,18 @@ PRESETS = {
         settings=DETECTION_LONG, seeds=(0,), ratios=(0.6,), two_process=False, methods=(),
         workspace='detection-long', task='detection', expected_minutes=75,
         notes='task check only: dense, dense + the same training and the narrow model'),
+    # The comparison on that task, sized to 90 idle minutes on 2 cores (about 5 min a row,
+    # its dense and narrow models and reference shared with the task preset): one seed, MACs
+    # x0.6 and x0.4, SiDT's plain and MACs-weighted searches (the toy backbone's window and
+    # global blocks differ in cost) against magnitude, Taylor and uniform width under both
+    # controls. Random width and head_uniform are left out to fit; three seeds would take
+    # about four times as long.
+    'detection-full': SelectionPreset(
+        settings=DETECTION_LONG, seeds=(0,), ratios=(0.6, 0.4), two_process=False,
+        methods=('sidt-l1/dim', 'sidt-l1-macs/dim', 'magnitude', 'taylor', 'uniform'),
+        workspace='detection-long', task='detection', expected_minutes=90,
+        notes='one seed, MACs x0.6 and x0.4, 10% search and 10% fine-tune: intervals over '
+              'test images only'),
 }
 
 
