@@ -114,20 +114,26 @@ def publish(work_dir: str, dest_dir: str) -> list[str]:
     if not found:
         raise FileNotFoundError(f'{work_dir}: no selection_*/search_cost_*/lowrank_*.json '
                                 'found')
-    written = []
-    for result in found.values():
-        src_json = result.pop('_path')
-        workspace = osp.dirname(osp.abspath(src_json))
-        dest = osp.join(dest_dir, osp.basename(workspace))
-        out = _published(result, '', src_json, workspace, dest)
-        path = osp.join(dest, osp.basename(src_json))
-        write_json_atomic(path, out)
-        for ext in ('.md', '.png'):
-            side = osp.splitext(src_json)[0] + ext
-            if osp.isfile(side):
-                _copy_atomic(side, osp.splitext(path)[0] + ext)
-        written.append(path)
-    return written
+    return [publish_study(result.pop('_path'), dest_dir) for result in found.values()]
+
+
+def publish_study(src_json: str, dest_dir: str) -> str:
+    """Copy one study (its JSON, the ``.md``/``.png`` beside it and the files of ``COPIED``
+    it names, as :func:`publish` does) into ``dest_dir/<its workspace>``; the JSON written.
+    Any study's JSON: also one the results table does not read (a task check, the
+    accuracy-latency study)."""
+    with open(src_json, encoding='utf-8') as f:
+        result = json.load(f)
+    workspace = osp.dirname(osp.abspath(src_json))
+    dest = osp.join(dest_dir, osp.basename(workspace))
+    out = _published(result, '', src_json, workspace, dest)
+    path = osp.join(dest, osp.basename(src_json))
+    write_json_atomic(path, out)
+    for ext in ('.md', '.png'):
+        side = osp.splitext(src_json)[0] + ext
+        if osp.isfile(side):
+            _copy_atomic(side, osp.splitext(path)[0] + ext)
+    return path
 
 
 # the files a study's JSON names that are published with it: the subnet files, and the
