@@ -264,11 +264,13 @@ def _full(backbone):
 
 
 def _tp_version() -> str | None:
+    """The installed Torch-Pruning's version (its distribution's: the module's own
+    ``__version__`` of 1.6.1 reads 1.6.0)."""
+    import importlib.metadata
     try:
-        import torch_pruning
-    except ImportError:
+        return importlib.metadata.version('torch-pruning')
+    except importlib.metadata.PackageNotFoundError:
         return None
-    return getattr(torch_pruning, '__version__', 'unknown')
 
 
 # ------------------------------------------------------------------ the study
@@ -528,7 +530,10 @@ def pareto_readme_block(result: dict, source: str) -> str:
     and the goals, from the committed JSON."""
     lines = [f'From `{source}` (preset `{result["preset"]}`, {result["notes"]}; measured '
              f'backbone latency at batch {result["latency_batch"]}, '
-             f'{result["latency_table"]["key"]["threads"]} threads):', '', *_table(result), '']
+             f'{result["latency_table"]["key"]["threads"]} threads). Dense '
+             f'{result["label"]} {result["dense"][result["metric"]]:.2f}; every row has '
+             f'{result["runs"][0]["post_dense_iters"]} training iterations after it.', '',
+             *_table(result), '']
     lines += [f'- **{g["status"]}**: {g["goal"]}' for g in result['goals']]
     return '\n'.join(lines)
 

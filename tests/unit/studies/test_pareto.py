@@ -65,6 +65,7 @@ def _result(post=(10, 10), predictions=None):
     del rng
     return dict(study='pareto', preset='hand', notes='hand-made', task_type='cifar',
                 metric='top1', label='top-1', targets=[0.6], runs=runs, bootstrap_draws=200,
+                dense=dict(top1=48.5),
                 latency_batch=8, latency_table=dict(key=dict(threads=2)))
 
 
@@ -119,6 +120,7 @@ def test_readme_block_from_json(tmp_path):
     text = readme.read_text()
     assert '| 0.6 | sidt-l1/dim | latency | 0.600 | 0.550 | 51.25 |' in text
     assert '- **missed**: a goal' in text and 'old' not in text
+    assert 'Dense top-1 48.50; every row has 10 training iterations after it.' in text
     assert text.startswith('intro\n') and text.endswith('end\n')
     path.write_text(json.dumps(dict(study='selection')))
     with pytest.raises(ValueError, match='not an accuracy-latency study'):
