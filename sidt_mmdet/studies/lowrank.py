@@ -228,6 +228,44 @@ def comparisons_markdown(comparisons: list[dict]) -> list[str]:
 
 
 # -------------------------------------------------------------------------- main
+class _RowFinetunes:
+    """``ft(name, subnet, checkpoint, split)``: the row of one compressed model, its
+    fine-tune once per seed, aggregated, on ``split`` (the validation split for a choice);
+    the same compressed model in both tables is fine-tuned once."""
+
+    def __init__(self, stages: Stages, work: Path, seeds, seed: int, iters: int, lr: float):
+        self.stages, self.work, self.seeds, self.seed = stages, work, seeds, seed
+        self.iters, self.lr = iters, lr
+        self.done: dict = {}
+
+    def __call__(self, name, subnet, checkpoint, split='test') -> dict:
+        if (checkpoint, split) in self.done:
+            return copy.deepcopy(self.done[checkpoint, split])
+        digest = _digest(checkpoint)
+        runs = []
+        for s in self.seeds:
+            log(f'fine-tuning {name} ({self.iters} iterations, seed {s})')
+            # the study seed keeps the run name a single-seed study gave it (and its cache)
+            run_name = name if s == self.seed else f'{name}-s{s}'
+            r = self.stages.finetune(
+                osp.relpath(self.work / 'finetune' / run_name, self.stages.work_dir),
+                str(subnet), str(checkpoint), s, self.iters, config=str(RETRAIN_CFG),
+                options={'optim_wrapper.optimizer.lr': self.lr}, warmup=0,
+                key=dict(checkpoint_sha256=digest), split=split)
+            runs.append(dict(seed=s, top1_before_ft=r['top1_pruned'],
+                             top1_after_ft=r['top1_finetuned'],
+                             backbone_params=r['backbone_params'], finetune_seconds=r['seconds'],
+                             predictions_pruned=r['predictions_pruned'],
+                             predictions=r['predictions'], final=r['final']))
+        row = aggregate_runs(runs)
+        finals = [r['final'] for r in runs]
+        row.update(final=finals[0] if len(finals) == 1 else finals,
+                   compressed=dict(finals[0], checkpoint=str(checkpoint)),
+                   **({} if split == 'test' else dict(split=split)))
+        self.done[checkpoint, split] = row
+        return copy.deepcopy(row)
+
+
 def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
                     data_root: str = 'data/toy_cifar100', search_checkpoint: str | None = None,
                     dense_epochs: int = 6, search_epochs: int = 2, ratio: float = 0.5,
@@ -275,58 +313,9 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
     search_model = build_search_model(ckpt)
     loader = stages.test_loader()
 
-    options = data_root_options('classification', data_root)
-    if stages.s.num_val:  # the calibration batches never hold a validation image
-        options['train_dataloader.dataset.indices'] = (stages.num_train_images()
-                                                       - stages.s.num_val)
-
-    def lowrank(name, **rule):
-        out = work / 'compressed' / name
-        calib = (dict(calibration_batches=calibration_batches)
-                 if rule.get('method') in CALIBRATED_METHODS else {})
-        lowrank_export(str(SEARCH_CFG), str(ckpt), str(out), overwrite=True, seed=seed,
-                       cfg_options=options, **calib, **rule)
-        report = json.loads((out / 'lowrank_report.json').read_text())
-        return out, report
-
-    done = {}
-
-    def ft(name, subnet, checkpoint, split='test'):
-        """The row of one compressed model: its fine-tune once per seed, aggregated, on
-        ``split`` (the validation split for a choice)."""
-        if (checkpoint, split) in done:  # the same compressed model in both tables
-            return copy.deepcopy(done[checkpoint, split])
-        digest = _digest(checkpoint)
-        runs = []
-        for s in seeds:
-            log(f'fine-tuning {name} ({finetune_iters} iterations, seed {s})')
-            # the study seed keeps the run name a single-seed study gave it (and its cache)
-            run_name = name if s == seed else f'{name}-s{s}'
-            r = stages.finetune(
-                osp.relpath(work / 'finetune' / run_name, stages.work_dir), str(subnet),
-                str(checkpoint), s, finetune_iters, config=str(RETRAIN_CFG),
-                options={'optim_wrapper.optimizer.lr': finetune_lr}, warmup=0,
-                key=dict(checkpoint_sha256=digest), split=split)
-            runs.append(dict(seed=s, top1_before_ft=r['top1_pruned'],
-                             top1_after_ft=r['top1_finetuned'],
-                             backbone_params=r['backbone_params'], finetune_seconds=r['seconds'],
-                             predictions_pruned=r['predictions_pruned'],
-                             predictions=r['predictions'], final=r['final']))
-        row = aggregate_runs(runs)
-        finals = [r['final'] for r in runs]
-        row.update(final=finals[0] if len(finals) == 1 else finals,
-                   compressed=dict(finals[0], checkpoint=str(checkpoint)),
-                   **({} if split == 'test' else dict(split=split)))
-        done[checkpoint, split] = row
-        return copy.deepcopy(row)
-
-    # Reference: the searched model with every dim kept (masks folded), same fine-tune; a
-    # row of both tables.
-    reference = dense_reference(search_model, work / 'compressed' / 'reference')
-    ref = ft('reference', reference['subnet_path'], reference['checkpoint'])
-    ref['backbone_params'] = reference['params']
-    for r in ref['runs']:
-        r['backbone_params'] = reference['params']
+    lowrank = _compressor(stages, work, ckpt, seed, calibration_batches)
+    ft = _RowFinetunes(stages, work, seeds, seed, finetune_iters, finetune_lr)
+    ref = _reference_row(search_model, work, ft)
     results = dict(settings=dict(settings, data_root=data_root, search_checkpoint=str(ckpt),
                                  source_note=source_note),
                    reference=ref, methods=[], budget=[])
@@ -352,6 +341,36 @@ def compare_lowrank(work_dir: str = 'work_dirs/compare_lowrank',
         f'({results["seconds"]:.0f}s)')
     print(markdown(results))
     return results
+
+
+def _compressor(stages: Stages, work: Path, ckpt: Path, seed: int, calibration_batches: int):
+    """``lowrank(name, **rule)``: the searched checkpoint compressed by ``rule`` into
+    ``work/compressed/<name>``; its directory and report. Calibration batches (whitened SVD)
+    never hold a validation image."""
+    options = data_root_options('classification', stages.ensure_data())
+    if stages.s.num_val:
+        options['train_dataloader.dataset.indices'] = (stages.num_train_images()
+                                                       - stages.s.num_val)
+
+    def lowrank(name, **rule):
+        out = work / 'compressed' / name
+        calib = (dict(calibration_batches=calibration_batches)
+                 if rule.get('method') in CALIBRATED_METHODS else {})
+        lowrank_export(str(SEARCH_CFG), str(ckpt), str(out), overwrite=True, seed=seed,
+                       cfg_options=options, **calib, **rule)
+        return out, json.loads((out / 'lowrank_report.json').read_text())
+    return lowrank
+
+
+def _reference_row(search_model, work: Path, ft) -> dict:
+    """The searched model with every dim kept (masks folded) given the same fine-tune: the
+    reference, a row of both tables."""
+    reference = dense_reference(search_model, work / 'compressed' / 'reference')
+    ref = ft('reference', reference['subnet_path'], reference['checkpoint'])
+    ref['backbone_params'] = reference['params']
+    for r in ref['runs']:
+        r['backbone_params'] = reference['params']
+    return ref
 
 
 def _increase(r: dict, ref: dict) -> dict:
