@@ -22,17 +22,21 @@ from ..utils.fileio import write_json_atomic
 from .coco_matches import coco_matches, save_matches
 from .common import REPO, Stages, log
 
-__all__ = ['DetectionStages', 'DETECTION_SETTINGS', 'ANN_FILE']
+__all__ = ['DetectionStages', 'DETECTION_SETTINGS', 'ANN_FILE', 'hard_configs']
 
 _TOY = osp.join(REPO, 'configs', 'toy')
+
+
+def hard_configs(backbone: str = 'toy') -> dict:
+    """The StageSettings configs of the toy Mask R-CNN with SIDTViT ``backbone`` (``'toy'``:
+    64 wide, ``'toy-s'``: 32 wide) on the hard toy COCO preset."""
+    return {f'{stage}_config': osp.join(_TOY, f'sidt-{stage}_mask-rcnn_sidtvit-{backbone}{kr}_'
+                                              'simplefpn_100it_toy-coco-hard.py')
+            for stage, kr in (('dense', ''), ('search', '-kr0.6'), ('retrain', '-kr0.6'))}
+
+
 # The StageSettings of the detection studies' configs.
-DETECTION_SETTINGS = dict(
-    dense_config=osp.join(_TOY, 'sidt-dense_mask-rcnn_sidtvit-toy_simplefpn_100it_'
-                                'toy-coco-hard.py'),
-    search_config=osp.join(_TOY, 'sidt-search_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_'
-                                 'toy-coco-hard.py'),
-    retrain_config=osp.join(_TOY, 'sidt-retrain_mask-rcnn_sidtvit-toy-kr0.6_simplefpn_100it_'
-                                  'toy-coco-hard.py'))
+DETECTION_SETTINGS = hard_configs('toy')
 ANN_FILE = osp.join('annotations', 'instances_val2017.json')
 # The generated images' longest side, the configs' input size.
 IMG_SIZE = 256

@@ -58,7 +58,7 @@ from .common import (
     write_json_atomic,
     write_text_atomic,
 )
-from .detection import DETECTION_SETTINGS, DetectionStages
+from .detection import DETECTION_SETTINGS, DetectionStages, hard_configs
 from .stats import compare, paired_bootstrap, verdict
 
 __all__ = ['PRESETS', 'SelectionPreset', 'METHODS', 'CONTROLS', 'run_selection_study',
@@ -126,6 +126,10 @@ DETECTION_LONG = dict(DETECTION_SETTINGS, num_train=4096, num_test=512, dense_it
                       dense_warmup=400, finetune_iters=800, finetune_warmup=80, batch_size=2,
                       taylor_batches=8)
 
+# The same schedule and set with the half-width backbone (32 wide, 2 heads a block): at 64
+# wide the backbone feeds a 32-channel pyramid, and a 40%-narrower one scored the same.
+DETECTION_SMALL = dict(DETECTION_LONG, **hard_configs('toy-s'))
+
 PRESETS = {
     # The suite's size: easy set, a few iterations per stage; checks the plumbing only.
     'tiny': SelectionPreset(
@@ -190,6 +194,21 @@ PRESETS = {
         workspace='detection-long', task='detection', expected_minutes=90,
         notes='one seed, MACs x0.6 and x0.4, 10% search and 10% fine-tune: intervals over '
               'test images only'),
+    # The task check again with the half-width backbone (the 64-wide one did not need its
+    # width on this set): the same set, schedule and rule, dense against narrow only.
+    'detection-small-task': SelectionPreset(
+        settings=DETECTION_SMALL, seeds=(0,), ratios=(0.6,), two_process=False, methods=(),
+        workspace='detection-small', task='detection', expected_minutes=60,
+        notes='task check only, half-width backbone: dense, dense + the same training and '
+              'the narrow model'),
+    # The comparison of detection-full on the half-width backbone, sharing that check's
+    # stages.
+    'detection-small-full': SelectionPreset(
+        settings=DETECTION_SMALL, seeds=(0,), ratios=(0.6, 0.4), two_process=False,
+        methods=('sidt-l1/dim', 'sidt-l1-macs/dim', 'magnitude', 'taylor', 'uniform'),
+        workspace='detection-small', task='detection', expected_minutes=90,
+        notes='one seed, half-width backbone, MACs x0.6 and x0.4, 10% search and 10% '
+              'fine-tune: intervals over test images only'),
 }
 
 

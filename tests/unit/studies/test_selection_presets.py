@@ -2,11 +2,15 @@
 dense model, the narrow model and the reference the task check trained."""
 from __future__ import annotations
 
+import pytest
+
 from sidt_mmdet.studies.selection import PRESETS, _rows_of
 
 
-def test_the_detection_comparison_shares_the_task_checks_stages():
-    task, full = PRESETS['detection-task'], PRESETS['detection-full']
+@pytest.mark.parametrize('task, full', [('detection-task', 'detection-full'),
+                                        ('detection-small-task', 'detection-small-full')])
+def test_the_detection_comparison_shares_the_task_checks_stages(task, full):
+    task, full = PRESETS[task], PRESETS[full]
     assert task.workspace == full.workspace and task.task == full.task == 'detection'
     assert task.settings == full.settings
     assert task.search_fraction == full.search_fraction  # the reference's length
