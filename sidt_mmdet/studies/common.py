@@ -37,7 +37,7 @@ from ..utils.fileio import atomic_file, write_json_atomic, write_text_atomic
 __all__ = ['REPO', 'StageSettings', 'Stages', 'write_json_atomic', 'write_text_atomic', 'log',
            'jaccard', 'kept_units', 'mean_std', 'iteration_schedule', 'separation',
            'binomial_se', 'load_correct', 'check_equal_compute',
-           'provenance']
+           'provenance', 'save_figure', 'finish_study', 'goal_lines']
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CFG_DIR = osp.join(REPO, 'configs', 'cifar100')
@@ -406,31 +406,42 @@ class Stages:
 
     def export(self, name: str, spec: dict, source: str, checkpoint: str,
                scores_fn: Callable, ratio: float, granularity: str, budget: str = 'macs',
-               latency_table: str | None = None) -> dict:
+               latency_table: str | None = None, loop_rounds: int = 0) -> dict:
         """Select a subnet at ``ratio`` of the dense backbone's MACs (``budget='macs'``) or
         of its predicted latency by ``latency_table`` (``'latency'``, units queued by score
         per predicted millisecond) from the scores ``scores_fn(model)`` returns, and slice
-        ``checkpoint``; subnet + pruned checkpoint."""
+        ``checkpoint``; subnet + pruned checkpoint. ``loop_rounds`` > 0 (latency only): at
+        ``ratio`` of the *measured* dense latency, by the closed loop of at most that many
+        measured rounds on the table's setting (the table must have been built here)."""
         from ..models.complexity import backbone_complexity
+        from ..search.latency_loop import select_subnet_measured
         from ..search.select import select_subnet
         if budget not in ('macs', 'latency') or (budget == 'latency') != bool(latency_table):
             raise ValueError(f'budget: expected macs, or latency with a latency table; got '
                              f'{budget!r} with table {latency_table!r}')
+        if loop_rounds and budget != 'latency':
+            raise ValueError(f'loop_rounds: the closed loop needs a latency budget, got '
+                             f'{budget!r}')
         spec = dict(spec, granularity=granularity, **(
             dict(macs_ratio=ratio) if budget == 'macs' else
-            dict(latency_ratio=ratio, latency_table=_digest(latency_table))))
+            dict(latency_ratio=ratio, latency_table=_digest(latency_table))),
+            **(dict(loop_rounds=loop_rounds) if loop_rounds else {}))
 
         def choose(model):
             bb = model.backbone
             scores = scores_fn(model)
+            kw = dict(scores=scores, granularity=granularity,
+                      source=dict(config=model_config, checkpoint=checkpoint))
+            if loop_rounds:
+                return select_subnet_measured(bb, latency=ratio, latency_table=latency_table,
+                                              rounds=loop_rounds, unit_order='score_per_ms',
+                                              log=log, **kw), scores
             if budget == 'latency':
                 amount = dict(latency=ratio, latency_table=latency_table,
                               unit_order='score_per_ms')
             else:
                 amount = dict(macs=int(ratio * backbone_complexity(bb, bb.img_size).macs))
-            return select_subnet(bb, scores=scores, granularity=granularity,
-                                 source=dict(config=model_config, checkpoint=checkpoint),
-                                 **amount), scores
+            return select_subnet(bb, **kw, **amount), scores
         model_config = self.s.search_config if source == 'search' else self.s.dense_config
         return self.export_with(name, spec, source, checkpoint, choose)
 
@@ -700,6 +711,24 @@ def save_figure(fig, path: str) -> None:
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=120, format='png')
     plt.close(fig)
+
+
+def goal_lines(goals: list[dict]) -> list[str]:
+    """A study's goals as Markdown list items: status, goal and the figure it was judged on."""
+    return [f'- **{g["status"]}**: {g["goal"]} ({g["detail"]})' for g in goals]
+
+
+def finish_study(work_dir: str, stem: str, result: dict, markdown: Callable[[dict], str],
+                 plot: Callable[[dict, str], None] | None = None) -> dict:
+    """Write a finished study as ``stem``.json, .md (``markdown(result)``) and, with
+    ``plot``, .png in ``work_dir``, each atomically, log its goals and return ``result``."""
+    write_json_atomic(osp.join(work_dir, f'{stem}.json'), result)
+    write_text_atomic(osp.join(work_dir, f'{stem}.md'), markdown(result))
+    if plot is not None:
+        plot(result, osp.join(work_dir, f'{stem}.png'))
+    for g in result.get('goals', []):
+        log(f'goal {g["status"].upper()}: {g["goal"]} ({g["detail"]})')
+    return result
 
 
 def _digest(path: str) -> str:

@@ -56,7 +56,7 @@ from ..models.complexity import backbone_complexity
 from ..search.select import select_subnet
 from ..utils import save_checkpoint_atomic
 from ..utils.fileio import write_json_atomic, write_text_atomic
-from .common import Stages, StageSettings, load_correct, mean_std
+from .common import Stages, StageSettings, finish_study, goal_lines, load_correct, mean_std
 from .stats import compare, verdict
 
 __all__ = ['METHODS', 'PRESETS', 'REFERENCE', 'compare_lowrank', 'run_lowrank_study',
@@ -565,13 +565,9 @@ def run_lowrank_study(preset: str = 'short', work_dir: str = 'work_dirs/studies'
     res = dict(res, study='lowrank', preset=preset, retrain_config=str(RETRAIN_CFG),
                dense=dict(top1=dense['top1']))
     res['goals'] = lowrank_goals(res)
-    write_json_atomic(osp.join(work, f'lowrank_{preset}.json'), _plain(res))
-    text = markdown(res) + '\n## Goals\n\n' + '\n'.join(
-        f'- **{g["status"]}**: {g["goal"]} ({g["detail"]})' for g in res['goals']) + '\n'
-    write_text_atomic(osp.join(work, f'lowrank_{preset}.md'), text)
-    for g in res['goals']:
-        log(f'goal {g["status"].upper()}: {g["goal"]} ({g["detail"]})')
-    return res
+    return finish_study(work, f'lowrank_{preset}', _plain(res),
+                        lambda r: markdown(r) + '\n## Goals\n\n' + '\n'.join(
+                            goal_lines(r['goals'])) + '\n')
 
 
 QR_VARIANTS = ('qr', 'qr_pivoted', 'qr_rows', 'qr_randomized')

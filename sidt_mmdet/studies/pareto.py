@@ -36,11 +36,11 @@ from .common import (
     Stages,
     StageSettings,
     check_equal_compute,
+    finish_study,
+    goal_lines,
     log,
     provenance,
     save_figure,
-    write_json_atomic,
-    write_text_atomic,
 )
 from .detection import DETECTION_SETTINGS, DetectionStages
 from .selection import METHODS as SELECTION_METHODS
@@ -79,6 +79,9 @@ class ParetoPreset:
     latency_batch: int = 64
     latency_iters: int = 10
     table_grid: dict = field(default_factory=lambda: dict(widths=4, hiddens=5, embeds=1))
+    # > 0: latency-budget rows select by the closed loop (at most this many measured rounds)
+    # at the target fraction of the measured dense latency; 0: by the table's prediction
+    loop_rounds: int = 0
     workspace: str = 'hard'
     task: str = 'cifar'
     draws: int | None = None
@@ -106,7 +109,7 @@ PRESETS = {
         targets=(0.95,), methods=(SIDT, 'magnitude'), budgets=('latency',),
         torch_pruning=False, search_fraction=0.5, latency_batch=2, latency_iters=2,
         table_grid=dict(widths=2, hiddens=2, embeds=1), workspace='detection-tiny',
-        task='detection', draws=100, expected_minutes=2,
+        task='detection', draws=100, expected_minutes=2, loop_rounds=2,
         notes='plumbing only: 16 images, a few iterations, no figure means anything'),
     # The toy Mask R-CNN on the hard toy COCO set at the detection selection study's short
     # schedule (its dense model, shared), backbone latency at batch 8: at batch 1 the toy
@@ -117,7 +120,7 @@ PRESETS = {
                       dense_warmup=100, finetune_iters=200, finetune_warmup=20, batch_size=2,
                       taylor_batches=8),
         targets=(0.8, 0.6), torch_pruning=False, latency_batch=8, workspace='detection',
-        task='detection', expected_minutes=80,
+        task='detection', expected_minutes=80, loop_rounds=4,
         notes='one seed, the short detection schedule: intervals over test images only'),
 }
 
@@ -315,7 +318,8 @@ def _run_row(stages, p, method, budget, target, seed, dense_ckpt, search_iters, 
     control = None if SELECTION_METHODS[method][0] == 'search' else 'longer_finetune'
     exp = _export_method(stages, method, target, seed, dense_ckpt, search_iters,
                          control=control, budget=budget,
-                         latency_table=table if budget == 'latency' else None)
+                         latency_table=table if budget == 'latency' else None,
+                         loop_rounds=p.loop_rounds if budget == 'latency' else 0)
     return finetuned_row(stages, exp, name, method, control, target, seed, search_iters)
 
 
@@ -380,18 +384,13 @@ def run_pareto_study(preset: str = 'cifar', work_dir: str = 'work_dirs/studies',
                            key=load_latency_table(table).key,
                            build_seconds=load_latency_table(table).build_seconds),
         latency_batch=p.latency_batch, torch_pruning=_tp_version() if p.torch_pruning else None,
-        runs=runs, infeasible=infeasible)
+        loop_rounds=p.loop_rounds, runs=runs, infeasible=infeasible)
     result['comparisons'] = pareto_comparisons(result)
     result['provenance'] = provenance(stages)
     result['seconds'] = round(time.perf_counter() - start, 1)
     result['goals'] = pareto_goals(result)
     stem = output or f'pareto_{preset}'
-    write_json_atomic(osp.join(work_dir, f'{stem}.json'), result)
-    write_text_atomic(osp.join(work_dir, f'{stem}.md'), pareto_markdown(result))
-    _plot(result, osp.join(work_dir, f'{stem}.png'))
-    for g in result['goals']:
-        log(f'goal {g["status"].upper()}: {g["goal"]} ({g["detail"]})')
-    return result
+    return finish_study(work_dir, stem, result, pareto_markdown, _plot)
 
 
 def _summary(result: dict) -> list[dict]:
@@ -509,7 +508,11 @@ def pareto_markdown(result: dict) -> str:
         f'the dense model (SiDT: a {result["search_iters"]}-iteration search and the '
         'fine-tune; every other row: the fine-tune lengthened by the search). Latency is '
         'measured, all backbones timed interleaved; seeds '
-        f'{result["seeds"]}.', '', *_table(result), '', '## Paired comparisons', '',
+        f'{result["seeds"]}. Latency budgets: '
+        + (f'the closed loop, at most {result["loop_rounds"]} measured rounds, at the target '
+           'fraction of the measured dense latency.' if result.get('loop_rounds') else
+           'the table\'s prediction (open loop).'), '',
+        *_table(result), '', '## Paired comparisons', '',
         f'Difference of {result["label"]} (points, first minus second), paired bootstrap over '
         f'test images; corrected intervals at the Holm step of each over the '
         f'{len(result["comparisons"])} comparisons.', '',
@@ -520,7 +523,7 @@ def pareto_markdown(result: dict) -> str:
                      f'{c["diff"]:+.2f} | [{c["low"]:+.2f}, {c["high"]:+.2f}] | '
                      f'{c["p_holm"]:.3f} | {c["verdict"]} |')
     lines += ['', '## Goals', '']
-    lines += [f'- **{g["status"]}**: {g["goal"]} ({g["detail"]})' for g in result['goals']]
+    lines += goal_lines(result['goals'])
     lines += ['', f'{result["seconds"] / 60:.1f} min.', '']
     return '\n'.join(lines)
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from .common import (
     Stages,
     StageSettings,
+    finish_study,
+    goal_lines,
     log,
     mean_std,
     provenance,
-    write_json_atomic,
-    write_text_atomic,
 )
 from .selection import PRESETS as SELECTION_PRESETS
 from .selection import _export_method
@@ -133,11 +133,7 @@ def run_search_cost_study(preset: str = 'quick', work_dir: str = 'work_dirs/stud
         result['choice'] = _choose_length(stages, summary, finals, references)
     result['seconds'] = round(time.perf_counter() - start, 1)
     result['goals'] = search_cost_goals(result)
-    write_json_atomic(osp.join(work_dir, f'search_cost_{preset}.json'), result)
-    write_text_atomic(osp.join(work_dir, f'search_cost_{preset}.md'), search_cost_markdown(result))
-    for g in result['goals']:
-        log(f'goal {g["status"].upper()}: {g["goal"]} ({g["detail"]})')
-    return result
+    return finish_study(work_dir, f'search_cost_{preset}', result, search_cost_markdown)
 
 
 def _choose_length(stages: Stages, summary: list[dict], finals: dict, references: dict) -> dict:
@@ -232,7 +228,7 @@ def search_cost_markdown(result: dict) -> str:
                      f'{choice["reference_top1_test"]:.2f} | '
                      f'{choice["top1_test"] - choice["reference_top1_test"]:+.2f} | test |')
     lines += ['', '## Goals', '']
-    lines += [f'- **{g["status"]}**: {g["goal"]} ({g["detail"]})' for g in result['goals']]
+    lines += goal_lines(result['goals'])
     lines += ['', f'{result["seconds"] / 60:.1f} min. JSON: search_cost_{result["preset"]}.json.',
               '']
     return '\n'.join(lines)

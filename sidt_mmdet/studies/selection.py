@@ -48,6 +48,8 @@ from .common import (
     Stages,
     StageSettings,
     check_equal_compute,
+    finish_study,
+    goal_lines,
     jaccard,
     kept_units,
     load_correct,
@@ -55,8 +57,6 @@ from .common import (
     mean_std,
     provenance,
     save_figure,
-    write_json_atomic,
-    write_text_atomic,
 )
 from .detection import DETECTION_SETTINGS, DetectionStages, hard_configs
 from .stats import compare, paired_bootstrap, verdict
@@ -236,14 +236,16 @@ def _budget_tag(ratio: float, budget: str) -> str:
 
 def _export_method(stages: Stages, method: str, ratio: float, seed: int, dense_ckpt: str,
                    search_iters: int, processes: int = 1, control: str | None = None,
-                   budget: str = 'macs', latency_table: str | None = None) -> dict:
+                   budget: str = 'macs', latency_table: str | None = None,
+                   loop_rounds: int = 0) -> dict:
     """The export of ``method`` at ``ratio`` of the dense MACs (or predicted latency, with
-    ``budget='latency'`` and its table): from its search (SiDT), from the dense checkpoint
-    (a criterion, no control or ``longer_finetune``), or from the dense model trained on for
-    the search length (a criterion under ``trained_on``)."""
+    ``budget='latency'`` and its table; measured latency by the closed loop with
+    ``loop_rounds`` > 0): from its search (SiDT), from the dense checkpoint (a criterion, no
+    control or ``longer_finetune``), or from the dense model trained on for the search
+    length (a criterion under ``trained_on``)."""
     source, variant, granularity = METHODS[method]
-    cost = dict(budget=budget, latency_table=latency_table)
-    at = _budget_tag(ratio, budget)
+    cost = dict(budget=budget, latency_table=latency_table, loop_rounds=loop_rounds)
+    at = _budget_tag(ratio, budget) + (f'-loop{loop_rounds}' if loop_rounds else '')
     if source == 'search':
         search = stages.search(dense_ckpt, search_iters, seed, macs_weighted=variant == 'macs',
                                processes=processes)
@@ -378,12 +380,7 @@ def run_selection_study(preset: str = 'quick', work_dir: str = 'work_dirs/studie
     result['seconds'] = round(time.perf_counter() - start, 1)
     result['goals'] = selection_goals(result)
     result['output'] = output = output or f'selection_{preset}'
-    write_json_atomic(osp.join(work_dir, f'{output}.json'), result)
-    write_text_atomic(osp.join(work_dir, f'{output}.md'), selection_markdown(result))
-    _plot(result, osp.join(work_dir, f'{output}.png'))
-    for g in result['goals']:
-        log(f'goal {g["status"].upper()}: {g["goal"]} ({g["detail"]})')
-    return result
+    return finish_study(work_dir, output, result, selection_markdown, _plot)
 
 
 def _summary(runs: list[dict], p: SelectionPreset, metrics=('top1',)) -> list[dict]:
@@ -647,7 +644,7 @@ def selection_markdown(result: dict) -> str:
                      f'{a.get("margin", float("nan")):.3f} | {m.get("gap", float("nan")):.3f} | '
                      f'{m.get("margin", float("nan")):.3f} |')
     lines += ['', '## Goals', '']
-    lines += [f'- **{g["status"]}**: {g["goal"]} ({g["detail"]})' for g in result['goals']]
+    lines += goal_lines(result['goals'])
     name = result.get('output', f'selection_{result["preset"]}')
     lines += ['', f'{result["seconds"] / 60:.1f} min. JSON: {name}.json; plot: {name}.png.', '']
     return '\n'.join(lines)

@@ -45,13 +45,17 @@ def test_detection_selection_study_at_tiny_size(tmp_path):
 def test_detection_pareto_study_at_tiny_size(tmp_path):
     """The accuracy-latency study on the detection task: the latency table of the toy
     detector's backbone (window and global blocks) and latency-budget rows through export,
-    fine-tune and CocoMetric. No accuracy is asserted."""
-    from sidt_mmdet.studies.pareto import run_pareto_study
+    fine-tune and CocoMetric, selected by the closed loop. No accuracy is asserted."""
+    from sidt_mmdet.studies.pareto import PRESETS, run_pareto_study
     res = run_pareto_study('detection-tiny', str(tmp_path))
     assert res['task_type'] == 'detection' and res['metric'] == 'bbox_mAP'
+    assert res['loop_rounds'] == PRESETS['detection-tiny'].loop_rounds > 0
     key = res['latency_table']['key']
     assert key['batch'] == 2 and len(set(key['arch']['window_sizes'])) == 2
     assert len(res['runs']) == 2 and not res['infeasible']
     for r in res['runs']:
-        assert Subnet.load(r['subnet']).budget['kind'] == 'latency'
+        budget = Subnet.load(r['subnet']).budget
+        assert budget['kind'] == 'latency'
+        loop = budget['closed_loop']  # measured rounds, the first at the target itself
+        assert loop['target'] == 0.95 and 1 <= len(loop['history']) <= res['loop_rounds']
         assert r['latency_ms'] > 0 and 'bbox_mAP_finetuned' in r

@@ -125,3 +125,15 @@ def test_readme_block_from_json(tmp_path):
     path.write_text(json.dumps(dict(study='selection')))
     with pytest.raises(ValueError, match='not an accuracy-latency study'):
         pareto.update_pareto_readme(str(path), str(readme))
+
+
+@pytest.mark.parametrize('kw, match', [
+    (dict(budget='latency'), 'latency with a latency table'),
+    (dict(budget='macs', latency_table='t.json'), 'latency with a latency table'),
+    (dict(budget='macs', loop_rounds=2), 'closed loop needs a latency budget')])
+def test_an_export_budget_that_does_not_hold_together_is_refused(tmp_path, kw, match):
+    from sidt_mmdet.studies.common import Stages, StageSettings
+    stages = Stages(str(tmp_path), StageSettings(data_root=str(tmp_path / 'data')))
+    with pytest.raises(ValueError, match=match):
+        stages.export('export-x', {}, 'criterion', 'dense.pth', lambda m: None, 0.6, 'dim',
+                      **kw)
