@@ -49,7 +49,7 @@ STAGE_MODE = {'sidt-dense': 'dense', 'sidt-search': 'search', 'sidt-hybrid-searc
 STAGE_NAME = re.compile(
     r'sidt-(?P<stage>search|retrain)_(?P<detector>mask-rcnn|faster-rcnn|retinanet)_'
     r'(?P<backbone>sidtvit-[a-z0-9-]+?)-kr(?P<ratio>0\.\d+|1\.0)_(?P<neck>simplefpn)_'
-    r'(?P<sched>[a-z0-9-]+)_(?P<dataset>coco|toy-coco|toy-coco-hard)\.py')
+    r'(?P<sched>[a-z0-9-]+)_(?P<dataset>coco|toy-coco|toy-coco-hard|toy-coco-harder)\.py')
 VITDET_RECIPE = {  # ViTDet (Li et al. 2022), Mask R-CNN on COCO
     'b': dict(width=768, depth=12, global_blocks=[2, 5, 8, 11], drop_path=0.1, decay=0.7),
     'l': dict(width=1024, depth=24, global_blocks=[5, 11, 17, 23], drop_path=0.4, decay=0.8),

@@ -4,6 +4,12 @@ Not imported by ``sidt_mmdet``: only the ``tools/dataset/make_toy_*.py`` scripts
 tests need them.
 """
 from .toy_cifar100 import make_toy_cifar100
-from .toy_coco import TOY_COCO_CLASSES, TOY_COCO_HARD_CLASSES, make_toy_coco
+from .toy_coco import (
+    TOY_COCO_CLASSES,
+    TOY_COCO_HARD_CLASSES,
+    TOY_COCO_HARDER_CLASSES,
+    make_toy_coco,
+)
 
-__all__ = ['TOY_COCO_CLASSES', 'TOY_COCO_HARD_CLASSES', 'make_toy_cifar100', 'make_toy_coco']
+__all__ = ['TOY_COCO_CLASSES', 'TOY_COCO_HARD_CLASSES', 'TOY_COCO_HARDER_CLASSES',
+           'make_toy_cifar100', 'make_toy_coco']

@@ -19,6 +19,10 @@ Two presets:
   an image, their boxes free to overlap (the shapes' pixels never do, so each polygon stays
   the exact visible mask), among unannotated clutter (strokes and blobs of the same
   colours). A detector must read shape, not colour, and separate neighbours.
+- ``harder``: the hard preset with twelve classes in groups of two to four that share an
+  outline (rectangle / cross / T / L, ellipse / hexagon / octagon, triangle / arrow, five- /
+  six- / seven-pointed star), smaller objects (6-20% of the short side), up to 14 an image,
+  and twice the clutter.
 """
 from __future__ import annotations
 
@@ -36,15 +40,21 @@ from ...utils.cli import int_at_least
 from ...utils.fileio import atomic_output_dir, check_output_dir
 from .common import check_positive, generator_arg_parser, progress_steps, run_generator
 
-__all__ = ['TOY_COCO_CLASSES', 'TOY_COCO_HARD_CLASSES', 'PRESETS', 'MIN_IMG_SIZE',
-           'make_toy_coco']
+__all__ = ['TOY_COCO_CLASSES', 'TOY_COCO_HARD_CLASSES', 'TOY_COCO_HARDER_CLASSES', 'PRESETS',
+           'MIN_IMG_SIZE', 'make_toy_coco']
 
 TOY_COCO_CLASSES = ('rectangle', 'ellipse', 'triangle', 'star')
 TOY_COCO_HARD_CLASSES = ('rectangle', 'cross', 'ellipse', 'octagon', 'triangle', 'arrow',
                          'star5', 'star6')
-# preset -> its classes and default sizes
+TOY_COCO_HARDER_CLASSES = ('rectangle', 'cross', 'tee', 'ell', 'ellipse', 'hexagon', 'octagon',
+                           'triangle', 'arrow', 'star5', 'star6', 'star7')
+# preset -> its classes and default sizes; the hard presets' object size range (fraction of
+# the short side) and clutter counts ([low, high) strokes and blobs)
 PRESETS = {'easy': dict(classes=TOY_COCO_CLASSES, max_objects=4),
-           'hard': dict(classes=TOY_COCO_HARD_CLASSES, max_objects=10)}
+           'hard': dict(classes=TOY_COCO_HARD_CLASSES, max_objects=10, size=(0.08, 0.25),
+                        strokes=(3, 9), blobs=(2, 6)),
+           'harder': dict(classes=TOY_COCO_HARDER_CLASSES, max_objects=14, size=(0.06, 0.2),
+                          strokes=(6, 18), blobs=(4, 12))}
 MIN_IMG_SIZE = 32
 # Each class has its own colour family so a tiny detector learns from a few iterations.
 _CLASS_RGB = np.array([[220, 40, 40], [40, 90, 230], [40, 200, 60], [240, 200, 30]], float)
@@ -135,17 +145,26 @@ def _hard_polygon(rng: np.random.Generator, name: str, size: float) -> np.ndarra
     """An (N, 2) polygon of hard-preset class ``name`` centred at the origin, about ``size``
     across; the classes of a pair share their outline's extent and differ in detail."""
     r = size / 2
-    if name in ('rectangle', 'cross'):
+    if name in ('rectangle', 'cross', 'tee', 'ell'):
         hw, hh = r * rng.uniform(0.6, 1.0, 2)
         if name == 'rectangle':
             pts = np.array([[-hw, -hh], [hw, -hh], [hw, hh], [-hw, hh]])
-        else:  # a plus sign: the rectangle with its four corners cut out
+        elif name == 'cross':  # a plus sign: the rectangle with its four corners cut out
             cw, ch = hw * rng.uniform(0.3, 0.45), hh * rng.uniform(0.3, 0.45)
             pts = np.array([[-cw, -hh], [cw, -hh], [cw, -ch], [hw, -ch], [hw, ch], [cw, ch],
                             [cw, hh], [-cw, hh], [-cw, ch], [-hw, ch], [-hw, -ch], [-cw, -ch]])
-    elif name in ('ellipse', 'octagon'):
+        elif name == 'tee':  # a bar across the top on a centred stem
+            cw, bar = hw * rng.uniform(0.3, 0.45), 2 * hh * rng.uniform(0.3, 0.45)
+            pts = np.array([[-hw, -hh], [hw, -hh], [hw, -hh + bar], [cw, -hh + bar], [cw, hh],
+                            [-cw, hh], [-cw, -hh + bar], [-hw, -hh + bar]])
+        else:  # ell: a stem down the left on a bar along the bottom
+            stem, bar = 2 * hw * rng.uniform(0.3, 0.45), 2 * hh * rng.uniform(0.3, 0.45)
+            pts = np.array([[-hw, -hh], [-hw + stem, -hh], [-hw + stem, hh - bar],
+                            [hw, hh - bar], [hw, hh], [-hw, hh]])
+    elif name in ('ellipse', 'hexagon', 'octagon'):
         radii = r * rng.uniform(0.7, 1.0, 2)
-        t = np.linspace(0, 2 * math.pi, 32 if name == 'ellipse' else 8, endpoint=False)
+        corners = {'ellipse': 32, 'hexagon': 6, 'octagon': 8}[name]
+        t = np.linspace(0, 2 * math.pi, corners, endpoint=False)
         t = t + (math.pi / 8 if name == 'octagon' else 0)
         pts = np.stack([radii[0] * np.cos(t), radii[1] * np.sin(t)], axis=1)
     elif name == 'triangle':
@@ -156,8 +175,8 @@ def _hard_polygon(rng: np.random.Generator, name: str, size: float) -> np.ndarra
         neck = r * rng.uniform(-0.1, 0.2)
         pts = np.array([[r, 0], [neck, r * 0.8], [neck, shaft], [-r, shaft], [-r, -shaft],
                         [neck, -shaft], [neck, -r * 0.8]])
-    else:  # star5 / star6
-        points = 5 if name == 'star5' else 6
+    else:  # star5 / star6 / star7
+        points = int(name[-1])
         t = np.arange(2 * points) * math.pi / points
         radius = np.where(np.arange(2 * points) % 2 == 0, r, r * rng.uniform(0.45, 0.6))
         pts = np.stack([radius * np.cos(t), radius * np.sin(t)], axis=1)
@@ -188,32 +207,35 @@ def _object_colour(rng: np.random.Generator) -> tuple[int, ...]:
 
 
 def _clutter(rng: np.random.Generator, draw: ImageDraw.ImageDraw, height: int,
-             width: int) -> None:
+             width: int, strokes: tuple[int, int], blobs: tuple[int, int]) -> None:
     """Unannotated strokes and small blobs, in the objects' colours."""
-    for _ in range(int(rng.integers(3, 9))):
+    for _ in range(int(rng.integers(*strokes))):
         x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
         length, angle = rng.uniform(0.1, 0.4) * min(height, width), rng.uniform(0, math.pi)
         draw.line([(x0, y0), (x0 + length * math.cos(angle), y0 + length * math.sin(angle))],
                   fill=_object_colour(rng), width=int(rng.integers(1, 3)))
-    for _ in range(int(rng.integers(2, 6))):
+    for _ in range(int(rng.integers(*blobs))):
         cx, cy, rad = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(1.5, 4)
         draw.ellipse([cx - rad, cy - rad, cx + rad, cy + rad], fill=_object_colour(rng))
 
 
-def _make_hard_image(rng: np.random.Generator, img_size: int, max_objects: int
-                     ) -> tuple[np.ndarray, list[dict]]:
-    """One hard-preset image and its objects (as :func:`_make_image`)."""
+def _make_hard_image(rng: np.random.Generator, img_size: int, max_objects: int,
+                     preset: str = 'hard') -> tuple[np.ndarray, list[dict]]:
+    """One image of a hard preset (``'hard'`` or ``'harder'``) and its objects (as
+    :func:`_make_image`)."""
+    p = PRESETS[preset]
+    classes = p['classes']
     height, width = (int(v) for v in rng.integers(int(img_size * 0.75), img_size + 1, 2))
     canvas = Image.fromarray(np.clip(_background(rng, height, width), 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
-    _clutter(rng, draw, height, width)
+    _clutter(rng, draw, height, width, p['strokes'], p['blobs'])
     taken = np.zeros((height, width), dtype=bool)  # object pixels, each grown by 1
     objects: list[dict] = []
     for _ in range(int(rng.integers(2, max_objects + 1))):
-        label = int(rng.integers(len(TOY_COCO_HARD_CLASSES)))
+        label = int(rng.integers(len(classes)))
         for _ in range(_MAX_PLACEMENT_TRIES):
-            size = rng.uniform(0.08, 0.25) * min(height, width)
-            pts = _hard_polygon(rng, TOY_COCO_HARD_CLASSES[label], size)
+            size = rng.uniform(*p['size']) * min(height, width)
+            pts = _hard_polygon(rng, classes[label], size)
             pts += rng.uniform(-pts.min(0) + 1, (width - 2, height - 2) - pts.max(0))
             pts = np.round(pts, 2)
             x0, y0 = pts.min(0)
@@ -241,8 +263,8 @@ def _write_split(root: str, split: str, split_code: int, num_images: int, first_
     for index in range(num_images):
         # One generator per image: image k is the same whatever --num-* is.
         rng = np.random.default_rng([seed, split_code, index])
-        make = _make_image if preset == 'easy' else _make_hard_image
-        pixels, objects = make(rng, img_size, max_objects)
+        pixels, objects = (_make_image(rng, img_size, max_objects) if preset == 'easy' else
+                           _make_hard_image(rng, img_size, max_objects, preset))
         image_id = first_id + index
         file_name = f'{image_id:012d}.jpg'
         Image.fromarray(pixels).save(osp.join(root, split, file_name), quality=95)
@@ -275,7 +297,7 @@ def make_toy_coco(out_dir: str, num_train: int = 32, num_val: int = 16, img_size
 
     Image sides are drawn from ``[0.75 * img_size, img_size]``, so sizes vary as in COCO.
     Train image ids are ``1..num_train`` and val ids follow them, so ids never collide.
-    ``preset``: ``'easy'`` or ``'hard'`` (see the module docstring); ``max_objects``
+    ``preset``: ``'easy'``, ``'hard'`` or ``'harder'`` (see the module docstring); ``max_objects``
     defaults to the preset's.
 
     Raises:
@@ -317,7 +339,8 @@ def build_parser(prog: str = 'make_toy_coco.py') -> argparse.ArgumentParser:
                              '(default: %(default)s)')
     parser.add_argument('--preset', choices=sorted(PRESETS), default='easy',
                         help='easy: 4 shapes, one colour family each; hard: 8 shapes told '
-                             'apart by detail, any colour, small, boxes overlapping, clutter '
+                             'apart by detail, any colour, small, boxes overlapping, clutter; '
+                             'harder: 12 such shapes, smaller, more of them, more clutter '
                              '(default: %(default)s)')
     parser.add_argument('--max-objects', type=int_at_least(1),
                         help='objects per image, at most (default per preset: '

@@ -81,7 +81,7 @@ def test_mmdet_coco_dataset_reads_toy_coco(toy_coco_dir):
             assert ys.min() >= np.floor(y1) and ys.max() <= np.ceil(y2)
 
 
-@pytest.mark.parametrize('preset', ['easy', 'hard'])
+@pytest.mark.parametrize('preset', ['easy', 'hard', 'harder'])
 def test_toy_coco_is_deterministic(tmp_path, preset):
     kwargs = dict(num_train=3, num_val=2, img_size=64, seed=7, progress=_quiet, preset=preset)
     first = Path(make_toy_coco(str(tmp_path / 'a'), **kwargs))
