@@ -133,6 +133,29 @@ DETECTION_SMALL = dict(DETECTION_LONG, **hard_configs('toy-s'))
 # the half-width one did not show a need for its width on the hard set either.
 DETECTION_HARDER = dict(DETECTION_SMALL, data_preset='harder', **hard_configs('toy-s', 'harder'))
 
+def _task_then_comparison(name: str, settings: dict, workspace: str, what: str,
+                          task_minutes: float) -> dict:
+    """Presets ``<name>-task`` (the task check only: dense, dense + the same training, the
+    narrow model) and ``<name>-full``, the comparison that shares its stages, sized to 90
+    idle minutes on 2 cores (about 5 min a row): one seed, MACs x0.6 and x0.4, SiDT's plain
+    and MACs-weighted searches (the toy backbone's window and global blocks differ in cost)
+    against magnitude, Taylor and uniform width under both controls. Random width and
+    head_uniform are left out to fit; three seeds would take about four times as long."""
+    of = f'{what}, ' if what else ''
+    return {
+        f'{name}-task': SelectionPreset(
+            settings=settings, seeds=(0,), ratios=(0.6,), two_process=False, methods=(),
+            workspace=workspace, task='detection', expected_minutes=task_minutes,
+            notes=f'task check only{", " + what if what else ""}: dense, dense + the same '
+                  'training and the narrow model'),
+        f'{name}-full': SelectionPreset(
+            settings=settings, seeds=(0,), ratios=(0.6, 0.4), two_process=False,
+            methods=('sidt-l1/dim', 'sidt-l1-macs/dim', 'magnitude', 'taylor', 'uniform'),
+            workspace=workspace, task='detection', expected_minutes=90,
+            notes=f'one seed, {of}MACs x0.6 and x0.4, 10% search and 10% fine-tune: '
+                  'intervals over test images only')}
+
+
 PRESETS = {
     # The suite's size: easy set, a few iterations per stage; checks the plumbing only.
     'tiny': SelectionPreset(
@@ -180,50 +203,15 @@ PRESETS = {
     # Does the hard toy COCO task need its width? The dense model at 4 times the short
     # preset's schedule on twice the images, the dense reference's lift and a 40%-narrower
     # model trained as the dense one, on 512 test images; no method is compared (the set and
-    # schedule are judged on dense against narrow alone, before any method runs).
-    'detection-task': SelectionPreset(
-        settings=DETECTION_LONG, seeds=(0,), ratios=(0.6,), two_process=False, methods=(),
-        workspace='detection-long', task='detection', expected_minutes=75,
-        notes='task check only: dense, dense + the same training and the narrow model'),
-    # The comparison on that task, sized to 90 idle minutes on 2 cores (about 5 min a row,
-    # its dense and narrow models and reference shared with the task preset): one seed, MACs
-    # x0.6 and x0.4, SiDT's plain and MACs-weighted searches (the toy backbone's window and
-    # global blocks differ in cost) against magnitude, Taylor and uniform width under both
-    # controls. Random width and head_uniform are left out to fit; three seeds would take
-    # about four times as long.
-    'detection-full': SelectionPreset(
-        settings=DETECTION_LONG, seeds=(0,), ratios=(0.6, 0.4), two_process=False,
-        methods=('sidt-l1/dim', 'sidt-l1-macs/dim', 'magnitude', 'taylor', 'uniform'),
-        workspace='detection-long', task='detection', expected_minutes=90,
-        notes='one seed, MACs x0.6 and x0.4, 10% search and 10% fine-tune: intervals over '
-              'test images only'),
-    # The task check again with the half-width backbone (the 64-wide one did not need its
-    # width on this set): the same set, schedule and rule, dense against narrow only.
-    'detection-small-task': SelectionPreset(
-        settings=DETECTION_SMALL, seeds=(0,), ratios=(0.6,), two_process=False, methods=(),
-        workspace='detection-small', task='detection', expected_minutes=60,
-        notes='task check only, half-width backbone: dense, dense + the same training and '
-              'the narrow model'),
-    # The comparison of detection-full on the half-width backbone, sharing that check's
-    # stages.
-    'detection-small-full': SelectionPreset(
-        settings=DETECTION_SMALL, seeds=(0,), ratios=(0.6, 0.4), two_process=False,
-        methods=('sidt-l1/dim', 'sidt-l1-macs/dim', 'magnitude', 'taylor', 'uniform'),
-        workspace='detection-small', task='detection', expected_minutes=90,
-        notes='one seed, half-width backbone, MACs x0.6 and x0.4, 10% search and 10% '
-              'fine-tune: intervals over test images only'),
-    # The task check on the harder set with the half-width backbone, and its comparison.
-    'detection-harder-task': SelectionPreset(
-        settings=DETECTION_HARDER, seeds=(0,), ratios=(0.6,), two_process=False, methods=(),
-        workspace='detection-harder', task='detection', expected_minutes=55,
-        notes='task check only, harder set, half-width backbone: dense, dense + the same '
-              'training and the narrow model'),
-    'detection-harder-full': SelectionPreset(
-        settings=DETECTION_HARDER, seeds=(0,), ratios=(0.6, 0.4), two_process=False,
-        methods=('sidt-l1/dim', 'sidt-l1-macs/dim', 'magnitude', 'taylor', 'uniform'),
-        workspace='detection-harder', task='detection', expected_minutes=90,
-        notes='one seed, harder set, half-width backbone, MACs x0.6 and x0.4, 10% search and '
-              '10% fine-tune: intervals over test images only'),
+    # schedule are judged on dense against narrow alone, before any method runs). Then the
+    # comparison on that task ('-full').
+    **_task_then_comparison('detection', DETECTION_LONG, 'detection-long', '', 75),
+    # The same with the half-width backbone (the 64-wide one did not need its width on this
+    # set), and with it on the harder set.
+    **_task_then_comparison('detection-small', DETECTION_SMALL, 'detection-small',
+                            'half-width backbone', 60),
+    **_task_then_comparison('detection-harder', DETECTION_HARDER, 'detection-harder',
+                            'harder set, half-width backbone', 55),
 }
 
 
