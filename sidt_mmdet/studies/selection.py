@@ -566,8 +566,9 @@ def selection_markdown(result: dict) -> str:
     unit = '%' if first == 'top1' else ''
     dense = result['dense'][first]
     if result.get('task_type') == 'detection':
-        model = (f'Dense toy Mask R-CNN (hard toy COCO, {result["num_test"]} test images) box '
-                 f'mAP **{dense:.2f}**, mask mAP {result["dense"]["segm_mAP"]:.2f}')
+        data = result['settings'].get('data_preset', 'hard')
+        model = (f'Dense toy Mask R-CNN ({data} toy COCO, {result["num_test"]} test images) '
+                 f'box mAP **{dense:.2f}**, mask mAP {result["dense"]["segm_mAP"]:.2f}')
         figures = 'COCO mAP@[.50:.95] x100'
     else:
         model = f'Dense toy ViT top-1 **{dense:.2f}%**'
