@@ -100,7 +100,7 @@ def test_installer_on_a_stand_in_gpu_machine(tmp_path):
                  'gpu-tiny', '--threads', '1', '--out-dir', str(out)], env=env, timeout=240)
     study = json.loads((out / 'latency.json').read_text())
     assert study['meta']['preset'] == 'gpu-tiny' and len(study['groups']) == 3
-    assert [r['target'] for r in study['budget_check']['rows']] == [0.8, 0.6, 0.4]
+    assert [r['target'] for r in study['budget_check']['rows']] == [0.95, 0.8, 0.6]
     assert not (out / 'latency.png').exists()
     installed = {p.name.split('-')[0] for p in (tmp_path / 'site').glob('*.dist-info')}
     assert {'mmengine', 'rich', 'yapf'} <= installed and not {'mmdet', 'mmcv'} & installed
