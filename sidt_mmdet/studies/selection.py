@@ -133,6 +133,7 @@ DETECTION_SMALL = dict(DETECTION_LONG, **hard_configs('toy-s'))
 # the half-width one did not show a need for its width on the hard set either.
 DETECTION_HARDER = dict(DETECTION_SMALL, data_preset='harder', **hard_configs('toy-s', 'harder'))
 
+
 def _task_then_comparison(name: str, settings: dict, workspace: str, what: str,
                           task_minutes: float) -> dict:
     """Presets ``<name>-task`` (the task check only: dense, dense + the same training, the
@@ -141,18 +142,18 @@ def _task_then_comparison(name: str, settings: dict, workspace: str, what: str,
     and MACs-weighted searches (the toy backbone's window and global blocks differ in cost)
     against magnitude, Taylor and uniform width under both controls. Random width and
     head_uniform are left out to fit; three seeds would take about four times as long."""
-    of = f'{what}, ' if what else ''
+    of = f', {what}' if what else ''
     return {
         f'{name}-task': SelectionPreset(
             settings=settings, seeds=(0,), ratios=(0.6,), two_process=False, methods=(),
             workspace=workspace, task='detection', expected_minutes=task_minutes,
-            notes=f'task check only{", " + what if what else ""}: dense, dense + the same '
-                  'training and the narrow model'),
+            notes=f'task check only{of}: dense, dense + the same training and the narrow '
+                  'model'),
         f'{name}-full': SelectionPreset(
             settings=settings, seeds=(0,), ratios=(0.6, 0.4), two_process=False,
             methods=('sidt-l1/dim', 'sidt-l1-macs/dim', 'magnitude', 'taylor', 'uniform'),
             workspace=workspace, task='detection', expected_minutes=90,
-            notes=f'one seed, {of}MACs x0.6 and x0.4, 10% search and 10% fine-tune: '
+            notes=f'one seed{of}, MACs x0.6 and x0.4, 10% search and 10% fine-tune: '
                   'intervals over test images only')}
 
 
