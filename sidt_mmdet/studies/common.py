@@ -156,6 +156,9 @@ class StageSettings:
         CFG_DIR, 'sidt-retrain_cls_vit-toy-p4-kr0.6_linear_748it_toy-cifar100-hard.py')
     dense_iters: int = 3756
     dense_warmup: int = 313
+    # The dense (and narrow) model's learning rate; None: the dense config's. The fine-tunes
+    # keep the retrain config's.
+    dense_lr: float | None = None
     finetune_iters: int = 748
     finetune_warmup: int = 75
     batch_size: int = 64
@@ -166,6 +169,9 @@ class StageSettings:
     def __post_init__(self):
         if not isinstance(self.num_val, int) or self.num_val < 0:
             raise ValueError(f'num_val: expected an int >= 0, got {self.num_val!r}')
+        if self.dense_lr is not None and not self.dense_lr > 0:
+            raise ValueError(f'dense_lr: expected a learning rate > 0 or None, got '
+                             f'{self.dense_lr!r}')
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -321,10 +327,13 @@ class Stages:
         spec = dict(stage='dense', config=self.s.dense_config, iters=self.s.dense_iters,
                     warmup=self.s.dense_warmup, seed=seed, batch=self.s.batch_size,
                     data=self.data_spec())
+        options = {}
+        if self.s.dense_lr is not None:  # absent by default, so earlier runs' keys still hold
+            spec['lr'] = options['optim_wrapper.optimizer.lr'] = self.s.dense_lr
 
         def run(run_dir):
             log(f'dense training: {self.s.dense_iters} iterations')
-            model, ckpt = self._train(self.config(self.s.dense_config), run_dir,
+            model, ckpt = self._train(self.config(self.s.dense_config, options), run_dir,
                                       self.s.dense_iters, self.s.dense_warmup, seed, None)
             return dict(checkpoint=ckpt, **self.evaluate(model, run_dir))
         return self.cached(f'dense-it{self.s.dense_iters}-s{seed}', spec, run)
@@ -484,10 +493,10 @@ class Stages:
     def narrow(self, keep: float = 0.6, seed: int = 0) -> dict:
         """A model ``1 - keep`` narrower in every searched dim (head dims and MLP units,
         equal in every layer, no rounding), trained from scratch exactly as the dense one:
-        the dense config's learning rate, schedule, batch and seed."""
+        the dense model's learning rate, schedule, batch and seed."""
         from ..search.criteria import uniform_scores
         from ..search.select import select_subnet
-        lr = self.config(self.s.dense_config).optim_wrapper.optimizer.lr
+        lr = self.s.dense_lr or self.config(self.s.dense_config).optim_wrapper.optimizer.lr
         spec = dict(stage='narrow', config=self.s.retrain_config, keep=keep,
                     iters=self.s.dense_iters, warmup=self.s.dense_warmup, seed=seed, lr=lr,
                     batch=self.s.batch_size, data=self.data_spec())

@@ -9,7 +9,9 @@ from sidt_mmdet.studies.selection import PRESETS, _rows_of
 
 @pytest.mark.parametrize('task, full', [('detection-task', 'detection-full'),
                                         ('detection-small-task', 'detection-small-full'),
-                                        ('detection-harder-task', 'detection-harder-full')])
+                                        ('detection-harder-task', 'detection-harder-full'),
+                                        ('detection-harder-long-task',
+                                         'detection-harder-long-full')])
 def test_the_detection_comparison_shares_the_task_checks_stages(task, full):
     task, full = PRESETS[task], PRESETS[full]
     assert task.workspace == full.workspace and task.task == full.task == 'detection'
