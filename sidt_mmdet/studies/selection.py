@@ -140,26 +140,31 @@ DETECTION_HARDER_LONG = dict(DETECTION_HARDER, dense_iters=12000, dense_warmup=6
 
 
 def _task_then_comparison(name: str, settings: dict, workspace: str, what: str,
-                          task_minutes: float) -> dict:
+                          task_minutes: float, by_ratio: bool = False) -> dict:
     """Presets ``<name>-task`` (the task check only: dense, dense + the same training, the
     narrow model) and ``<name>-full``, the comparison that shares its stages, sized to 90
-    idle minutes on 2 cores (about 5 min a row): one seed, MACs x0.6 and x0.4, SiDT's plain
-    and MACs-weighted searches (the toy backbone's window and global blocks differ in cost)
-    against magnitude, Taylor and uniform width under both controls. Random width and
-    head_uniform are left out to fit; three seeds would take about four times as long."""
+    idle minutes on 2 cores beyond them (about 5 min a row): one seed, MACs x0.6 and x0.4,
+    SiDT's plain and MACs-weighted searches (the toy backbone's window and global blocks
+    differ in cost) against magnitude, Taylor and uniform width under both controls. Random
+    width and head_uniform are left out to fit; three seeds would take about four times as
+    long. ``by_ratio``: a schedule whose two budgets do not fit one study: ``<name>-full`` at
+    x0.6 and ``<name>-full-r0.4`` at x0.4, which reuses its searches."""
     of = f', {what}' if what else ''
-    return {
-        f'{name}-task': SelectionPreset(
-            settings=settings, seeds=(0,), ratios=(0.6,), two_process=False, methods=(),
-            workspace=workspace, task='detection', expected_minutes=task_minutes,
-            notes=f'task check only{of}: dense, dense + the same training and the narrow '
-                  'model'),
-        f'{name}-full': SelectionPreset(
-            settings=settings, seeds=(0,), ratios=(0.6, 0.4), two_process=False,
-            methods=('sidt-l1/dim', 'sidt-l1-macs/dim', 'magnitude', 'taylor', 'uniform'),
-            workspace=workspace, task='detection', expected_minutes=90,
-            notes=f'one seed{of}, MACs x0.6 and x0.4, 10% search and 10% fine-tune: '
-                  'intervals over test images only')}
+    methods = ('sidt-l1/dim', 'sidt-l1-macs/dim', 'magnitude', 'taylor', 'uniform')
+    # suffix: (budgets, idle minutes beyond the task check's stages)
+    budgets = {'': ((0.6,), 65), '-r0.4': ((0.4,), 50)} if by_ratio else {'': ((0.6, 0.4), 90)}
+    out = {f'{name}-task': SelectionPreset(
+        settings=settings, seeds=(0,), ratios=(0.6,), two_process=False, methods=(),
+        workspace=workspace, task='detection', expected_minutes=task_minutes,
+        notes=f'task check only{of}: dense, dense + the same training and the narrow model')}
+    for suffix, (ratios, minutes) in budgets.items():
+        at = ' and '.join(f'x{r:g}' for r in ratios)
+        out[f'{name}-full{suffix}'] = SelectionPreset(
+            settings=settings, seeds=(0,), ratios=ratios, two_process=False, methods=methods,
+            workspace=workspace, task='detection', expected_minutes=minutes,
+            notes=f'one seed{of}, MACs {at}, 10% search and 10% fine-tune: intervals over '
+                  'test images only')
+    return out
 
 
 PRESETS = {
@@ -221,7 +226,7 @@ PRESETS = {
     **_task_then_comparison('detection-harder-long', DETECTION_HARDER_LONG,
                             'detection-harder-long',
                             'harder set, half-width backbone, 12,000 dense iterations at lr 2e-3',
-                            80),
+                            80, by_ratio=True),
 }
 
 
