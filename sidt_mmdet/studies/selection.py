@@ -226,7 +226,7 @@ PRESETS = {
     **_task_then_comparison('detection-harder-long', DETECTION_HARDER_LONG,
                             'detection-harder-long',
                             'harder set, half-width backbone, 12,000 dense iterations at lr 2e-3',
-                            80, by_ratio=True),
+                            65, by_ratio=True),
 }
 
 
