@@ -127,9 +127,24 @@ def test_markdown_has_the_reference_row_in_both_tables_and_mean_std(tmp_path):
 
 
 def test_results_table_reads_the_published_and_the_seeded_json(tmp_path):
+    (tmp_path / 'published').mkdir()
+    shutil.copy(PUBLISHED, tmp_path / 'published' / 'lowrank_full.json')
+    published = json.loads(PUBLISHED.read_text())
+    rows = results_rows(find_results(str(tmp_path / 'published')), latency=False)
+    names = [r['method'] for r in rows]
+    assert names.count(REFERENCE) == 1 and names[0] == REFERENCE
+    assert len(rows) == len(published['methods']) + len(published['budget']) - 1
+    assert {tuple(r['seeds']) for r in rows} == {tuple(published['settings']['seeds'])}
+    assert rows[0]['top1_after'] == published['methods'][0]['top1_after_ft']
+
+    # the shape before fine-tune seeds: one seed, the reference apart, no row marked
+    def one_seed(r):
+        return {k: v for k, v in r.items() if k not in ('seeds', 'reference')}
+    old = dict(published, settings=dict(published['settings'], seed=0, seeds=None),
+               **{g: [one_seed(r) for r in published[g] if not r.get('reference')]
+                  for g in ('methods', 'budget')})
     (tmp_path / 'old').mkdir()
-    shutil.copy(PUBLISHED, tmp_path / 'old' / 'lowrank_full.json')
-    old = json.loads(PUBLISHED.read_text())
+    (tmp_path / 'old' / 'lowrank_full.json').write_text(json.dumps(old))
     rows = results_rows(find_results(str(tmp_path / 'old')), latency=False)
     assert [r['method'] for r in rows] == [r['name'] for r in old['methods'] + old['budget']]
     assert {tuple(r['seeds']) for r in rows} == {(0,)}
