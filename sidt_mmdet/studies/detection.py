@@ -29,8 +29,8 @@ _TOY = osp.join(REPO, 'configs', 'toy')
 
 def hard_configs(backbone: str = 'toy', data: str = 'hard') -> dict:
     """The StageSettings configs of the toy Mask R-CNN with SIDTViT ``backbone`` (``'toy'``:
-    64 wide, ``'toy-s'``: 32 wide) on the ``data`` toy COCO preset (``'hard'``, ``'harder'``:
-    ``'harder'`` with ``'toy-s'`` only)."""
+    64 wide, ``'toy-s'``: 32 wide, ``'toy-xs'``: 16 wide) on the ``data`` toy COCO preset
+    (``'hard'``, ``'harder'``: ``'harder'`` with ``'toy-s'`` only)."""
     return {f'{stage}_config': osp.join(_TOY, f'sidt-{stage}_mask-rcnn_sidtvit-{backbone}{kr}_'
                                               f'simplefpn_100it_toy-coco-{data}.py')
             for stage, kr in (('dense', ''), ('search', '-kr0.6'), ('retrain', '-kr0.6'))}
