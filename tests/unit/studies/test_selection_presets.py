@@ -16,7 +16,8 @@ from sidt_mmdet.studies.selection import PRESETS, _rows_of
                                     'detection-harder-long-full-r0.4']),
     ('detection-harder-xlong-task', ['detection-harder-xlong-full',
                                      'detection-harder-xlong-full-r0.4']),
-    ('detection-xs-task', ['detection-xs-full', 'detection-xs-full-r0.4'])])
+    ('detection-xs-task', ['detection-xs-full', 'detection-xs-full-r0.4']),
+    ('detection-xs-long-task', ['detection-xs-long-full', 'detection-xs-long-full-r0.4'])])
 def test_the_detection_comparison_shares_the_task_checks_stages(task, fulls):
     task = PRESETS[task]
     assert task.methods == () and _rows_of(task) == []
